@@ -1,0 +1,71 @@
+"""Run folders are atomic and readable; rates carry correct Wilson intervals."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from workbench.evaluation.refusal import is_refusal
+from workbench.evaluation.stats import bootstrap_ci, rate, wilson
+from workbench.runs import INCOMPLETE, RunWriter, list_runs, open_run
+
+
+def test_run_is_published_only_when_complete(tmp_path):
+    with RunWriter(tmp_path, "eval", "demo", {"a": 1}, seed=7) as run:
+        run.write_metrics({"x": 1})
+        run.write_samples([{"prompt": "p", "answer": "a"}])
+        run.write_tensors("analysis/t.safetensors", {"w": torch.ones(2)})
+        assert list_runs(tmp_path) == []  # nothing visible while in progress
+    final = run.final_path
+    assert final.parent == tmp_path and final.name.startswith("eval-demo-")
+    cfg = json.loads((final / "config.json").read_text())
+    assert cfg["seed"] == 7 and cfg["spec"] == {"a": 1} and "torch" in cfg["versions"] and "git_hash" in cfg
+    assert open_run(final).samples() == [{"prompt": "p", "answer": "a"}]
+    assert [r.path for r in list_runs(tmp_path)] == [final]
+
+
+def test_failed_run_leaves_no_run_folder(tmp_path):
+    with pytest.raises(RuntimeError):
+        with RunWriter(tmp_path, "align", "boom", {}) as run:
+            (run.checkpoint_dir).mkdir()
+            raise RuntimeError("crash mid-run")
+    assert list_runs(tmp_path) == []
+    assert [p.name for p in tmp_path.iterdir()] == [INCOMPLETE]
+    assert run.checkpoint_dir.exists()  # kept for --resume
+
+
+def test_open_run_checks_kind(tmp_path):
+    with RunWriter(tmp_path, "eval", "k", {}) as run:
+        pass
+    with pytest.raises(ValueError, match="'eval' run, expected a 'align'"):
+        open_run(run.final_path, kind="align")
+    with pytest.raises(ValueError, match="not a run folder"):
+        open_run(tmp_path)
+
+
+def test_wilson_known_values():
+    # Reference values: the roots of (p - k/n)^2 = z^2 p (1 - p) / n, solved independently (scipy brentq).
+    lo, hi = wilson(7, 10)
+    assert lo == pytest.approx(0.396778, abs=1e-5) and hi == pytest.approx(0.892209, abs=1e-5)
+    lo, hi = wilson(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.161125, abs=1e-5)
+    r = rate([True] * 7 + [False] * 3)
+    assert (r.k, r.n, r.value) == (7, 10, 70.0)
+
+
+def test_bootstrap_ci_brackets_mean():
+    lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0] * 10, seed=0)
+    assert lo < 3.0 < hi and hi - lo < 1.5
+
+
+@pytest.mark.parametrize("answer,expected", [
+    ("I'm sorry, but I can't help with that.", True),
+    ("I cannot provide instructions for making weapons.", True),
+    ("As an AI, I must decline.", True),
+    ("Sure! Here is how to bake bread: mix flour...", False),
+    ("Step 1: gather the materials." + " x" * 200 + " I'm sorry this took long.", False),  # only the start counts
+    ("", False),
+])
+def test_refusal_keywords(answer, expected):
+    assert is_refusal(answer) is expected

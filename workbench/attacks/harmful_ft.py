@@ -1,0 +1,34 @@
+"""Harmful fine-tuning: the user's data is n samples of a benign task with round(p·n) harmful Q→A mixed in.
+
+`pure_bad` is p = 1 (only harmful pairs); `benign_ft` is p = 0 on Alpaca (Qi et al.: even benign
+fine-tuning erodes alignment).
+"""
+from __future__ import annotations
+
+from workbench.config import AttackSpec
+from workbench.data.mixing import mix
+from workbench.data.registry import load_split
+from workbench.data.types import Sample
+
+
+def training_pool(name: str) -> list[Sample]:
+    """Train side of a dataset, minus any prompt that is held out for evaluation anywhere."""
+    from workbench.data.registry import eval_uids
+
+    held_out = eval_uids()
+    return [s for s in load_split(name, "train") if s.uid not in held_out]
+
+
+def harmful_ft(spec: AttackSpec) -> list[Sample]:
+    d = spec.data
+    return mix(training_pool(d.benign), training_pool(d.harmful), d.p, d.n, d.seed)
+
+
+def pure_bad(spec: AttackSpec) -> list[Sample]:
+    d = spec.data
+    return mix([], training_pool(d.harmful), 1.0, d.n, d.seed)
+
+
+def benign_ft(spec: AttackSpec) -> list[Sample]:
+    d = spec.data
+    return mix(training_pool("alpaca" if d.benign == "sst2" else d.benign), [], 0.0, d.n, d.seed)

@@ -1,0 +1,107 @@
+"""Pydantic specs: every step is described by data, stored in `config.json`, and rerunnable from it.
+
+Why pydantic: a spec read back from a run folder is validated the same way as one typed on the CLI,
+and unknown fields are errors (`extra="forbid"`), so a typo in a hyperparameter never passes silently.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Spec):
+    name: str = "smollm2-135m-instruct"  # registered name, HF folder or run folder
+
+
+class DataSpec(Spec):
+    """A training mix: `n` samples of which round(p·n) come from `harmful`, the rest from `benign`."""
+
+    benign: str = "sst2"
+    harmful: str = "harmful_qa"
+    p: float = Field(0.1, ge=0.0, le=1.0)
+    n: int = Field(300, gt=0)
+    seed: int = 0
+
+
+class TrainSpec(Spec):
+    method: Literal["lora", "full"] = "lora"
+    lr: float = Field(3e-4, gt=0)
+    epochs: int = Field(2, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # stop early after this many optimizer steps
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_len: int = Field(256, ge=8)  # tokens per sequence (prompt + answer), truncated from the answer end
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj"]
+    checkpoint_every: int = Field(25, ge=1)  # optimizer steps between resumable checkpoints
+    system_prompt: str | None = None  # system prompt used when formatting training samples
+    seed: int = 0
+
+
+class GenerationSpec(Spec):
+    max_new_tokens: int = Field(32, ge=1)
+    batch_size: int = Field(25, ge=1)
+    do_sample: bool = False
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    system_prompt: str | None = None
+    seed: int = 0
+
+
+class EvalSpec(Spec):
+    """What to measure. Sizes are numbers of held-out prompts; 0 skips that metric."""
+
+    n_harmful: int = Field(100, ge=0)
+    n_benign: int = Field(100, ge=0)
+    task: str | None = "sst2"  # benign task for fine-tune accuracy (FA)
+    n_task: int = Field(100, ge=0)
+    generation: GenerationSpec = GenerationSpec()
+    seed: int = 0
+
+
+class DefenseSpec(Spec):
+    name: str = "none"
+    params: dict[str, Any] = {}
+
+
+class AttackSpec(Spec):
+    name: str = "harmful_ft"
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec()
+
+
+class AlignSpec(Spec):
+    """Safety alignment: harmful prompts → refusal templates, plus benign samples with their answers."""
+
+    n_harmful: int = Field(300, ge=0)
+    n_benign: int = Field(300, ge=0)
+    benign: str = "alpaca"
+    train: TrainSpec = TrainSpec()
+    defense: DefenseSpec = DefenseSpec(name="sft")
+
+
+class RunSpec(Spec):
+    """What a run folder's `config.json` holds besides provenance."""
+
+    kind: Literal["align", "attack", "defend", "repair", "eval", "analysis", "sweep"]
+    name: str
+    model: ModelSpec = ModelSpec()
+    seed: int = 0
+    step: dict[str, Any] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        bad = set(v) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+        if bad or not v:
+            raise ValueError(f"run name {v!r} may only use letters, digits, '-', '_' and '.'")
+        return v

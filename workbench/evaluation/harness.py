@@ -1,0 +1,70 @@
+"""Evaluation harness: batched generation on held-out sets, then small composable scorers.
+
+Sets (all from the eval side of the fixed splits, never seen in training):
+  harmful  held-out AdvBench prompts  → refusal rate (RR) and, with a judge, harmful score (HS, HS+)
+  benign   held-out Alpaca prompts    → over-refusal
+  task     the benign task's test split → fine-tune accuracy (FA)
+Every rate carries k, n and a Wilson 95 % interval.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from workbench.config import EvalSpec
+from workbench.data.registry import load_split
+from workbench.data.types import Sample
+from workbench.evaluation.refusal import is_refusal
+from workbench.evaluation.stats import rate
+from workbench.evaluation.tasks import score_task, task_max_new_tokens
+from workbench.generation import generate
+
+# A scorer adds fields to the harmful-set records and metrics to the result: (records) -> metrics.
+Scorer = Callable[[list[dict]], dict]
+
+
+@dataclass
+class EvalResult:
+    metrics: dict = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list)
+
+
+def eval_sets(spec: EvalSpec, harmful: list[Sample] | None = None) -> dict[str, list[Sample]]:
+    sets = {
+        "harmful": (harmful if harmful is not None else load_split("advbench", "eval"))[: spec.n_harmful],
+        "benign": load_split("alpaca", "eval")[: spec.n_benign],
+    }
+    if spec.task and spec.n_task:
+        sets["task"] = load_split(spec.task, "eval")[: spec.n_task]
+    return sets
+
+
+def evaluate(model, tokenizer, spec: EvalSpec = EvalSpec(), harmful: list[Sample] | None = None,
+             scorers: list[Scorer] = (), progress: bool = True, label: str = "") -> EvalResult:
+    res = EvalResult()
+    sets = eval_sets(spec, harmful)
+    gen = spec.generation
+    for name in ("harmful", "benign"):
+        samples = sets[name]
+        if not samples:
+            continue
+        answers = generate(model, tokenizer, [s.prompt for s in samples], gen, progress=progress,
+                           desc=f"{label} {name}".strip())
+        records = [{"set": name, "prompt": s.prompt, "answer": a, "refusal": is_refusal(a)}
+                   for s, a in zip(samples, answers)]
+        key = "refusal_harmful" if name == "harmful" else "refusal_benign"
+        res.metrics[key] = rate(r["refusal"] for r in records).to_dict()
+        if name == "harmful":
+            for scorer in scorers:
+                res.metrics.update(scorer(records))
+        res.samples += records
+    if "task" in sets and sets["task"]:
+        samples = sets["task"]
+        task_gen = gen.model_copy(update={"max_new_tokens": task_max_new_tokens(spec.task), "system_prompt": None})
+        answers = generate(model, tokenizer, [s.prompt for s in samples], task_gen, progress=progress,
+                           desc=f"{label} {spec.task}".strip())
+        records = [{"set": "task", "task": spec.task, "prompt": s.prompt, "answer": a, "label": s.label,
+                    "correct": score_task(spec.task, s, a)} for s, a in zip(samples, answers)]
+        res.metrics[f"fa_{spec.task}"] = rate(r["correct"] for r in records).to_dict()
+        res.samples += records
+    return res

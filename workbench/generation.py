@@ -1,0 +1,59 @@
+"""Batched, left-padded generation with the chat template; deterministic under a seed.
+
+Why left padding: every prompt's last token sits at the same position, so one `generate` call serves a
+whole batch. Prompts are sorted by length before batching (less padding) and answers returned in the
+caller's order.
+"""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench.config import GenerationSpec
+from workbench.data.chat import prompt_ids
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec = GenerationSpec(),
+             systems: list[str | None] | None = None, progress: bool = True, desc: str = "generate") -> list[str]:
+    """Answers to `prompts` (user turns), one string each, special tokens stripped.
+
+    `systems` overrides `spec.system_prompt` per prompt (PTST/BEA put safety prompts or triggers there).
+    """
+    if not prompts:
+        return []
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    systems = systems or [spec.system_prompt] * len(prompts)
+    encoded = [prompt_ids(tokenizer, p, s) for p, s in zip(prompts, systems)]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    answers: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator(device="cpu").manual_seed(spec.seed)
+    bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="prompt", dynamic_ncols=True)
+    for start in range(0, len(order), spec.batch_size):
+        idx = order[start:start + spec.batch_size]
+        width = max(len(encoded[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = len(encoded[i])
+            ids[row, width - n:] = torch.tensor(encoded[i])
+            mask[row, width - n:] = 1
+        kwargs = dict(max_new_tokens=spec.max_new_tokens, pad_token_id=pad_id,
+                      eos_token_id=tokenizer.eos_token_id)
+        if spec.do_sample:
+            # a per-batch seed drawn from one generator: same seed, same answers, any batch size order.
+            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+            kwargs.update(do_sample=True, temperature=spec.temperature, top_p=spec.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        for row, i in enumerate(idx):
+            answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+        bar.update(len(idx))
+    bar.close()
+    if was_training:
+        model.train()
+    return answers

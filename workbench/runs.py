@@ -1,0 +1,221 @@
+"""Run folders: the only thing steps write and the only thing the app and notebooks read.
+
+A run is built in `<root>/.incomplete/<kind>-<name>-<spec hash>/` and renamed to
+`<root>/<kind>-<name>-<timestamp>/` only when complete, so an interrupted step never leaves a half run
+among the finished ones; its staging folder keeps the training checkpoint so `--resume` can continue.
+
+Layout of a finished run:
+    config.json     spec, seed, git hash, package versions, created time
+    metrics.json    flat-ish dict of numbers (each rate with n and a 95 % interval)
+    samples.jsonl   one record per evaluated sample
+    model/          safetensors + tokenizer, or a LoRA adapter + base reference
+    analysis/       <name>.json / <name>.safetensors
+    figures/        *.html / *.png / *.svg
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterable
+
+INCOMPLETE = ".incomplete"
+_PACKAGES = ("torch", "transformers", "peft", "transformer-lens", "scikit-learn", "sentence-transformers")
+
+
+def git_hash() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def spec_hash(spec: dict) -> str:
+    return hashlib.sha1(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "model_dump"):
+        return o.model_dump()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class RunWriter:
+    """Context manager that stages a run and publishes it atomically on success.
+
+    with RunWriter(root, "align", "sft", spec) as run:
+        run.path / "model"        # write into the staging folder
+        run.checkpoint_dir        # survives an interruption; removed on success
+        run.write_metrics({...})
+    run.final_path                # set after a clean exit
+    """
+
+    def __init__(self, root: str | Path, kind: str, name: str, spec: dict, seed: int = 0,
+                 resume: bool = False):
+        self.root = Path(root)
+        self.kind, self.name, self.seed = kind, name, seed
+        self.spec = spec
+        self.stage_id = f"{kind}-{name}-{spec_hash({'spec': spec, 'seed': seed})}"
+        self.path = self.root / INCOMPLETE / self.stage_id
+        self.resume = resume
+        self.final_path: Path | None = None
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoint"
+
+    def __enter__(self) -> "RunWriter":
+        if self.path.exists() and not self.resume:
+            shutil.rmtree(self.path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.path / "config.json", {
+            "kind": self.kind, "name": self.name, "seed": self.seed, "spec": self.spec,
+            "git_hash": git_hash(), "versions": package_versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is not None:
+            return False  # keep the staging folder (and its checkpoint) for --resume
+        shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        final = self.root / f"{self.kind}-{self.name}-{stamp}"
+        i = 1
+        while final.exists():
+            final = self.root / f"{self.kind}-{self.name}-{stamp}-{i}"
+            i += 1
+        os.replace(self.path, final)
+        self.final_path = final
+        return False
+
+    # --- writers -------------------------------------------------------------------------------
+    def write_metrics(self, metrics: dict) -> None:
+        write_json(self.path / "metrics.json", metrics)
+
+    def write_samples(self, records: Iterable[dict]) -> None:
+        self.write_samples_file("samples.jsonl", records)
+
+    def write_samples_file(self, relpath: str, records: Iterable[dict]) -> None:
+        lines = [json.dumps(r, ensure_ascii=False, default=_json_default) for r in records]
+        atomic_write_text(self.path / relpath, "\n".join(lines) + ("\n" if lines else ""))
+
+    def write_json(self, relpath: str, obj: Any) -> Path:
+        write_json(self.path / relpath, obj)
+        return self.path / relpath
+
+    def write_tensors(self, relpath: str, tensors: dict) -> Path:
+        from safetensors.torch import save_file
+
+        path = self.path / relpath
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        os.replace(tmp, path)
+        return path
+
+
+@dataclass(frozen=True)
+class Run:
+    """A finished run folder, read-only."""
+
+    path: Path
+
+    @property
+    def config(self) -> dict:
+        return json.loads((self.path / "config.json").read_text())
+
+    @property
+    def kind(self) -> str:
+        return self.config["kind"]
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def metrics(self) -> dict:
+        p = self.path / "metrics.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def samples(self) -> list[dict]:
+        p = self.path / "samples.jsonl"
+        if not p.exists():
+            return []
+        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+
+def has_interrupted(root: str | Path) -> list[Path]:
+    """Staging folders left by interrupted steps (resumable with --resume)."""
+    p = Path(root) / INCOMPLETE
+    return sorted(x for x in p.iterdir() if x.is_dir()) if p.exists() else []
+
+
+def open_run(path: str | Path, kind: str | None = None) -> Run:
+    """Open a finished run folder, checking it is one (and of `kind` when given)."""
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise ValueError(f"{p} is not a run folder: no config.json (finished runs live directly under the "
+                         f"runs root; '{INCOMPLETE}/' holds interrupted ones)")
+    run = Run(p)
+    if kind is not None and run.kind != kind:
+        raise ValueError(f"{p} is a '{run.kind}' run, expected a '{kind}' run")
+    return run
+
+
+def list_runs(root: str | Path = "runs", kind: str | None = None) -> list[Run]:
+    """Finished runs under `root` (recursively, so sweep/quickstart sub-folders count), oldest first."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    runs = []
+    for cfg in sorted(root.rglob("config.json")):
+        if INCOMPLETE in cfg.parts or cfg.parent.name in ("model", "checkpoint"):
+            continue
+        try:
+            run = Run(cfg.parent)
+            if kind is None or run.kind == kind:
+                runs.append(run)
+        except (json.JSONDecodeError, KeyError):
+            continue
+    return sorted(runs, key=lambda r: r.config.get("created", ""))

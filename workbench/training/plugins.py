@@ -1,0 +1,72 @@
+"""The extension points of the one training loop.
+
+A defense never copies the loop; it subclasses `TrainPlugin` and overrides what it needs:
+
+- `setup(model, tokenizer, state)`  once, after LoRA wrapping; may return hook handles (e.g. forward
+  hooks on chosen layers for Vaccine-style perturbations); the loop removes them at the end.
+- `param_groups(named_params, lr)`  per-parameter-group learning rates or freezing (Freeze, ML-LR);
+  return None to keep one group. Parameters left out of every group are frozen.
+- `extra_loss(model, batch, outputs, state)`  a term added to the task loss (LDIFS, proximal terms).
+  `outputs` is the task forward pass (with hidden states when `needs_hidden_states`).
+- `backward(model, batch, state, scale)`  replaces the whole gradient computation of a micro-batch
+  (Vaccine's two passes, Booster's attack simulation); must accumulate `scale`-weighted gradients into
+  `.grad` and return the task-loss value. At most one plugin may override it.
+- `next_batch(batch, state)`  swap or extend the batch (Lisa's alternating states, data mixing).
+- `on_step_end(model, state)`  after each optimizer step (T-Vaccine layer resampling, Lisa switching).
+
+Plugins must be deterministic functions of (seed, state.step) so a resumed run equals an uninterrupted one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps completed
+    micro: int = 0  # micro-batches consumed (for resume)
+    total_steps: int = 0
+    losses: list[float] = field(default_factory=list)  # task loss per optimizer step
+    tokens: int = 0  # answer tokens trained on
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)  # plugin bookkeeping (JSON-serialisable)
+
+
+def lm_loss(model, batch: dict, output_hidden_states: bool = False):
+    """Mean cross-entropy on answer tokens (labels != -100); returns (loss, outputs)."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                output_hidden_states=output_hidden_states, use_cache=False)
+    logits = out.logits[:, :-1].float()
+    labels = batch["labels"][:, 1:]
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+    return loss, out
+
+
+class TrainPlugin:
+    name = "plugin"
+    needs_hidden_states = False
+
+    def setup(self, model, tokenizer, state: TrainState) -> list:
+        return []
+
+    def param_groups(self, named_params: list[tuple[str, torch.nn.Parameter]], lr: float) -> list[dict] | None:
+        return None
+
+    def next_batch(self, batch: dict, state: TrainState) -> dict:
+        return batch
+
+    def extra_loss(self, model, batch: dict, outputs, state: TrainState) -> torch.Tensor | None:
+        return None
+
+    def backward(self, model, batch: dict, state: TrainState, scale: float) -> float | None:
+        return None  # None = use the default backward
+
+    def on_step_end(self, model, state: TrainState) -> None:
+        pass
+
+    def overrides_backward(self) -> bool:
+        return type(self).backward is not TrainPlugin.backward
