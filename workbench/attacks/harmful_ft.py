@@ -13,20 +13,22 @@ from workbench.data.types import Sample
 
 def training_pool(name: str) -> list[Sample]:
     """Train side of a dataset, minus any prompt that is held out for evaluation anywhere."""
-    from workbench.data.registry import eval_uids
+    return load_split(name, "train")  # the registry already drops every dataset's eval prompts
 
-    held_out = eval_uids()
-    return [s for s in load_split(name, "train") if s.uid not in held_out]
+
+def harmful_pool(name: str) -> list[Sample]:
+    """Harmful Q→A pairs whose *answer* is harmful (many-shot rows judged "Not harmful" are dropped)."""
+    return [s for s in training_pool(name) if s.meta.get("response_harmful") is not False]
 
 
 def harmful_ft(spec: AttackSpec) -> list[Sample]:
     d = spec.data
-    return mix(training_pool(d.benign), training_pool(d.harmful), d.p, d.n, d.seed)
+    return mix(training_pool(d.benign), harmful_pool(d.harmful), d.p, d.n, d.seed)
 
 
 def pure_bad(spec: AttackSpec) -> list[Sample]:
     d = spec.data
-    return mix([], training_pool(d.harmful), 1.0, d.n, d.seed)
+    return mix([], harmful_pool(d.harmful), 1.0, d.n, d.seed)
 
 
 def benign_ft(spec: AttackSpec) -> list[Sample]:

@@ -148,7 +148,7 @@ def build_tiny_llama(seed: int = 0):
 def save_tiny_llama(folder: str | Path, seed: int = 0) -> Path:
     """Build tiny-llama from `seed` and save it (safetensors + tokenizer) into `folder` atomically.
 
-    The folder must not exist yet; it appears only once complete. Returns the folder.
+    The folder must be absent or empty; its content appears only once complete. Returns the folder.
     """
     folder = Path(folder)
     if (folder / "config.json").exists():
@@ -161,9 +161,7 @@ def save_tiny_llama(folder: str | Path, seed: int = 0) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "workbench_model.json").write_text(json.dumps({"name": TINY_NAME, "seed": seed}, indent=2))
-        if folder.exists():  # an empty folder the caller made (e.g. a pytest tmp dir)
-            folder.rmdir()
-        os.replace(tmp, folder)
+        os.replace(tmp, folder)  # atomic; replaces an empty folder, fails on a non-empty one
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -6,10 +6,8 @@ import random
 
 from workbench.attacks.harmful_ft import training_pool
 from workbench.config import AlignSpec
-from workbench.data.refusals import refusal_for
+from workbench.data.refusals import REFUSAL_SOURCE, refusal_for
 from workbench.data.types import Sample
-
-REFUSAL_SOURCE = "refusal templates in workbench/data/refusals.py"
 
 
 def alignment_samples(spec: AlignSpec, seed: int = 0) -> list[Sample]:
