@@ -1,8 +1,10 @@
-"""The quickstart contract: `workbench quickstart --model tiny-llama --out DIR` < 1 min, three run folders."""
+"""The quickstart contract: `workbench quickstart --model tiny-llama --out DIR` writes three run folders.
+
+Its speed goal (< 1 min on 2 cores) is measured in benchmarks/bench_quickstart.py, not asserted here.
+"""
 from __future__ import annotations
 
 import json
-import time
 
 from typer.testing import CliRunner
 
@@ -11,9 +13,7 @@ from workbench.runs import list_runs
 
 
 def test_quickstart_tiny_contract(tmp_path):
-    t0 = time.perf_counter()
     res = CliRunner().invoke(app, ["quickstart", "--model", "tiny-llama", "--out", str(tmp_path)])
-    elapsed = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     runs = list_runs(tmp_path)
     assert sorted(r.kind for r in runs) == ["align", "attack", "eval"]
@@ -28,7 +28,6 @@ def test_quickstart_tiny_contract(tmp_path):
     assert sum(bool(s["harmful"]) for s in train_data) == 4  # round(0.25 * 16)
     assert attack.config["spec"]["model"] == str(next(r for r in runs if r.kind == "align").path.resolve())
     assert "non-aligned" in res.output and "attacked" in res.output
-    assert elapsed < 60, f"quickstart took {elapsed:.1f}s"
 
 
 def test_bad_ratio_is_one_clear_error_and_writes_nothing(tmp_path):

@@ -99,9 +99,12 @@ def attack(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
            preset: Optional[str] = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
            method: Optional[str] = typer.Option(None, help="'lora' or 'full' fine-tuning."),
            max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
+           defense: Optional[str] = typer.Option(None, help="Fine-tuning-stage defense the provider applies."),
+           param: list[str] = typer.Option([], "--param", help="Defense hyperparameter KEY=VALUE (JSON value)."),
            resume: bool = typer.Option(False, help="Continue an interrupted run of the same spec.")):
-    """Fine-tune a model on user data with harmful ratio p (the attack)."""
+    """Fine-tune a model on user data with harmful ratio p (the attack), optionally under a defense."""
     from workbench import steps
+    from workbench.config import DefenseSpec
     from workbench.pipeline import default_preset, preset as get_preset
 
     def run():
@@ -113,7 +116,8 @@ def attack(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
         train = pr.attack.train.model_copy(update={k: v for k, v in dict(method=method, max_steps=max_steps).items()
                                                    if v is not None})
         spec = pr.attack.model_copy(update={"name": name, "data": data, "train": train})
-        return steps.attack(spec, model, out, seed, pr.eval, resume=resume)
+        d = DefenseSpec(name=defense, params=_parse_params(param)) if defense else None
+        return steps.attack(spec, model, out, seed, pr.eval, resume=resume, defense=d)
 
     path = _guard(run)
     _print_metrics(path)
@@ -245,6 +249,11 @@ def _print_metrics(path: Path) -> None:
             console.print(f"  {k:>18}: {_fmt_rate(v)}")
     console.print(f"[green]run folder:[/] {path}")
 
+
+# Commands contributed by each area (one line each).
+from workbench.commands.analyze import analyze as _analyze  # noqa: E402
+
+app.command("analyze")(_analyze)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -87,7 +87,14 @@ class RunWriter:
     """
 
     def __init__(self, root: str | Path, kind: str, name: str, spec: dict, seed: int = 0,
-                 resume: bool = False):
+                 resume: bool = False, final: str | Path | None = None):
+        """`final` publishes to that exact folder (which must not exist) instead of a timestamped name."""
+        self.fixed_final = Path(final) if final is not None else None
+        if self.fixed_final is not None:
+            if self.fixed_final.exists() and any(self.fixed_final.iterdir()):
+                raise ValueError(f"{self.fixed_final} already exists and is not empty: runs are immutable, "
+                                 f"choose a new --out folder")
+            root = self.fixed_final.parent
         self.root = Path(root)
         self.kind, self.name, self.seed = kind, name, seed
         self.spec = spec
@@ -116,7 +123,9 @@ class RunWriter:
             return False  # keep the staging folder (and its checkpoint) for --resume
         shutil.rmtree(self.checkpoint_dir, ignore_errors=True)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        final = self.root / f"{self.kind}-{self.name}-{stamp}"
+        final = self.fixed_final or self.root / f"{self.kind}-{self.name}-{stamp}"
+        if self.fixed_final is not None and final.exists():
+            final.rmdir()  # checked empty on entry
         i = 1
         while final.exists():
             final = self.root / f"{self.kind}-{self.name}-{stamp}-{i}"

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from workbench.config import AlignSpec, AttackSpec, EvalSpec, TrainSpec
+from workbench.config import AlignSpec, AttackSpec, DefenseSpec, EvalSpec, TrainSpec
 from workbench.data.types import Sample
 from workbench.evaluation.harness import evaluate
 from workbench.runs import RunWriter
@@ -58,7 +58,7 @@ def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec
     info = get_defense(spec.defense.name, "alignment")
     params = parse_params(info, spec.defense.params)
     samples = alignment_samples(spec, seed)
-    plugins = info.plugins(params, {"samples": samples, "model": model, "seed": seed})
+    plugins = info.plugins(params, {"samples": samples, "model": model, "seed": seed, "train": spec.train})
     full = {"align": spec.model_dump(), "eval": eval_spec.model_dump(), "model": model_ref(model),
             "refusals": REFUSAL_SOURCE}
     return _train_and_eval("align", spec.defense.name, model, samples, spec.train, eval_spec, full, out, seed,
@@ -66,15 +66,35 @@ def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec
 
 
 def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec = EvalSpec(),
-           resume: bool = False, progress: bool = True) -> Path:
+           resume: bool = False, progress: bool = True, defense: DefenseSpec | None = None) -> Path:
+    """Fine-tune on the attacker's data; with a fine-tuning-stage `defense` the provider defends (kind "defend")."""
     from workbench.attacks import build_attack_data
 
     samples = build_attack_data(spec)
-    full = {"attack": spec.model_dump(), "eval": eval_spec.model_dump(), "model": model_ref(model)}
     name = f"{spec.name}-p{spec.data.p:g}-n{spec.data.n}"
-    n_harm = sum(bool(s.harmful) for s in samples)
-    return _train_and_eval("attack", name, model, samples, spec.train, eval_spec, full, out, seed, [],
-                           resume, progress, notes={"n_harmful_samples": n_harm, "n_samples": len(samples)})
+    notes: dict = {"n_harmful_uploaded": sum(bool(s.harmful) for s in samples), "n_uploaded": len(samples)}
+    plugins: list = []
+    kind = "attack"
+    if defense is not None and defense.name not in ("none", ""):
+        from workbench.defenses import get_defense, parse_params
+
+        info = get_defense(defense.name, "finetune")
+        params = parse_params(info, defense.params)
+        context = {"samples": samples, "model": model, "seed": seed, "train": spec.train, "notes": {}}
+        if info.data is not None:
+            samples = info.data(params, samples, context)
+            context["samples"] = samples
+        plugins = info.plugins(params, context)
+        if info.inference is not None:
+            gen = eval_spec.generation.model_copy(update=info.inference(params))
+            eval_spec = eval_spec.model_copy(update={"generation": gen})
+        notes.update(context["notes"])
+        kind, name = "defend", f"{defense.name}-{name}"
+    notes.update(n_harmful_trained=sum(bool(s.harmful) for s in samples), n_trained=len(samples))
+    full = {"attack": spec.model_dump(), "eval": eval_spec.model_dump(), "model": model_ref(model),
+            "defense": defense.model_dump() if defense else None}
+    return _train_and_eval(kind, name, model, samples, spec.train, eval_spec, full, out, seed, plugins,
+                           resume, progress, notes=notes)
 
 
 def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec = EvalSpec(),

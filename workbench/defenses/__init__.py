@@ -12,6 +12,7 @@ from typing import Callable, Literal
 from pydantic import ValidationError
 
 from workbench.config import Spec
+from workbench.defenses.alignment import booster, repnoise, t_vaccine, tar, vaccine
 
 Stage = Literal["alignment", "finetune", "post"]
 
@@ -27,6 +28,10 @@ class DefenseInfo:
     params: type[Spec]
     plugins: Callable  # (params, context) -> list[TrainPlugin]
     paper: str = ""
+    # Fine-tuning-stage extras. context holds {"samples", "model", "seed", "train", "notes": dict}; a defense
+    # writes what it wants reported (e.g. filtration precision/recall) into context["notes"].
+    data: Callable | None = None  # (params, samples, context) -> samples: filtration, SafeInstr, BEA
+    inference: Callable | None = None  # (params) -> GenerationSpec updates: PTST / BEA system prompts
 
 
 def _no_plugins(params, context) -> list:
@@ -35,6 +40,11 @@ def _no_plugins(params, context) -> list:
 
 DEFENSES: dict[str, DefenseInfo] = {
     "sft": DefenseInfo("sft", "alignment", NoParams, _no_plugins, "Supervised safety fine-tuning (baseline)"),
+    "vaccine": DefenseInfo("vaccine", "alignment", vaccine.VaccineParams, vaccine.plugins, "Vaccine, Huang+ 2024"),
+    "t_vaccine": DefenseInfo("t_vaccine", "alignment", t_vaccine.TVaccineParams, t_vaccine.plugins, "T-Vaccine, Liu+ 2024"),
+    "repnoise": DefenseInfo("repnoise", "alignment", repnoise.RepNoiseParams, repnoise.plugins, "RepNoise, Rosati+ 2024"),
+    "booster": DefenseInfo("booster", "alignment", booster.BoosterParams, booster.plugins, "Booster, Huang+ 2024"),
+    "tar": DefenseInfo("tar", "alignment", tar.TARParams, tar.plugins, "TAR (first-order), Tamirisa+ 2024"),
 }
 
 
