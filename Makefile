@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q reasoning-gym==0.1.25
 	mkdir -p $(WORKBENCH_CACHE)/sdist
 	$(BIN)/pip download -q --no-deps --no-binary :all: -d $(WORKBENCH_CACHE)/sdist $(SDIST_PKGS)
+	# kaleido (PNG/SVG figure export) drives a Chromium; without it figures are exported as HTML only.
+	command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) ; } || \
+	  echo "warning: could not install chromium; PNG/SVG export will be skipped"
 	touch $(STAMP)
 
 run: setup

@@ -254,6 +254,10 @@ def _print_metrics(path: Path) -> None:
 from workbench.commands.analyze import analyze as _analyze  # noqa: E402
 
 app.command("analyze")(_analyze)
+from workbench.commands.sweep import figure2_cmd as _figure2, sweep_cmd as _sweep  # noqa: E402
+
+app.command("sweep")(_sweep)
+app.command("figure2")(_figure2)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

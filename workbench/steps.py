@@ -68,10 +68,13 @@ def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec
 def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec = EvalSpec(),
            resume: bool = False, progress: bool = True, defense: DefenseSpec | None = None) -> Path:
     """Fine-tune on the attacker's data; with a fine-tuning-stage `defense` the provider defends (kind "defend")."""
-    from workbench.attacks import build_attack_data
+    from workbench.attacks import build_attack_data, get_attack
 
     samples = build_attack_data(spec)
-    name = f"{spec.name}-p{spec.data.p:g}-n{spec.data.n}"
+    if get_attack(spec.name).inference:  # the attacker queries with their persona system prompt
+        gen = eval_spec.generation.model_copy(update=get_attack(spec.name).inference)
+        eval_spec = eval_spec.model_copy(update={"generation": gen})
+    name = f"{spec.name}-p{spec.data.p:g}-n{spec.data.n}" if spec.name == "harmful_ft" else f"{spec.name}-n{spec.data.n}"
     notes: dict = {"n_harmful_uploaded": sum(bool(s.harmful) for s in samples), "n_uploaded": len(samples)}
     plugins: list = []
     kind = "attack"
