@@ -146,11 +146,12 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
 
 @app.command()
 def quickstart(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
-               preset: Optional[str] = typer.Option(None, help="'full' or 'tiny' sizes (default: by model).")):
+               preset: Optional[str] = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
+               resume: bool = typer.Option(False, help="Continue interrupted training steps from their checkpoints.")):
     """Non-aligned → safety SFT → harmful fine-tuning (p = 0.1) → evaluate all three; prints one table."""
     from workbench.pipeline import quickstart as qs, results_table
 
-    paths = _guard(qs, model, out, seed, preset)
+    paths = _guard(qs, model, out, seed, preset, resume=resume)
     rows = results_table(paths)
     table = Table(title=f"quickstart: {model} (seed {seed}, {paths['_seconds'] / 60:.1f} min)")
     cols = [c for c in rows[0] if c not in ("model", "run")]
@@ -258,6 +259,9 @@ from workbench.commands.sweep import figure2_cmd as _figure2, sweep_cmd as _swee
 
 app.command("sweep")(_sweep)
 app.command("figure2")(_figure2)
+from workbench.commands.figures import figures_cmd as _figures  # noqa: E402
+
+app.command("figures")(_figures)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -48,13 +48,17 @@ def default_preset(model: str) -> str:
 
 
 def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | None = None,
-               progress: bool = True) -> dict[str, Path]:
-    """Returns {"non-aligned": path, "aligned": path, "attacked": path} of the three run folders."""
+               progress: bool = True, resume: bool = False) -> dict[str, Path]:
+    """Returns {"non-aligned": path, "aligned": path, "attacked": path} of the three run folders.
+
+    With `resume`, training steps continue from their checkpoints in `<out>/.incomplete/`.
+    """
     p = preset(preset_name or default_preset(model), seed)
     t0 = time.perf_counter()
     paths = {"non-aligned": steps.evaluate_model(model, out, seed, p.eval, name="non-aligned", progress=progress)}
-    paths["aligned"] = steps.align(p.align, model, out, seed, p.eval, progress=progress)
-    paths["attacked"] = steps.attack(p.attack, str(paths["aligned"]), out, seed, p.eval, progress=progress)
+    paths["aligned"] = steps.align(p.align, model, out, seed, p.eval, progress=progress, resume=resume)
+    paths["attacked"] = steps.attack(p.attack, str(paths["aligned"]), out, seed, p.eval, progress=progress,
+                                     resume=resume)
     paths["_seconds"] = time.perf_counter() - t0
     return paths
 
