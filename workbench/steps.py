@@ -93,7 +93,8 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
             eval_spec = eval_spec.model_copy(update={"generation": gen})
         notes.update(context["notes"])
         kind, name = "defend", f"{defense.name}-{name}"
-    notes.update(n_harmful_trained=sum(bool(s.harmful) for s in samples), n_trained=len(samples))
+    notes.update(n_harmful_trained=sum(bool(s.harmful) and not s.meta.get("safety_example") for s in samples),
+                 n_safety_examples=sum(bool(s.meta.get("safety_example")) for s in samples), n_trained=len(samples))
     full = {"attack": spec.model_dump(), "eval": eval_spec.model_dump(), "model": model_ref(model),
             "defense": defense.model_dump() if defense else None}
     return _train_and_eval(kind, name, model, samples, spec.train, eval_spec, full, out, seed, plugins,

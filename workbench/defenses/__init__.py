@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from workbench.config import Spec
 from workbench.defenses.alignment import booster, repnoise, t_vaccine, tar, vaccine
+from workbench.defenses.finetune import bea, constrain_sft, filtration, freeze, ldifs, lisa, ptst, safeinstr, salora  # noqa: E501
 
 Stage = Literal["alignment", "finetune", "post"]
 
@@ -45,6 +46,18 @@ DEFENSES: dict[str, DefenseInfo] = {
     "repnoise": DefenseInfo("repnoise", "alignment", repnoise.RepNoiseParams, repnoise.plugins, "RepNoise, Rosati+ 2024"),
     "booster": DefenseInfo("booster", "alignment", booster.BoosterParams, booster.plugins, "Booster, Huang+ 2024"),
     "tar": DefenseInfo("tar", "alignment", tar.TARParams, tar.plugins, "TAR (first-order), Tamirisa+ 2024"),
+    "ldifs": DefenseInfo("ldifs", "finetune", ldifs.LDIFSParams, ldifs.plugins, "LDIFS, Mukhoti+ 2023"),
+    "constrain_sft": DefenseInfo("constrain_sft", "finetune", constrain_sft.ConstrainSFTParams, constrain_sft.plugins, "Qi+ 2024"),
+    "freeze": DefenseInfo("freeze", "finetune", freeze.FreezeParams, freeze.plugins, "Freeze, Wei+ 2024"),
+    "freeze_plus": DefenseInfo("freeze_plus", "finetune", freeze.FreezePlusParams, freeze.plugins_plus, "Freeze+ (+ embeddings, attention)"),
+    "ml_lr": DefenseInfo("ml_lr", "finetune", freeze.MLLRParams, freeze.plugins_ml_lr, "ML-LR, Du+ 2024"),
+    "salora": DefenseInfo("salora", "finetune", salora.SaLoRAParams, salora.plugins, "SaLoRA, Li+ 2025"),
+    "filtration": DefenseInfo("filtration", "finetune", filtration.FiltrationParams, filtration.plugins, "Judge filtration", data=filtration.judge_data),
+    "saft": DefenseInfo("saft", "finetune", filtration.SAFTParams, filtration.plugins, "SAFT, Choi+ 2024", data=filtration.saft_data),
+    "safeinstr": DefenseInfo("safeinstr", "finetune", safeinstr.SafeInstrParams, safeinstr.plugins, "Bianchi+ 2024", data=safeinstr.data),
+    "lisa": DefenseInfo("lisa", "finetune", lisa.LisaParams, lisa.plugins, "Lisa, Huang+ 2024"),
+    "ptst": DefenseInfo("ptst", "finetune", ptst.PTSTParams, ptst.plugins, "PTST, Lyu+ 2024", inference=ptst.inference),
+    "bea": DefenseInfo("bea", "finetune", bea.BEAParams, bea.plugins, "BEA, Wang+ 2024", data=bea.data, inference=bea.inference),
 }
 
 

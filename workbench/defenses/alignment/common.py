@@ -1,0 +1,193 @@
+"""Pieces shared by the alignment-stage defenses: hook sites, deterministic harmful batches, functional calls.
+
+Hook sites are named after TransformerLens hook points, per decoder layer l (all `[batch, pos, d_model]`):
+
+    resid_post  blocks.{l}.hook_resid_post   the decoder layer's output (the residual stream after it)
+    attn_out    blocks.{l}.hook_attn_out     the self-attention module's output (before the residual add)
+    mlp_out     blocks.{l}.hook_mlp_out      the MLP's output (before the residual add)
+
+`capture` records a site's outputs (still in the autograd graph); `add_to_outputs` adds a fixed tensor to
+them. Both are context managers, so a hook never outlives the pass it was made for.
+
+Defenses that assume the defender holds harmful data (Booster, RepNoise, T-Vaccine, TAR) draw it from
+`HarmfulBatches`: batch `key` is a pure function of (seed, key), so a resumed run sees the same batches.
+"""
+from __future__ import annotations
+
+import random
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+from torch.func import functional_call
+
+from workbench.data.chat import IGNORE, collate, encode
+from workbench.data.types import Sample
+
+SITES = ("resid_post", "attn_out", "mlp_out")
+
+
+def decoder_layers(model) -> torch.nn.ModuleList:
+    """The decoder blocks of an HF causal LM, plain or wrapped by peft (the first ModuleList named `layers`)."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.split(".")[-1] == "layers":
+            return module
+    raise ValueError(f"{type(model).__name__} has no `layers` ModuleList of decoder blocks")
+
+
+def backbone(model):
+    """The module holding `layers` and the final `norm` (LlamaModel for Llama-family models)."""
+    layers = decoder_layers(model)
+    for _, module in model.named_modules():
+        if getattr(module, "layers", None) is layers and hasattr(module, "norm"):
+            return module
+    raise ValueError(f"{type(model).__name__}: no module with `layers` and a final `norm`")
+
+
+def site_modules(model, site: str) -> list[torch.nn.Module]:
+    """One module per decoder layer whose output is `site` (see the module docstring)."""
+    if site not in SITES:
+        raise ValueError(f"unknown hook site {site!r}; use one of {SITES}")
+    layers = decoder_layers(model)
+    if site == "resid_post":
+        return list(layers)
+    return [layer.self_attn if site == "attn_out" else layer.mlp for layer in layers]
+
+
+def _first(output) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _with_first(output, tensor: torch.Tensor):
+    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
+
+
+@contextmanager
+def capture(modules: list[torch.nn.Module], which: list[int] | None = None) -> Iterator[dict[int, torch.Tensor]]:
+    """Record `modules[l]`'s output for l in `which` (default all) into the yielded dict, in the graph.
+
+    An output that does not require grad (e.g. a frozen first layer) is made a grad-requiring leaf so that
+    `torch.autograd.grad` can still be taken with respect to it.
+    """
+    store: dict[int, torch.Tensor] = {}
+
+    def make(l: int):
+        def hook(module, args, output):
+            t = _first(output)
+            if not t.requires_grad and torch.is_grad_enabled():
+                t.requires_grad_(True)
+            store[l] = t
+        return hook
+
+    handles = [modules[l].register_forward_hook(make(l)) for l in (range(len(modules)) if which is None else which)]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextmanager
+def add_to_outputs(modules: list[torch.nn.Module], deltas: dict[int, torch.Tensor]):
+    """While active, `modules[l]`'s output becomes output + deltas[l] (same shape, `[batch, pos, d_model]`)."""
+    def make(delta: torch.Tensor):
+        def hook(module, args, output):
+            return _with_first(output, _first(output) + delta)
+        return hook
+
+    handles = [modules[l].register_forward_hook(make(d)) for l, d in deltas.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def trainable(model) -> tuple[list[str], list[torch.nn.Parameter]]:
+    """Names and parameters the optimizer updates (LoRA factors under LoRA, every weight under full FT)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    return [n for n, _ in named], [p for _, p in named]
+
+
+class Functional:
+    """Call `model` with some parameters replaced by `params` (name -> tensor) without touching its weights.
+
+    `lm_loss(Functional(model, params), batch)` is the loss at those parameters; gradients flow to the tensors
+    in `params`, never into the model's `.grad`.
+    """
+
+    def __init__(self, model, params: dict[str, torch.Tensor]):
+        self.model, self.params = model, params
+
+    def __call__(self, **kwargs):
+        return functional_call(self.model, self.params, args=(), kwargs=kwargs, strict=False)
+
+
+def answer_mask(batch: dict) -> torch.Tensor:
+    """`[batch, pos-1]` bool: positions whose next token is an answer token (the shifted loss mask)."""
+    return batch["labels"][:, 1:] != IGNORE
+
+
+def add_grads(params: list[torch.nn.Parameter], grads: list[torch.Tensor], weight: float) -> None:
+    """p.grad += weight * g for each parameter (creating .grad where the task pass left none)."""
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            if g is None:
+                continue
+            if p.grad is None:
+                p.grad = (weight * g).to(p.dtype)
+            else:
+                p.grad.add_(g.to(p.grad.dtype), alpha=weight)
+
+
+def harmful_pool(name: str) -> list[Sample]:
+    """Harmful Q→A pairs the defender is assumed to hold: the train side of `name`, eval prompts removed."""
+    from workbench.attacks.harmful_ft import training_pool
+
+    pool = [s for s in training_pool(name) if s.response]
+    if not pool:
+        raise ValueError(f"dataset {name!r} has no harmful question→answer pairs to train the defense on")
+    return pool
+
+
+class HarmfulBatches:
+    """Deterministic batches of harmful Q→A pairs: `get(key)` samples `batch_size` pairs by (seed, key).
+
+    Encoded lazily with the training tokenizer (chat format, loss on answers, `max_len` cap) on first use.
+    """
+
+    def __init__(self, samples: list[Sample], batch_size: int, seed: int, max_len: int,
+                 system_prompt: str | None = None, stream: int = 0):
+        self.samples, self.batch_size, self.seed = samples, batch_size, seed
+        self.max_len, self.system_prompt, self.stream = max_len, system_prompt, stream
+        self.encoded = None
+        self.pad_id = 0
+
+    def setup(self, tokenizer) -> None:
+        if self.encoded is None:
+            self.encoded = [encode(tokenizer, s, self.max_len, self.system_prompt) for s in self.samples]
+            self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def indices(self, key: int) -> list[int]:
+        rng = random.Random(f"{self.seed}/{self.stream}/{key}")
+        return rng.sample(range(len(self.samples)), min(self.batch_size, len(self.samples)))
+
+    def get(self, key: int, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+        if self.encoded is None:
+            raise RuntimeError("HarmfulBatches.setup(tokenizer) must run before get()")
+        batch = collate([self.encoded[i] for i in self.indices(key)], self.pad_id)
+        return {k: v.to(device) for k, v in batch.items()}
+
+
+def device_of(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def harmful_batches(params, context: dict, batch_size: int | None = None, stream: int = 0) -> HarmfulBatches:
+    """HarmfulBatches for a defense spec with a `harmful` dataset field, sized like the training batches."""
+    from workbench.config import TrainSpec
+
+    train: TrainSpec = context.get("train") or TrainSpec()
+    return HarmfulBatches(harmful_pool(params.harmful), batch_size or train.batch_size,
+                          seed=int(context.get("seed", train.seed)), max_len=train.max_len,
+                          system_prompt=train.system_prompt, stream=stream)
