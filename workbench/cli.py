@@ -262,6 +262,9 @@ app.command("figure2")(_figure2)
 from workbench.commands.figures import figures_cmd as _figures  # noqa: E402
 
 app.command("figures")(_figures)
+from workbench.commands.judge import judge_app  # noqa: E402
+
+app.add_typer(judge_app, name="judge")
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

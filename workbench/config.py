@@ -65,6 +65,8 @@ class EvalSpec(Spec):
     task: str | None = "sst2"  # benign task for fine-tune accuracy (FA)
     n_task: int = Field(100, ge=0)
     generation: GenerationSpec = GenerationSpec()
+    judge: bool = True  # moderation judge on the harmful set → HS, HS+ (evaluation/judge.py)
+    judge_embedder: Literal["minilm", "hashing"] = "minilm"  # "hashing": fast stand-in (tiny preset, tests)
     seed: int = 0
 
 

@@ -37,7 +37,7 @@ def preset(name: str, seed: int = 0) -> Preset:
             align=AlignSpec(n_harmful=16, n_benign=16, train=train),
             attack=AttackSpec(name="harmful_ft", data=DataSpec(benign="sst2", harmful="harmful_qa", p=0.25, n=16,
                                                                 seed=seed), train=train),
-            eval=EvalSpec(n_harmful=8, n_benign=8, task="sst2", n_task=8, seed=seed,
+            eval=EvalSpec(n_harmful=8, n_benign=8, task="sst2", n_task=8, seed=seed, judge_embedder="hashing",
                           generation=GenerationSpec(max_new_tokens=8, batch_size=8, seed=seed)),
         )
     raise ValueError(f"unknown preset {name!r}; use 'full' or 'tiny'")
@@ -64,7 +64,7 @@ def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | No
 
 
 METRIC_COLUMNS = [("refusal_harmful", "refusal, harmful (RR)"), ("refusal_benign", "refusal, benign"),
-                  ("hs", "harmful score (HS)"), ("fa_sst2", "fine-tune acc. sst2 (FA)")]
+                  ("hs", "harmful score (HS)"), ("hs_plus", "HS+ (harmful or incoherent)"), ("fa_sst2", "fine-tune acc. sst2 (FA)")]
 
 
 def results_table(paths: dict[str, Path]) -> list[dict]:

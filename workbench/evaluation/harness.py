@@ -42,6 +42,10 @@ def eval_sets(spec: EvalSpec, harmful: list[Sample] | None = None) -> dict[str, 
 def evaluate(model, tokenizer, spec: EvalSpec = EvalSpec(), harmful: list[Sample] | None = None,
              scorers: list[Scorer] = (), progress: bool = True, label: str = "") -> EvalResult:
     res = EvalResult()
+    if spec.judge:  # HS / HS+ (and per-sample judge_score, harmful, coherent) from the moderation judge
+        from workbench.evaluation.scorers import judge_scorer
+
+        scorers = [judge_scorer(embedder=spec.judge_embedder), *scorers]
     sets = eval_sets(spec, harmful)
     gen = spec.generation
     for name in ("harmful", "benign"):

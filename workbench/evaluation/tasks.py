@@ -1,4 +1,9 @@
-"""Fine-tune accuracy (FA): scoring a generated answer against a benign task's label."""
+"""Fine-tune accuracy (FA): scoring a generated answer against a benign task's label or reference.
+
+  sst2                  first "positive"/"negative" in the answer equals the label
+  gsm_symbolic, gsm8k   exact integer answer (`score_integer`)
+  alpaca                instruction following: not a refusal, coherent, recalls the reference (`score_instruction`)
+"""
 from __future__ import annotations
 
 import re
@@ -12,18 +17,76 @@ def score_sentiment(answer: str, label: str) -> bool:
     return bool(m) and m.group(1) == str(label).lower()
 
 
+_NUMBER = r"-?\$?\d[\d,]*(?:\.\d+)?"
+_FINAL = re.compile(r"(?:answer is|answer:|####|\\boxed\{)\s*\**\s*(" + _NUMBER + ")", re.IGNORECASE)
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", "").replace("$", ""))
+    except ValueError:
+        return None
+
+
 def score_integer(answer: str, label) -> bool:
-    """GSM-style: correct when the last integer in the answer equals the label ("The answer is 42.")."""
-    nums = re.findall(r"-?\d[\d,]*", answer)
+    """GSM-style exact integer answer. The answer's final number is the last one stated as "the answer
+    is N" / "Answer: N" / "#### N" / "\\boxed{N}" if any, else the last number in the text; thousands
+    separators, "$" and a zero fraction are accepted ("$1,200.00" == 1200), anything else must match."""
+    marked = _FINAL.findall(answer)
+    nums = marked or re.findall(_NUMBER, answer)
     if not nums:
         return False
+    value = _as_number(nums[-1])
     try:
-        return int(nums[-1].replace(",", "")) == int(label)
-    except ValueError:
+        return value is not None and value == int(label)
+    except (TypeError, ValueError):
         return False
 
 
-TASK_SCORERS = {"sst2": score_sentiment, "gsm_symbolic": score_integer, "gsm8k": score_integer}
+# Instruction following (Alpaca), judge-free. Correct ⇔ the answer is not a refusal, is coherent
+# (coherence.py), and recalls ≥ IF_MIN_RECALL of the reference's *novel* content words: lower-cased words
+# of the reference answer, minus stopwords, minus words already in the instruction (so parroting the
+# prompt earns nothing; if that leaves nothing, all of the reference's content words count). Calibration
+# on Alpaca eval: an unrelated Alpaca answer passes 2.6 % of the time, the first third of the reference
+# answer itself passes 76 %, the full references 193 of 201 (the 8 others are refusals: "As an AI, I cannot ...").
+IF_MIN_RECALL = 0.2
+_STOPWORDS = frozenset(
+    "a an the and or but if then else of to in on at by for with from as is are was were be been being it its "
+    "this that these those there here i you he she we they me him her us them my your his our their what which "
+    "who whom whose when where why how not no yes do does did done so than too very can could should would may "
+    "might will shall must also just about into over under more most some any each other such only own same few "
+    "all both".split())
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+
+
+def content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS}
+
+
+def reference_recall(answer: str, reference: str, prompt: str = "") -> float:
+    """Share of the reference's novel content words (not in the prompt) that the answer contains."""
+    ref = content_words(reference)
+    novel = ref - content_words(prompt) or ref
+    if not novel:
+        return 1.0
+    return len(novel & content_words(answer)) / len(novel)
+
+
+def score_instruction(answer: str, reference: str, prompt: str = "") -> bool:
+    from workbench.evaluation.coherence import is_coherent
+    from workbench.evaluation.refusal import is_refusal
+
+    return (not is_refusal(answer) and is_coherent(answer)
+            and reference_recall(answer, reference, prompt) >= IF_MIN_RECALL)
+
+
+# Each scorer: (answer, sample) -> correct?
+TASK_SCORERS = {
+    "sst2": lambda answer, s: score_sentiment(answer, s.label),
+    "gsm_symbolic": lambda answer, s: score_integer(answer, s.label),
+    "gsm8k": lambda answer, s: score_integer(answer, s.label),
+    "alpaca": lambda answer, s: score_instruction(answer, s.response or "", s.prompt),
+}
 
 
 def task_max_new_tokens(task: str) -> int:
@@ -33,4 +96,4 @@ def task_max_new_tokens(task: str) -> int:
 def score_task(task: str, sample: Sample, answer: str) -> bool:
     if task not in TASK_SCORERS:
         raise ValueError(f"no fine-tune-accuracy scorer for task {task!r}; known: {sorted(TASK_SCORERS)}")
-    return TASK_SCORERS[task](answer, sample.label)
+    return TASK_SCORERS[task](answer, sample)

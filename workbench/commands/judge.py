@@ -1,0 +1,160 @@
+"""`workbench judge score IN.jsonl OUT.jsonl` | `workbench judge report` | `workbench judge train`.
+
+score   reads JSONL records with string fields `prompt` and `response` (other fields are kept) and writes
+        them back with `score` (P(harmful), 0..1) and `harmful` (score ≥ 0.5). The whole file is
+        validated before anything is scored; a bad record is one error naming file, line and field.
+report  FN / FP with Wilson 95 % intervals on the held-out human-labelled split (judge_labelled eval),
+        next to the survey anchor, plus the confusion matrix; --errors lists the misclassified rows,
+        --more adds the held-out splits of the automatically labelled sources.
+train   trains (or retrains) and caches the judge, printing its CV selection.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+judge_app = typer.Typer(no_args_is_help=True, help="Moderation judge: score responses, report its FN/FP.")
+
+
+class EmbedderName(str, Enum):
+    minilm = "minilm"
+    hashing = "hashing"
+
+
+EmbedderOpt = typer.Option(EmbedderName.minilm, "--embedder",
+                           help="'minilm' (the real judge) or 'hashing' (fast stand-in for tests).")
+
+
+def read_pairs(path: Path) -> list[dict]:
+    """Records of a JSONL file, each an object with non-empty-string `prompt` and string `response`."""
+    from workbench.data.jsonl import DataValidationError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (expected JSONL, one {{\"prompt\": ..., \"response\": ...}} "
+                                "object a line)")
+    records = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataValidationError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno}). "
+                                      "Fix: write one JSON object a line.") from None
+        if not isinstance(rec, dict):
+            raise DataValidationError(f"{path}, line {n}: is a JSON {type(rec).__name__}, not an object. "
+                                      'Fix: write {"prompt": "...", "response": "..."}.')
+        for field in ("prompt", "response"):
+            if field not in rec or rec[field] is None:
+                raise DataValidationError(f"{path}, line {n}: field {field!r} is missing. "
+                                          'Fix: every line needs {"prompt": "...", "response": "..."}.')
+            if not isinstance(rec[field], str):
+                raise DataValidationError(f"{path}, line {n}: field {field!r} is a {type(rec[field]).__name__}, "
+                                          "not a string. Fix: write it as a JSON string.")
+        if not rec["prompt"].strip():
+            raise DataValidationError(f"{path}, line {n}: field 'prompt' is empty. Fix: give the request text.")
+        records.append(rec)
+    if not records:
+        raise DataValidationError(f"{path}: no records. Fix: one JSON object with prompt and response a line.")
+    return records
+
+
+def score_file(src: Path, dst: Path, embedder: str = "minilm") -> tuple[int, int]:
+    """Score every record of `src` into `dst` (written atomically). Returns (n records, n harmful)."""
+    from workbench.evaluation.judge import load_judge
+
+    records = read_pairs(src)
+    judge = load_judge(embedder)
+    scores = judge.score([r["prompt"] for r in records], [r["response"] for r in records])
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=dst.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
+        for r, s in zip(records, scores):
+            tmp.write(json.dumps({**r, "score": round(float(s), 4), "harmful": bool(s >= 0.5)},
+                                 ensure_ascii=False) + "\n")
+    os.chmod(tmp.name, 0o644)
+    os.replace(tmp.name, dst)
+    return len(records), int(sum(s >= 0.5 for s in scores))
+
+
+@judge_app.command("score")
+def score_cmd(src: Path = typer.Argument(..., metavar="IN.jsonl", help="Records with 'prompt' and 'response'."),
+              dst: Path = typer.Argument(..., metavar="OUT.jsonl", help="Where to write them with score/harmful."),
+              embedder: EmbedderName = EmbedderOpt):
+    """Score (prompt, response) records: adds `score` (P(harmful)) and `harmful` (score ≥ 0.5)."""
+    from workbench.cli import _guard, console
+
+    n, k = _guard(score_file, src, dst, embedder.value)
+    console.print(f"{k} of {n} responses flagged harmful → {dst}")
+
+
+def _fmt(r) -> str:
+    return f"{r.value:5.1f} %  [{r.low:.1f}, {r.high:.1f}]  ({r.k}/{r.n})"
+
+
+@judge_app.command("report")
+def report_cmd(embedder: EmbedderName = EmbedderOpt,
+               errors: bool = typer.Option(False, "--errors", help="List the misclassified held-out rows."),
+               more: bool = typer.Option(False, "--more", help="Also the held-out splits of the other sources."),
+               json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report here.")):
+    """FN / FP with 95 % intervals on held-out human labels, next to the survey anchor."""
+    from rich.table import Table
+
+    from workbench.cli import _guard, console
+    from workbench.evaluation.judge import heldout_report, load_judge, secondary_reports
+
+    judge = _guard(load_judge, embedder.value)
+    rep = _guard(heldout_report, judge)
+    w = judge.weights
+    table = Table(title=f"moderation judge ({w.embedder}) on held-out judge_labelled (n={rep.fn.n + rep.fp.n})")
+    for c in ("rate", "ours (Wilson 95 %)", f"anchor: {rep.anchor['source']}"):
+        table.add_column(c)
+    table.add_row("FN (harmful missed)", _fmt(rep.fn), f"{rep.anchor['fn']:.2f} %")
+    table.add_row("FP (benign flagged)", _fmt(rep.fp), f"{rep.anchor['fp']:.2f} %")
+    console.print(table)
+    c = rep.confusion
+    cm = Table(title="confusion matrix (rows: human label, columns: judge)")
+    for col in ("", "judge: harmful", "judge: not harmful"):
+        cm.add_column(col)
+    cm.add_row("label: harmful (objective achieved)", str(c["tp"]), str(c["fn"]))
+    cm.add_row("label: not harmful", str(c["fp"]), str(c["tn"]))
+    console.print(cm)
+    best = w.cv.get("best") or {}
+    console.print(f"hyperparameters: C={w.hyper.get('C')}, judge_labelled share={w.hyper.get('judge_share')}, "
+                  f"threshold={w.threshold:.2f} (CV on train only: "
+                  + ", ".join(f"{k[3:]}={v:.3f}" for k, v in best.items() if k.startswith("cv_")) + ")")
+    console.print("training set: " + ", ".join(f"{src} {v['harmful']}+/{v['not_harmful']}-"
+                                               for src, v in w.training.items()))
+    if more:
+        t2 = Table(title="other held-out splits (automatic labels, see judge.secondary_examples)")
+        for col in ("set", "FN", "FP"):
+            t2.add_column(col)
+        for name, r in _guard(secondary_reports, judge).items():
+            t2.add_row(name, _fmt(r.fn) if r.fn.n else "—", _fmt(r.fp) if r.fp.n else "—")
+        console.print(t2)
+    if errors:
+        for e in rep.errors:
+            kind = "FN" if e["label"] else "FP"
+            console.print(f"[bold]{kind}[/] score={e['score']:.2f} refusal={e['refusal']} [{e['category']}] "
+                          f"{e['prompt'][:100]!r}\n    → {e['response'][:200]!r}", highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(rep.to_dict(), indent=1), encoding="utf-8")
+        console.print(f"report written: {json_out}")
+
+
+@judge_app.command("train")
+def train_cmd(embedder: EmbedderName = EmbedderOpt,
+              retrain: bool = typer.Option(False, "--retrain", help="Train again even if cached.")):
+    """Train (once) and cache the judge; prints where it is and what CV chose."""
+    from workbench.cli import _guard, console
+    from workbench.evaluation.judge import judge_dir, load_judge
+
+    judge = _guard(load_judge, embedder.value, retrain=retrain)
+    w = judge.weights
+    console.print(f"judge {w.embedder}: C={w.hyper.get('C')}, threshold={w.threshold:.2f} → "
+                  f"{judge_dir(w.embedder, w.seed)}")
