@@ -60,7 +60,7 @@ def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec
     samples = alignment_samples(spec, seed)
     plugins = info.plugins(params, {"samples": samples, "model": model, "seed": seed, "train": spec.train})
     full = {"align": spec.model_dump(), "eval": eval_spec.model_dump(), "model": model_ref(model),
-            "refusals": REFUSAL_SOURCE}
+            "refusals": REFUSAL_SOURCE, "defense_params": params.model_dump()}  # resolved defaults too
     return _train_and_eval("align", spec.defense.name, model, samples, spec.train, eval_spec, full, out, seed,
                            plugins, resume, progress)
 
@@ -83,6 +83,7 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
 
         info = get_defense(defense.name, "finetune")
         params = parse_params(info, defense.params)
+        resolved = params.model_dump()
         context = {"samples": samples, "model": model, "seed": seed, "train": spec.train, "notes": {}}
         if info.data is not None:
             samples = info.data(params, samples, context)
@@ -96,7 +97,8 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
     notes.update(n_harmful_trained=sum(bool(s.harmful) and not s.meta.get("safety_example") for s in samples),
                  n_safety_examples=sum(bool(s.meta.get("safety_example")) for s in samples), n_trained=len(samples))
     full = {"attack": spec.model_dump(), "eval": eval_spec.model_dump(), "model": model_ref(model),
-            "defense": defense.model_dump() if defense else None}
+            "defense": defense.model_dump() if defense else None,
+            "defense_params": resolved if defense is not None and defense.name not in ("none", "") else None}
     return _train_and_eval(kind, name, model, samples, spec.train, eval_spec, full, out, seed, plugins,
                            resume, progress, notes=notes)
 
