@@ -46,5 +46,18 @@ bench: setup
 app: setup
 	$(BIN)/streamlit run apps/explorer.py --server.address 127.0.0.1 --server.headless true
 
+# The five analysis notebooks on SmolLM2 at full sizes (hours on 2 CPU cores): executed copies and figures go to
+# analyses/out/; runs are read from runs/ and only the missing ones are run. Override with NB_PARAMS=...
+NB_PARAMS ?= -p model smollm2-135m-instruct -p size full -p runs_root runs -p out_dir analyses/out/figures -p static True
+notebooks: setup
+	mkdir -p analyses/out
+	for nb in analyses/[0-9][0-9]_*.ipynb; do \
+	  $(BIN)/papermill --cwd . --no-progress-bar $$nb analyses/out/$$(basename $$nb) $(NB_PARAMS) || exit 1; \
+	done
+
+# Every figure of the runs under runs/ as HTML + PNG in figures/ (open figures/index.html).
+figures: setup
+	$(BIN)/workbench figures --runs runs --out figures
+
 clean-cache:
 	rm -rf $(WORKBENCH_CACHE)

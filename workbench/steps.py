@@ -77,7 +77,7 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
     name = f"{spec.name}-p{spec.data.p:g}-n{spec.data.n}" if spec.name == "harmful_ft" else f"{spec.name}-n{spec.data.n}"
     notes: dict = {"n_harmful_uploaded": sum(bool(s.harmful) for s in samples), "n_uploaded": len(samples)}
     plugins: list = []
-    kind = "attack"
+    kind, resolved = "attack", None
     if defense is not None and defense.name not in ("none", ""):
         from workbench.defenses import get_defense, parse_params
 
@@ -98,7 +98,7 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
                  n_safety_examples=sum(bool(s.meta.get("safety_example")) for s in samples), n_trained=len(samples))
     full = {"attack": spec.model_dump(), "eval": eval_spec.model_dump(), "model": model_ref(model),
             "defense": defense.model_dump() if defense else None,
-            "defense_params": resolved if defense is not None and defense.name not in ("none", "") else None}
+            "defense_params": resolved}
     return _train_and_eval(kind, name, model, samples, spec.train, eval_spec, full, out, seed, plugins,
                            resume, progress, notes=notes)
 

@@ -18,6 +18,10 @@ ANALYSES: dict[str, tuple[str, str]] = {
     "drift": ("workbench.analysis.drift", "workbench.plots.drift"),
     "landscape": ("workbench.analysis.landscape", "workbench.plots.landscape"),
     "wanda": ("workbench.analysis.wanda", "workbench.plots.wanda"),
+    "patching": ("workbench.analysis.patching", "workbench.plots.patching"),
+    "probing": ("workbench.analysis.probing", "workbench.plots.probing"),
+    "refusal-direction": ("workbench.analysis.refusal_direction", "workbench.plots.refusal_direction"),
+    "logit-attribution": ("workbench.analysis.logit_attribution", "workbench.plots.logit_attribution"),
 }
 
 
