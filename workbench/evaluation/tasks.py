@@ -90,7 +90,8 @@ TASK_SCORERS = {
 
 
 def task_max_new_tokens(task: str) -> int:
-    return 8 if task == "sst2" else 256
+    # 16: models not yet tuned on the task answer in a sentence ("The sentiment of this sentence is positive").
+    return 16 if task == "sst2" else 256
 
 
 def score_task(task: str, sample: Sample, answer: str) -> bool:
