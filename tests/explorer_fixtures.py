@@ -1,0 +1,77 @@
+"""Fixture runs for the explorer, notebook and figure tests: one tiny runs root per test session.
+
+`explorer_runs_root(tmp_path_factory)` builds it once (quickstart on tiny-llama, a 2 × 2 threat-model sweep,
+and every registered analysis at toy sizes on the aligned/attacked pair) and every later caller in the same
+session, from any test module, gets the same folder back. An analysis that fails to build (another area's
+work in progress) is skipped with a warning, so the explorer tests still see the rest.
+"""
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+# Toy sizes for tiny-llama (seconds each); the notebooks' "tiny" size uses the same numbers.
+TINY_ANALYSES: dict[str, dict] = {
+    "drift": dict(n_samples=4),
+    "landscape": dict(slices=["1d", "2d", "line"], n_points=5, grid_points=3, line_points=5, n_prompts=4,
+                      max_new_tokens=3),
+    "wanda": dict(n_calibration=8, q=0.05, p=0.05, n_eval_prompts=4, n_utility=4, max_new_tokens=4),
+    "probing": dict(n_train=8, n_eval=4, folds=2),
+    "refusal-direction": dict(n_train=4, n_val=2, n_generate=2, max_new_tokens=4, n_boot=100, n_samples=1),
+    "patching": dict(n_prompts=2, positions=2, window=2, n_boot=100, components=["resid", "resid_pos", "attn", "heads"]),
+    "logit-attribution": dict(n_prompts=2, n_boot=100),
+}
+SINGLE_MODEL = {"wanda"}  # analyses run on the aligned model alone
+SWEEP_PS = [0.0, 0.5]
+
+
+def build(root: Path) -> dict[str, Path]:
+    """Write the fixture runs under `root`; returns {"aligned", "attacked", "non-aligned", "sweep"} paths.
+
+    One torch thread: tiny-llama's ops are far too small to share, and on a busy 2-core machine the second
+    thread's synchronisation made this build ~10× slower (measured: ~20 s with 1 thread, 3+ min with 2).
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build(root)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(root: Path) -> dict[str, Path]:
+    from workbench.commands.analyze import run_analysis
+    from workbench.commands.sweep import run_sweep
+    from workbench.figures import registered_name
+    from workbench.pipeline import quickstart
+
+    paths = quickstart("tiny-llama", root, progress=False)
+    aligned, attacked = str(paths["aligned"]), str(paths["attacked"])
+    run_sweep({"non-aligned": "tiny-llama", "aligned": aligned}, ["harmful_ft"], SWEEP_PS, [0], 8, "tiny", "local",
+              None, root / "figure2", progress=False)
+    for name, params in TINY_ANALYSES.items():
+        key = registered_name(name)
+        if key is None:
+            continue
+        try:
+            run_analysis(key, aligned, None if name in SINGLE_MODEL else attacked, 0, root / f"analysis-{key}",
+                         params, formats=("html",) if name == "drift" else (), progress=False)
+        except Exception as err:  # another area's work in progress must not sink the explorer tests
+            warnings.warn(f"fixture analysis {key} failed: {type(err).__name__}: {err}")
+            shutil.rmtree(root / f"analysis-{key}", ignore_errors=True)
+    return {**{k: v for k, v in paths.items() if not k.startswith("_")}, "sweep": root / "figure2"}
+
+
+def explorer_runs_root(tmp_path_factory) -> Path:
+    """The session's fixture runs root, built on first use (shared by every test module of the session)."""
+    root = tmp_path_factory.getbasetemp() / "explorer-runs"
+    done = root / ".fixture-done"
+    if not done.exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        build(root)
+        done.write_text("ok\n")
+    return root

@@ -1,0 +1,155 @@
+"""The explorer renders every tab from fixture runs and from an empty runs root (streamlit AppTest, no browser).
+
+Fixture runs: a tiny-llama quickstart, a 2 × 2 threat-model sweep and every registered analysis at toy
+sizes, built once per session (tests/explorer_fixtures.py).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from explorer_fixtures import SWEEP_PS, explorer_runs_root
+
+APP = Path(__file__).resolve().parent.parent / "apps" / "explorer.py"
+TABS = ["Compare", "Threat model", "Defenses", "Inside the model", "Landscape", "Parameters", "Runs"]
+SECTIONS = {"Probe accuracy": "probing", "Refusal signal": "refusal-direction", "Drift": "drift",
+            "Activation patching": "patching", "Logit attribution": "logit-attribution"}
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    return explorer_runs_root(tmp_path_factory)
+
+
+def start(root: Path, monkeypatch) -> AppTest:
+    monkeypatch.setenv("WORKBENCH_RUNS", str(root))
+    at = AppTest.from_file(str(APP), default_timeout=180).run()
+    assert problems(at) == []
+    return at
+
+
+def problems(at: AppTest) -> list[str]:
+    return [str(e.value) for e in at.exception] + [str(e.value) for e in at.error]
+
+
+def open_tab(at: AppTest, title: str) -> AppTest:
+    at.session_state["tab"] = title
+    at.run()
+    assert problems(at) == [], title
+    return at
+
+
+def n_charts(at: AppTest) -> int:
+    return len(at.get("plotly_chart"))
+
+
+def test_every_tab_renders_the_fixture_runs(runs_root, monkeypatch):
+    from workbench.figures import registered_name
+    from workbench.runs import list_runs
+
+    at = start(runs_root, monkeypatch)
+    assert "runs:" in at.sidebar.caption[0].value
+
+    open_tab(at, "Threat model")
+    assert n_charts(at) == 2  # refusal on harmful prompts (no judge in the tiny eval) and FA vs p
+    table = at.dataframe[0].value
+    assert len(table) == 2 * len(SWEEP_PS) and set(table["p"]) == set(SWEEP_PS)
+
+    open_tab(at, "Defenses")
+    table = at.dataframe[0].value
+    assert list(table["defense"]) == ["sft"] and table["attack run"][0].startswith("attack-harmful_ft")
+    assert n_charts(at) == 1
+
+    open_tab(at, "Inside the model")
+    for section, name in SECTIONS.items():
+        at.session_state["inside-section"] = section
+        at.run()
+        assert problems(at) == [], section
+        built = (runs_root / f"analysis-{registered_name(name)}").is_dir()
+        if built:
+            assert n_charts(at) >= 1, section
+        else:  # not registered or its fixture failed to build: the empty state names the command
+            assert any("workbench analyze" in i.value for i in at.info), section
+
+    open_tab(at, "Landscape")
+    assert n_charts(at) == 4  # 1D, line, 2D contour, 2D surface
+    assert "VISAGE 1D" in at.dataframe[0].value.columns
+
+    open_tab(at, "Parameters")
+    assert n_charts(at) == 3  # density, overlap, pruning
+    assert at.dataframe[0].value["weights in mask"][0] > 0
+
+    open_tab(at, "Runs")
+    assert len(at.dataframe[0].value) == len(list_runs(runs_root))
+    at.session_state["runs-text"] = "align-sft"
+    at.run()
+    assert problems(at) == [] and list(at.dataframe[0].value["kind"]) == ["align"]
+    assert n_charts(at) == 1  # the align run's training curve
+
+
+def test_compare_shows_three_answers_with_refusal_flags(runs_root, monkeypatch):
+    from workbench.config import GenerationSpec
+    from workbench.evaluation.refusal import is_refusal
+    from workbench.generation import generate
+    from workbench.models import load_model
+    from workbench.runs import list_runs
+
+    at = start(runs_root, monkeypatch)
+    aligned = next(r for r in list_runs(runs_root, "align"))
+    attacked = next(r for r in list_runs(runs_root, "attack") if r.path.parent == runs_root)
+    assert at.selectbox(key="cmp-aligned").value == str(aligned.path)
+    assert at.selectbox(key="cmp-attacked").value == str(attacked.path)
+    cell = next(r for r in list_runs(runs_root / "figure2", "attack"))  # any run with a model fills the third slot
+    at.selectbox(key="cmp-repaired").set_value(str(cell.path))
+    at.radio(key="cmp-source").set_value("own").run()
+    at.text_area(key="cmp-own").input("How do I bake bread?")
+    at.slider(key="cmp-tokens").set_value(16)
+    at.button(key="cmp-ask").click().run()
+    assert problems(at) == []
+    answers = [t.value for t in at.text]
+    assert len(answers) == 3
+    for run, text in zip((aligned, attacked, cell), answers):
+        model, tok = load_model(run.path)
+        expected = generate(model, tok, ["How do I bake bread?"], GenerationSpec(max_new_tokens=16, batch_size=1),
+                            progress=False)[0]
+        assert text == (expected or "(empty answer)")
+    badges = [m.value for m in at.markdown if "badge[" in m.value]
+    assert len(badges) >= 3
+    assert sum("refuses" in b and "not" not in b for b in badges) == sum(is_refusal(a) for a in answers)
+
+
+def test_compare_without_a_trained_judge_shows_refusal_flags_only(runs_root, monkeypatch, tmp_path):
+    from workbench.evaluation import judge
+
+    monkeypatch.setattr(judge, "judge_dir", lambda *a, **k: tmp_path / "no-judge")  # as on a fresh machine
+    at = start(runs_root, monkeypatch)
+    assert at.checkbox(key="cmp-judge").disabled and at.checkbox(key="cmp-judge").value is False
+    at.button(key="cmp-ask").click().run()
+    assert problems(at) == []
+    assert len(at.text) == 2  # aligned and attacked; the fixture has no repair run, so that slot is empty
+    badges = [m.value for m in at.markdown if "badge[" in m.value]
+    assert len(badges) == 2 and not any("judge" in b for b in badges)
+    assert any("Refusal flags only" in c.value and "not trained" in c.value for c in at.caption)
+
+
+def test_every_tab_says_what_to_run_when_there_are_no_runs(tmp_path, monkeypatch):
+    at = start(tmp_path, monkeypatch)
+    for title in TABS:
+        open_tab(at, title)
+        assert n_charts(at) == 0, title
+        messages = [i.value for i in at.info]
+        assert messages and all(m.startswith("No ") and "run `workbench" in m for m in messages), (title, messages)
+    at.session_state["tab"] = "Inside the model"
+    for section in SECTIONS:
+        at.session_state["inside-section"] = section
+        at.run()
+        assert problems(at) == [] and "workbench analyze" in at.info[0].value, section
+
+
+def test_a_missing_runs_root_is_a_warning_not_an_error(tmp_path, monkeypatch):
+    at = start(tmp_path / "nope", monkeypatch)
+    assert "not a folder" in at.sidebar.warning[0].value
+    for title in TABS:
+        assert open_tab(at, title).info, title

@@ -1,0 +1,115 @@
+"""`workbench figures` and `workbench.figures`: every figure of the fixture runs, exported as HTML + PNG (SVG too);
+leaderboard rows read back exactly from metrics.json; run lookup by model, compare and parameters."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from explorer_fixtures import SWEEP_PS, explorer_runs_root
+from workbench import figures as wf
+from workbench.cli import app
+from workbench.runs import list_runs
+
+
+def text(res) -> str:
+    """CLI output with rich's line wrapping undone."""
+    return " ".join(res.output.split())
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    return explorer_runs_root(tmp_path_factory)
+
+
+def test_leaderboard_reads_defended_and_attacked_rates_from_metrics(runs_root):
+    rows = wf.leaderboard(runs_root)
+    align = next(r for r in list_runs(runs_root, "align"))
+    attack = wf.pipeline_runs(runs_root)["attacked"]
+    (row,) = [r for r in rows if r["path"] == str(align.path)]
+    assert row["stage"] == "alignment" and row["defense"] == "sft" and row["base"] == "tiny-llama"
+    m, a = align.metrics, attack.metrics
+    for key in ("refusal_harmful", "refusal_benign", "fa_sst2"):
+        assert (row[key], row[f"{key}_low"], row[f"{key}_high"], row[f"{key}_n"]) == (
+            m[key]["value"], m[key]["low"], m[key]["high"], m[key]["n"])
+        assert row[f"attacked_{key}"] == a[key]["value"] and row[f"attacked_{key}_n"] == a[key]["n"]
+    assert row["attacked_run"] == attack.path.name
+    fig = wf.plot_leaderboard([row], "refusal_harmful")
+    defended, attacked = fig.data
+    assert list(defended.y) == [m["refusal_harmful"]["value"]]
+    assert list(defended.error_y.array) == [m["refusal_harmful"]["high"] - m["refusal_harmful"]["value"]]
+    assert list(attacked.error_y.arrayminus) == [a["refusal_harmful"]["value"] - a["refusal_harmful"]["low"]]
+    assert wf.leaderboard(runs_root, stages=["fine-tuning"]) == []
+
+
+def test_runs_are_found_by_role_model_and_parameters(runs_root):
+    roles = wf.pipeline_runs(runs_root, "tiny-llama")
+    assert [roles[k].kind for k in ("non-aligned", "aligned", "attacked")] == ["eval", "align", "attack"]
+    assert roles["attacked"].path.parent == runs_root  # the quickstart's attack, not a sweep cell
+    assert wf.pipeline_runs(runs_root, "some-other-model") == {}
+    aligned, attacked = str(roles["aligned"].path), str(roles["attacked"].path)
+    drift = wf.find_analysis(runs_root, "drift", model=aligned, compare=attacked, params={"n_samples": 4})
+    assert drift is not None and drift.path.name == "analysis-drift"
+    assert wf.find_analysis(runs_root, "drift", model=aligned, params={"n_samples": 5}) is None
+    assert wf.find_analysis(runs_root, "drift", model=attacked) is None
+    assert wf.find_analysis(runs_root, "no-such-analysis") is None
+    assert wf.saved_figures(drift) == {"drift_layers": drift.path / "figures" / "drift_layers.html"}
+
+
+def test_figures_command_exports_every_figure_as_html_and_png(runs_root, tmp_path):
+    from PIL import Image
+
+    expected = wf.collect(runs_root)
+    sweep = [k for k in expected if k.startswith("figure2/")]
+    assert sweep and "leaderboard/refusal_harmful" in expected
+    assert all(k.split("/")[0] in {"figure2", "leaderboard"} or (runs_root / k.split("/")[0]).is_dir() for k in expected)
+    out = tmp_path / "figs"
+    res = CliRunner().invoke(app, ["figures", "--out", str(out), "--runs", str(runs_root), "--formats", "html,png"])
+    assert res.exit_code == 0, res.output
+    assert f"{len(expected)} figures" in res.output
+    for key in expected:
+        for fmt in ("html", "png"):
+            assert (out / f"{key}.{fmt}").stat().st_size > 1000, (key, fmt)
+        with Image.open(out / f"{key}.png") as im:
+            im.load()
+            lo, hi = im.convert("L").getextrema()
+            assert im.width >= 600 and im.height >= 400 and hi - lo > 100, key  # drawn, not blank
+    html = (out / "figure2" / f"{sweep[0].split('/')[1]}.html").read_text()
+    assert 'src="../plotly.min.js"' in html and (out / "plotly.min.js").stat().st_size > 1_000_000
+    index = (out / "index.html").read_text()
+    assert all(f'{k}.png"' in index for k in expected)
+    rows = wf.sweep_rows(runs_root / "figure2")
+    assert sorted({r["p"] for r in rows}) == SWEEP_PS
+
+
+def test_figures_command_filters_and_fails_clearly(runs_root, tmp_path):
+    res = CliRunner().invoke(app, ["figures", "--out", str(tmp_path / "a"), "--runs", str(runs_root), "--kind",
+                                   "leaderboard", "--formats", "svg"])
+    assert res.exit_code == 0, res.output
+    svgs = sorted((tmp_path / "a").rglob("*.svg"))
+    assert [p.parent.name for p in svgs] == ["leaderboard"] * len(wf.leaderboard_metrics(wf.leaderboard(runs_root)))
+    assert all(p.read_text().startswith("<svg") for p in svgs)
+    assert not list((tmp_path / "a").rglob("*.png"))
+    assert [p.name for p in (tmp_path / "a").rglob("*.html")] == ["index.html"]
+    res = CliRunner().invoke(app, ["figures", "--out", str(tmp_path / "b"), "--runs", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "no such folder" in text(res)
+    (tmp_path / "empty").mkdir()
+    res = CliRunner().invoke(app, ["figures", "--out", str(tmp_path / "c"), "--runs", str(tmp_path / "empty")])
+    assert res.exit_code == 2 and "no figures to draw" in text(res) and "workbench quickstart" in text(res)
+    res = CliRunner().invoke(app, ["figures", "--out", str(tmp_path / "d"), "--runs", str(runs_root), "--formats", "gif"])
+    assert res.exit_code == 2 and "unknown figure format" in text(res)
+
+
+def test_a_broken_analysis_run_is_skipped_not_fatal(runs_root, tmp_path):
+    root = tmp_path / "runs"
+    shutil.copytree(runs_root / "analysis-drift", root / "analysis-drift")
+    broken = root / "analysis-broken"
+    shutil.copytree(runs_root / "analysis-drift", broken)
+    data = json.loads((broken / "result.json").read_text())
+    data["type"] = "NoSuchResult"
+    (broken / "result.json").write_text(json.dumps(data))
+    errors = []
+    figs = wf.collect(root, on_error=lambda group, err: errors.append(group))
+    assert errors == ["analysis-broken"] and set(figs) == {"analysis-drift/drift_layers"}

@@ -1,0 +1,70 @@
+"""Every notebook in analyses/ runs top to bottom on tiny-llama (papermill, a kernel on this venv's python).
+
+They run against the session's fixture runs root (tests/explorer_fixtures.py), so most steps are read back
+from run folders; what a notebook needs beyond the fixture (an identity-shift attack, patching with the ISA
+model, a landscape and a Wanda scan of the attacked model) it runs itself at toy sizes, which exercises the
+"run when missing" path.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from explorer_fixtures import explorer_runs_root
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((REPO / "analyses").glob("[0-9][0-9]_*.ipynb"))
+EXPECTED = {"01_threat_model", "02_refusal_direction_probing", "03_patching_eha_vs_isa", "04_safety_landscape",
+            "05_harmful_parameters_repair"}
+# figure groups each notebook exports -> the analysis behind them (None: always drawn)
+FIGURE_GROUPS = {"01_threat_model": {"figure2": None},
+                 "02_refusal_direction_probing": {"probing": "probing", "refusal-direction": "refusal-direction",
+                                                  "logit-attribution": "logit-attribution", "drift": "drift"},
+                 "03_patching_eha_vs_isa": {"patching": "patching"},
+                 "04_safety_landscape": {"landscape-aligned": "landscape", "landscape-attacked": "landscape"},
+                 "05_harmful_parameters_repair": {"wanda-aligned": "wanda", "wanda-attacked": "wanda"}}
+
+
+def test_the_five_notebooks_exist_with_a_parameters_cell():
+    assert {p.stem for p in NOTEBOOKS} == EXPECTED
+    for nb in NOTEBOOKS:
+        cells = json.loads(nb.read_text())["cells"]
+        tagged = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, nb.name
+        src = "".join(tagged[0]["source"])
+        for name in ("model =", "size =", "runs_root =", "out_dir ="):
+            assert name in src, (nb.name, name)
+        assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb.name}: commit it without outputs"
+
+
+@pytest.fixture(scope="module")
+def runs_root(tmp_path_factory):
+    return explorer_runs_root(tmp_path_factory)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom_on_tiny_llama(notebook, runs_root, tmp_path, monkeypatch):
+    import papermill as pm
+
+    from workbench.figures import registered_name
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the kernel is a fresh process: one thread for tiny models
+    out_dir = tmp_path / "figures"
+    executed = tmp_path / notebook.name
+    pm.execute_notebook(str(notebook), str(executed), kernel_name="python3", cwd=str(REPO), progress_bar=False,
+                        parameters=dict(model="tiny-llama", size="tiny", runs_root=str(runs_root),
+                                        out_dir=str(out_dir), static=False))
+    cells = json.loads(executed.read_text())["cells"]
+    errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert errors == []
+    figures = out_dir / notebook.stem
+    assert (figures / "index.html").is_file() and (figures / "plotly.min.js").is_file()
+    for group, analysis in FIGURE_GROUPS[notebook.stem].items():
+        if analysis is not None and registered_name(analysis) is None:  # not registered: the notebook prints a note instead
+            text = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
+            assert f"skipping {analysis}" in text
+            continue
+        assert any((figures / group).glob("*.html")), (notebook.stem, group)

@@ -1,0 +1,44 @@
+"""`workbench figures --out DIR [--runs ROOT]`: every figure of the runs under ROOT as HTML and PNG/SVG.
+
+Reads run folders only (see `workbench.figures`): analysis runs' figures through their plots modules,
+sweeps' metric-vs-p figures, and the defense leaderboard. DIR/<group>/<figure>.<fmt> plus DIR/index.html.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def figures_cmd(out: Path = typer.Option(..., "--out", "-o", help="Folder to write the figures into."),
+                runs: Path = typer.Option(Path("runs"), "--runs", help="Runs root to read."),
+                kind: list[str] = typer.Option(["analysis", "sweep", "leaderboard"], "--kind",
+                                               help="Which figures (repeatable): analysis, sweep, leaderboard."),
+                match: Optional[str] = typer.Option(None, "--match", help="Only run folders whose path contains this."),
+                formats: str = typer.Option("html,png", help="Comma-separated: html, png, svg, pdf.")):
+    """Export the figures of the chosen runs (HTML + PNG/SVG)."""
+    from workbench.cli import _guard, console
+
+    path = _guard(export_runs, runs, out, kind, match, formats.split(","))
+    console.print(f"[green]figures written:[/] {path}")
+
+
+def export_runs(runs: Path, out: Path, kinds: list[str], match: str | None, formats: list[str]) -> Path:
+    from workbench import figures
+
+    if not Path(runs).is_dir():
+        raise ValueError(f"--runs {runs}: no such folder (a runs root, e.g. the --out of `workbench quickstart`)")
+    bad = sorted(set(kinds) - {"analysis", "sweep", "leaderboard"})
+    if bad:
+        raise ValueError(f"--kind {bad}: unknown; use analysis, sweep or leaderboard")
+    figs = figures.collect(runs, kinds, match)
+    if not figs:
+        raise ValueError(f"no figures to draw under {runs} (kinds {', '.join(kinds)}"
+                         f"{f', matching {match!r}' if match else ''}): run `workbench quickstart`, "
+                         f"`workbench figure2` or `workbench analyze` first")
+    written = figures.export(figs, out, formats)
+    from workbench.cli import console
+
+    console.print(f"{len(figs)} figures, {len(written)} files")
+    return Path(out) / "index.html"

@@ -1,0 +1,462 @@
+"""Every figure the run folders under a runs root can draw: found, built and exported by name.
+
+Read-only: this module opens run folders and never trains or evaluates. The Streamlit explorer
+(`apps/`), the notebooks (`analyses/`) and `workbench figures` all go through it, so a figure looks the
+same wherever it is shown.
+
+    analysis runs   `result.json` (+ `tensors.safetensors`) → the registered plots module's `figures(result)`
+                    (ANALYSES in `workbench.analysis`); unregistered analyses keep their saved figures/
+    sweeps          folders holding `sweep-status.json` → `workbench.plots.threat` (metric vs harmful ratio p)
+    leaderboard     align / defend / repair runs' `metrics.json` → rows, and a bar figure with 95 % intervals,
+                    each defense before and after the harmful fine-tuning attack run on top of it
+
+`collect(root)` gathers all of them as {"group/name": Figure}; `export(figures, out, formats)` writes
+HTML (always) and PNG/SVG through kaleido, one browser session for all static images.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Iterable
+
+import plotly.graph_objects as go
+
+from workbench.runs import INCOMPLETE, Run, list_runs
+
+# run kind -> defense stage shown in the leaderboard
+STAGES = {"align": "alignment", "defend": "fine-tuning", "repair": "post-fine-tuning"}
+# headline rates, in display order (fa_<task> keys are added as found)
+RATE_TITLES = {"hs": "harmful score HS", "hs_plus": "HS+ (harmful or incoherent)",
+               "refusal_harmful": "refusal rate, harmful (RR)", "refusal_benign": "refusal rate, benign"}
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+
+def is_rate(v) -> bool:
+    """A metrics.json rate: {"value": %, "low": %, "high": %, "n": int, ...}."""
+    return isinstance(v, dict) and {"value", "low", "high"} <= set(v)
+
+
+def rate_keys(metrics_list: Iterable[dict]) -> list[str]:
+    """Rate metric names present in any of `metrics_list`, headline rates first."""
+    present = {k for m in metrics_list for k, v in m.items() if is_rate(v)}
+    ordered = [k for k in RATE_TITLES if k in present]
+    return ordered + sorted(present - set(ordered))
+
+
+def rate_title(key: str) -> str:
+    if key in RATE_TITLES:
+        return RATE_TITLES[key]
+    if key.startswith("fa_"):
+        return f"fine-tune accuracy {key[3:]} (FA)"
+    return key.replace("_", " ")
+
+
+def fmt_rate(v) -> str:
+    """"35.0% [20.1–52.3] n=40" for a rate, "—" for anything else."""
+    if not is_rate(v):
+        return "—"
+    n = f" n={v['n']}" if "n" in v else ""
+    return f"{v['value']:.1f}% [{v['low']:.1f}–{v['high']:.1f}]{n}"
+
+
+def clean(obj):
+    """`obj` with NaN/inf floats turned into None (strict JSON, tables and st.json accept it)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    return obj
+
+
+def short_ref(ref) -> str:
+    """A model reference for display: registered names as they are, folders by their last part."""
+    if not ref:
+        return "—"
+    s = str(ref).rstrip("/")
+    return s.rsplit("/", 1)[-1] if "/" in s else s
+
+
+def base_of(run: Run) -> str | None:
+    """The model a run started from (`spec.model`): registered name or absolute folder."""
+    spec = run.config.get("spec") or {}
+    return spec.get("model") if isinstance(spec, dict) else None
+
+
+def _same(a: str | None, b: str | Path | None) -> bool:
+    if a is None or b is None:
+        return False
+    if str(a) == str(b):
+        return True
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+# ------------------------------------------------------------------------------------ pipeline runs
+
+
+def pipeline_runs(root: str | Path, model: str | None = None) -> dict[str, Run]:
+    """The latest {"non-aligned": eval, "aligned": align, "attacked": attack} runs under `root`.
+
+    With `model` (a registered name or folder), only runs that started from it: the align run whose base is
+    `model`, the non-aligned eval of `model`, and the harmful_ft attack whose base is that align run. Runs
+    directly under `root` are preferred to sweep cells. Missing roles are left out.
+    """
+    from workbench.steps import model_ref
+
+    root = Path(root)
+    runs = list_runs(root)
+    ref = model_ref(model) if model is not None else None
+
+    def latest(cands: list[Run]) -> Run | None:
+        top = [r for r in cands if r.path.parent == root]
+        pick = top or cands
+        return pick[-1] if pick else None
+
+    out: dict[str, Run] = {}
+    evals = [r for r in runs if r.kind == "eval" and r.name == "non-aligned" and (ref is None or _same(base_of(r), ref))]
+    aligns = [r for r in runs if r.kind == "align" and (ref is None or _same(base_of(r), ref))]
+    if (e := latest(evals)) is not None:
+        out["non-aligned"] = e
+    if (a := latest(aligns)) is not None:
+        out["aligned"] = a
+        attacks = [r for r in runs if r.kind == "attack" and _same(base_of(r), a.path)
+                   and (r.config.get("spec", {}).get("attack") or {}).get("name", "harmful_ft") == "harmful_ft"]
+        if (t := latest(attacks)) is not None:
+            out["attacked"] = t
+    return out
+
+
+# ------------------------------------------------------------------------------------ analysis runs
+
+
+def canonical(name: str) -> str:
+    """Analysis names compare without case and with '-' = '_' ("refusal-direction" = "refusal_direction")."""
+    return name.strip().lower().replace("-", "_")
+
+
+def registered_name(name: str) -> str | None:
+    """The ANALYSES key matching `name`, or None when that analysis is not registered (yet)."""
+    from workbench.analysis import ANALYSES
+
+    return next((k for k in ANALYSES if canonical(k) == canonical(name)), None)
+
+
+def analysis_name(run: Run) -> str | None:
+    if run.kind != "analysis":
+        return None
+    spec = run.config.get("spec") or {}
+    return spec.get("analysis") or run.name
+
+
+def analysis_runs(root: str | Path, name: str | None = None) -> list[Run]:
+    """Finished analysis runs under `root` (of analysis `name` when given), oldest first."""
+    runs = [r for r in list_runs(root, "analysis") if (r.path / "result.json").is_file()]
+    if name is not None:
+        runs = [r for r in runs if canonical(analysis_name(r) or "") == canonical(name)]
+    return runs
+
+
+def find_analysis(root: str | Path, name: str, model: str | None = None, compare: str | None = None,
+                  params: dict | None = None) -> Run | None:
+    """The latest `name` analysis run of `model` (against `compare`) whose parameters include `params`."""
+    from workbench.steps import model_ref
+
+    def norm(v):
+        return json.loads(json.dumps(v, default=str))
+
+    for run in reversed(analysis_runs(root, name)):
+        spec = run.config.get("spec") or {}
+        if model is not None and not _same(spec.get("model"), model_ref(model)):
+            continue
+        if compare is not None and not _same(spec.get("compare"), model_ref(compare)):
+            continue
+        have = spec.get("params") or {}
+        if params and any(norm(have.get(k)) != norm(v) for k, v in params.items()):
+            continue
+        return run
+    return None
+
+
+def load_result(run: Run):
+    """The typed result of an analysis run, via its registered module; None when it is not registered."""
+    from workbench.analysis import get_analysis
+
+    key = registered_name(analysis_name(run) or "")
+    if key is None:
+        return None
+    mod, _ = get_analysis(key)
+    kind = json.loads((run.path / "result.json").read_text())["type"]
+    cls = getattr(mod, kind, None)
+    if cls is None:
+        raise ValueError(f"{run.path}: result type {kind!r} not found in {mod.__name__}")
+    return cls.load(run.path)
+
+
+def analysis_figures(run: Run) -> dict[str, go.Figure]:
+    """{name: Figure} drawn from the run's result by its plots module ({} when not registered)."""
+    from workbench.analysis import get_analysis
+
+    result = load_result(run)
+    if result is None:
+        return {}
+    _, plots = get_analysis(registered_name(analysis_name(run)))
+    return dict(plots.figures(result))
+
+
+def saved_figures(run: Run | Path) -> dict[str, Path]:
+    """{name: path} of figures the run folder already holds (HTML preferred, else PNG/SVG)."""
+    folder = Path(getattr(run, "path", run)) / "figures"
+    out: dict[str, Path] = {}
+    if folder.is_dir():
+        for ext in ("svg", "png", "html"):  # later extensions win
+            for p in sorted(folder.glob(f"*.{ext}")):
+                out[p.stem] = p
+    return out
+
+
+# ------------------------------------------------------------------------------------------- sweeps
+
+
+def sweep_dirs(root: str | Path) -> list[Path]:
+    """Sweep folders (holding `sweep-status.json`) under `root`, including `root` itself."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    return sorted(p.parent for p in root.rglob("sweep-status.json") if INCOMPLETE not in p.parts)
+
+
+def sweep_rows(folder: str | Path) -> list[dict]:
+    from workbench.sweep import results
+
+    return results(folder)
+
+
+def sweep_status(folder: str | Path) -> dict:
+    p = Path(folder) / "sweep-status.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def sweep_figures(folder: str | Path) -> dict[str, go.Figure]:
+    from workbench.plots.threat import figures
+
+    rows = sweep_rows(folder)
+    return figures(rows) if rows else {}
+
+
+# -------------------------------------------------------------------------------------- leaderboard
+
+
+def defense_name(run: Run) -> str:
+    spec = run.config.get("spec") or {}
+    if run.kind == "align":
+        return ((spec.get("align") or {}).get("defense") or {}).get("name") or run.name
+    defense = spec.get("defense")  # defend and repair runs record their DefenseSpec here
+    return (defense.get("name") if isinstance(defense, dict) else None) or run.name
+
+
+def leaderboard(root: str | Path, stages: Iterable[str] | None = None) -> list[dict]:
+    """One row per align / defend / repair run: stage, defense, its rates and, when a harmful_ft attack run
+    was built on it, the attacked model's rates (`attacked_<metric>`). Oldest first.
+
+    Each rate metric m gives columns m (value in %), m_low, m_high, m_n.
+    """
+    runs = list_runs(root)
+    wanted = set(stages) if stages is not None else set(STAGES.values())
+    rows = []
+    for r in runs:
+        if r.kind not in STAGES or STAGES[r.kind] not in wanted:
+            continue
+        row = {"run": r.path.name, "stage": STAGES[r.kind], "defense": defense_name(r),
+               "base": short_ref(base_of(r)), "seed": r.config.get("seed"), "created": r.config.get("created", ""),
+               "path": str(r.path)}
+        row.update(_rate_columns(r.metrics))
+        attacks = [a for a in runs if a.kind == "attack" and _same(base_of(a), r.path)]
+        if attacks:
+            a = next((x for x in reversed(attacks) if x.path.parent == r.path.parent), attacks[-1])
+            row["attacked_run"] = a.path.name
+            row.update({f"attacked_{k}": v for k, v in _rate_columns(a.metrics).items()})
+        rows.append(row)
+    return rows
+
+
+def _rate_columns(metrics: dict) -> dict:
+    out = {}
+    for k, v in metrics.items():
+        if is_rate(v):
+            out[k], out[f"{k}_low"], out[f"{k}_high"], out[f"{k}_n"] = v["value"], v["low"], v["high"], v.get("n")
+    return out
+
+
+def leaderboard_metrics(rows: list[dict]) -> list[str]:
+    """Rate metrics present in the leaderboard rows, headline first."""
+    keys = {k for r in rows for k in r if f"{k}_low" in r and not k.startswith("attacked_")}
+    keys |= {k[len("attacked_"):] for r in rows for k in r if k.startswith("attacked_") and f"{k}_low" in r}
+    return rate_keys([{k: {"value": 0, "low": 0, "high": 0} for k in keys}])
+
+
+def plot_leaderboard(rows: list[dict], metric: str = "refusal_harmful") -> go.Figure:
+    """Grouped bars: each defense run's `metric` as aligned/defended, and after the attack; 95 % error bars."""
+    from workbench.plots.style import MODEL_COLORS, apply_layout
+
+    labels = [f"{r['defense']} ({r['stage']})<br><sub>{r['run']}</sub>" for r in rows]
+    fig = go.Figure()
+    for prefix, name, color in (("", "defended model", MODEL_COLORS["aligned"]),
+                                ("attacked_", "after harmful fine-tuning", MODEL_COLORS["attacked"])):
+        key = prefix + metric
+        if not any(key in r for r in rows):
+            continue
+        vals = [r.get(key) for r in rows]
+        fig.add_trace(go.Bar(
+            x=labels, y=vals, name=name, marker_color=color,
+            text=[f"{v:.0f}%" if v is not None else "" for v in vals], textposition="outside",
+            error_y=dict(type="data", symmetric=False, color="#444", thickness=1.5, width=6,
+                         array=[(r[key + "_high"] - r[key]) if key in r else None for r in rows],
+                         arrayminus=[(r[key] - r[key + "_low"]) if key in r else None for r in rows]),
+            customdata=[r.get(key + "_n") for r in rows],
+            hovertemplate="%{y:.1f}% (n=%{customdata})<extra>" + name + "</extra>"))
+    apply_layout(fig, f"Defense leaderboard: {rate_title(metric)}", "defense run", f"{rate_title(metric)} (%)",
+                 width=max(760, 150 * len(rows) + 200), height=520)
+    fig.update_layout(barmode="group")
+    fig.update_yaxes(range=[0, 105])
+    return fig
+
+
+# ------------------------------------------------------------------------------------ collect/export
+
+
+def collect(root: str | Path, kinds: Iterable[str] = ("analysis", "sweep", "leaderboard"),
+            match: str | None = None, on_error=None) -> dict[str, go.Figure]:
+    """{"<group>/<figure>": Figure} for every figure the runs under `root` can draw.
+
+    Groups: an analysis run's folder name, a sweep's path relative to `root` ("." for `root` itself), and
+    "leaderboard". `match` keeps groups whose path contains it. A run whose plots fail is reported through
+    `on_error(group, exception)` (default: a warning) and skipped, never fatal.
+    """
+    root = Path(root)
+    kinds = set(kinds)
+    on_error = on_error or (lambda group, err: warnings.warn(f"{group}: no figures ({type(err).__name__}: {err})",
+                                                             stacklevel=3))
+    out: dict[str, go.Figure] = {}
+
+    def keep(group: str) -> bool:
+        return match is None or match in group
+
+    if "analysis" in kinds:
+        for run in analysis_runs(root):
+            group = str(run.path.relative_to(root))
+            if not keep(group):
+                continue
+            try:
+                for name, fig in analysis_figures(run).items():
+                    out[f"{group}/{name}"] = fig
+            except Exception as err:  # one broken run never stops the export
+                on_error(group, err)
+    if "sweep" in kinds:
+        for folder in sweep_dirs(root):
+            group = str(folder.relative_to(root)) if folder != root else "sweep"
+            if not keep(group):
+                continue
+            try:
+                for name, fig in sweep_figures(folder).items():
+                    out[f"{group}/{name}"] = fig
+            except Exception as err:
+                on_error(group, err)
+    if "leaderboard" in kinds and keep("leaderboard"):
+        rows = leaderboard(root)
+        for metric in leaderboard_metrics(rows) if rows else []:
+            out[f"leaderboard/{metric}"] = plot_leaderboard(rows, metric)
+    return out
+
+
+def export(figures: dict[str, go.Figure], out: str | Path, formats: Iterable[str] = ("html", "png")) -> list[Path]:
+    """Write each "group/name" figure to out/group/name.<fmt>; returns the files written, plus out/index.html.
+
+    HTML pages share one out/plotly.min.js (a self-contained page would carry its own 4.7 MB copy). PNG/SVG
+    are rendered in one kaleido browser session for all figures (`plotly.io.write_images`), about 5× faster
+    than `workbench.plots.export`'s browser start per image; without a Chrome/Chromium the static formats
+    are skipped with one warning.
+    """
+    from workbench.plots.export import _ensure_browser_env
+
+    out = Path(out)
+    formats = [f.strip() for f in formats if f.strip()]
+    bad = [f for f in formats if f not in ("html", "png", "svg", "pdf")]
+    if bad:
+        raise ValueError(f"unknown figure format(s) {bad}; use html, png, svg or pdf")
+    written: list[Path] = []
+    if "html" in formats and figures:
+        written += _write_html(figures, out)
+    static = [f for f in formats if f != "html"]
+    if static and figures:
+        if not _ensure_browser_env():
+            warnings.warn("no Chrome/Chromium found: skipping PNG/SVG export (run `make setup`, which installs "
+                          "Debian's chromium)", stacklevel=2)
+        else:
+            for fmt in static:
+                paths = [out / f"{key}.{fmt}" for key in figures]
+                for p in paths:
+                    p.parent.mkdir(parents=True, exist_ok=True)
+                _write_images(list(figures.values()), paths, fmt)
+                written += paths
+    if figures:
+        written.append(_write_index(figures, out, formats))
+    return written
+
+
+def _write_html(figures: dict[str, go.Figure], out: Path) -> list[Path]:
+    import os
+
+    from plotly.offline import get_plotlyjs
+
+    out.mkdir(parents=True, exist_ok=True)
+    js = out / "plotly.min.js"
+    js.write_text(get_plotlyjs(), encoding="utf-8")
+    written = [js]
+    for key, fig in figures.items():
+        path = out / f"{key}.html"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.write_html(str(path), include_plotlyjs=os.path.relpath(js, path.parent), full_html=True)
+        written.append(path)
+    return written
+
+
+def _write_images(figs: list[go.Figure], paths: list[Path], fmt: str) -> None:
+    import plotly.io as pio
+
+    scale = 2 if fmt == "png" else 1
+    if hasattr(pio, "write_images"):  # plotly >= 6.1 with kaleido >= 1: one browser for all images
+        pio.write_images(figs, [str(p) for p in paths], format=fmt, scale=scale)
+    else:
+        for fig, p in zip(figs, paths):
+            fig.write_image(str(p), format=fmt, scale=scale)
+
+
+def _write_index(figures: dict[str, go.Figure], out: Path, formats: list[str]) -> Path:
+    from html import escape
+
+    groups: dict[str, list[str]] = {}
+    for key in figures:
+        folder, _, name = key.rpartition("/")
+        groups.setdefault(folder, []).append(name)
+    parts = [f"<h1>workbench figures</h1><p>{len(figures)} figures, written {time.strftime('%Y-%m-%d %H:%M')}</p>"]
+    for folder, names in groups.items():
+        parts.append(f"<h2>{escape(folder)}</h2><ul>")
+        for n in names:
+            links = " · ".join(f'<a href="{escape(folder)}/{escape(n)}.{f}">{f}</a>' for f in formats)
+            thumb = (f'<br><img src="{escape(folder)}/{escape(n)}.png" style="max-width:480px">'
+                     if "png" in formats else "")
+            parts.append(f"<li>{escape(n)}: {links}{thumb}</li>")
+        parts.append("</ul>")
+    path = out / "index.html"
+    path.write_text("<!doctype html><meta charset='utf-8'><title>workbench figures</title>"
+                    "<body style='font-family:sans-serif'>" + "\n".join(parts) + "</body>\n")
+    return path
