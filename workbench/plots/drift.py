@@ -1,0 +1,96 @@
+"""Figures of embedding drift (`workbench.analysis.drift`).
+
+    plot_layer_drift(result)        DriftResult: L2 and cosine distance per layer (two panels)
+    plot_drift_vs_step(result)      DriftSweepResult: drift vs step (top) above refusal / HS vs step (bottom),
+                                    one colour per harmful ratio p
+    plot_drift_vs_safety(result)    DriftSweepResult: every (p, step) checkpoint, drift vs refusal
+    plot_drift_heatmap(result)      DriftSweepResult: layer × step drift at the largest p
+"""
+from __future__ import annotations
+
+import math
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+FONT = dict(family="Helvetica, Arial, sans-serif", size=15)
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+def _publication(fig: go.Figure, title: str, width: int = 760, height: int = 480) -> go.Figure:
+    fig.update_layout(template="simple_white", font=FONT, width=width, height=height,
+                      title=dict(text=title, x=0.5, xanchor="center", font=dict(size=17)),
+                      legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.22, yanchor="top",
+                                  bgcolor="rgba(255,255,255,0.85)", bordercolor="#bbb", borderwidth=1),
+                      margin=dict(l=70, r=40, t=80, b=130))
+    return fig
+
+
+def plot_layer_drift(result) -> go.Figure:
+    layers = list(range(len(result.l2)))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("L2 distance", "cosine distance"), horizontal_spacing=0.12)
+    fig.add_trace(go.Scatter(x=layers, y=result.l2.tolist(), mode="lines+markers", name="‖h′ − h‖₂",
+                             line=dict(color=COLORS[0], width=2.5)), row=1, col=1)
+    fig.add_trace(go.Scatter(x=layers, y=result.cosine.tolist(), mode="lines+markers", name="1 − cos(h, h′)",
+                             line=dict(color=COLORS[3], width=2.5)), row=1, col=2)
+    fig.update_xaxes(title_text="layer (0 = embeddings)")
+    fig.update_yaxes(title_text="mean over tokens", row=1, col=1)
+    return _publication(fig, f"Hidden-state drift on alignment data (rel. L2, mean over blocks: "
+                             f"{float(result.rel_l2[1:].mean()):.3f})", width=980, height=440)
+
+
+def _safety_series(result):
+    h = result.harmful
+    if not all(math.isnan(v) for v in h.reshape(-1).tolist()):
+        return h, "harmful score HS (%)"
+    return result.refusal, "refusal rate (%)"
+
+
+def plot_drift_vs_step(result) -> go.Figure:
+    safety, label = _safety_series(result)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("drift of hidden states (mean rel. L2 over blocks)", label))
+    for i, p in enumerate(result.ps):
+        c = COLORS[i % len(COLORS)]
+        fig.add_trace(go.Scatter(x=result.steps, y=result.drift[i].tolist(), mode="lines+markers", name=f"p = {p:g}",
+                                 legendgroup=str(p), line=dict(color=c, width=2.5)), row=1, col=1)
+        fig.add_trace(go.Scatter(x=result.steps, y=(100 * safety[i]).tolist(), mode="lines+markers",
+                                 name=f"p = {p:g}", legendgroup=str(p), showlegend=False,
+                                 line=dict(color=c, width=2.5, dash="dot")), row=2, col=1)
+    fig.update_xaxes(title_text="fine-tuning step", row=2, col=1)
+    fig.update_yaxes(title_text="rel. L2", row=1, col=1)
+    fig.update_yaxes(title_text="%", range=[-3, 103], row=2, col=1)
+    rho = result.correlations.get("spearman_drift_refusal")
+    return _publication(fig, f"Drift and safety during harmful fine-tuning (Spearman ρ drift–refusal = "
+                             f"{rho:.2f})" if rho == rho else "Drift and safety during harmful fine-tuning",
+                        width=820, height=700)
+
+
+def plot_drift_vs_safety(result) -> go.Figure:
+    safety, label = _safety_series(result)
+    fig = go.Figure()
+    for i, p in enumerate(result.ps):
+        fig.add_trace(go.Scatter(x=result.drift[i].tolist(), y=(100 * safety[i]).tolist(), mode="markers+lines",
+                                 name=f"p = {p:g}", text=[f"step {s}" for s in result.steps],
+                                 marker=dict(size=9, color=COLORS[i % len(COLORS)]),
+                                 line=dict(width=1, color=COLORS[i % len(COLORS)])))
+    fig.update_xaxes(title_text="drift (mean rel. L2 over blocks)")
+    fig.update_yaxes(title_text=label, range=[-3, 103])
+    return _publication(fig, "Safety vs drift at every checkpoint")
+
+
+def plot_drift_heatmap(result) -> go.Figure:
+    i = max(range(len(result.ps)), key=lambda k: result.ps[k])
+    z = result.rel_l2[i].T.tolist()  # [layers, steps]
+    fig = go.Figure(go.Heatmap(z=z, x=[str(s) for s in result.steps], y=list(range(len(z))), colorscale="Magma",
+                               colorbar=dict(title=dict(text="rel. L2", side="right"))))
+    fig.update_xaxes(title_text="fine-tuning step", type="category")
+    fig.update_yaxes(title_text="layer (0 = embeddings)")
+    return _publication(fig, f"Drift by layer and step (p = {result.ps[i]:g})", width=720, height=560)
+
+
+def figures(result) -> dict[str, go.Figure]:
+    if hasattr(result, "ps"):
+        return {"drift_vs_step": plot_drift_vs_step(result), "drift_vs_safety": plot_drift_vs_safety(result),
+                "drift_heatmap": plot_drift_heatmap(result)}
+    return {"drift_layers": plot_layer_drift(result)}
