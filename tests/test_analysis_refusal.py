@@ -221,6 +221,25 @@ def test_candidate_directions_are_differences_of_means(tiny_model):
     assert r[:, 0].abs().max() == 0  # same template tokens, same embeddings: no direction at layer 0
 
 
+def test_massive_activation_dimensions_are_found_and_zeroed(tiny_model_dir):
+    model, tok = load_model(tiny_model_dir)
+    harmful, harmless = common.prompt_sets(3, "train", tok, 200)
+    h, s = common.encode_prompts(tok, harmful), common.encode_prompts(tok, harmless)
+    assert rd.massive_dimensions(boot_bridge(model, tok), s, factor=20.0, batch_size=2) == []  # random init: none
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 9] *= 1000.0  # dimension 9 now dwarfs every other one
+    bridge = boot_bridge(model, tok)
+    assert rd.massive_dimensions(bridge, s, factor=20.0, batch_size=2) == [9]
+    spec = rd.Spec(n_train=3, n_val=2, n_generate=0, positions=2, n_boot=100)
+    ctx = AnalysisContext(model=str(tiny_model_dir), progress=False)
+    ctx._cache["model"] = (model, tok)  # the edited model
+    result = rd.run(ctx, spec)
+    assert result.massive_dims == [9] and (result.directions[..., 9] == 0).all()
+    assert result.directions.abs().sum() > 0
+    raw = rd.run(ctx, spec.model_copy(update={"massive_factor": None}))
+    assert raw.massive_dims == [] and raw.directions[..., 9].abs().max() > 0
+
+
 def test_selection_follows_the_paper_filters(tiny_model, monkeypatch):
     """Filters on induce > 0 and KL ≤ threshold, lowest bypass wins, last 20 % of layers never scored."""
     model, tok = tiny_model

@@ -6,6 +6,7 @@ Method, as in the paper's section 2:
    the user turn, `common.post_instruction_positions`) for `n_train` harmful and `n_train` harmless
    train-split prompts.
 2. Compute.  Candidate r[i, L] = mean over harmful − mean over harmless (difference in means).
+   Massive-activation dimensions are zeroed in every candidate (`massive_factor`; not in the paper, see below).
 3. Select.   On `n_val` + `n_val` other train-split prompts, for each candidate with L < (1 − discard_last)·L_total:
      bypass  = mean refusal score on harmful prompts with r̂ ablated everywhere        (lower = better)
      induce  = mean refusal score on harmless prompts with r added at layer L          (must be > 0)
@@ -26,6 +27,16 @@ Method, as in the paper's section 2:
    --model's unit directions, per layer: on r̂[-1, L] (that layer's own last-token direction) and on the
    selected r̂; harmful vs harmless eval prompts, means with bootstrap 95 % intervals. With --compare, the
    attacked model's harmful refusal rate is also measured with the aligned direction added (`generate_for`).
+
+Massive activations (Sun et al. 2024, "Massive activations in large language models"). A few residual
+dimensions carry values 100-1000x larger than the rest (SmolLM2-135M: dim 507 reaches ~25,000 at the
+attention-sink token and holds a large constant offset at every other token; also dims 247 and 17). The
+difference in means picks up a sizeable component there (the selected SmolLM2 direction had 0.34 of its unit
+norm in dim 507), and projecting it out then moves every token by tens of units and the sink by thousands:
+every candidate failed the KL filter and ablated generations were gibberish (answer NLL 0.63 -> 5.2). Dims
+whose largest |activation| on the harmless train prompts (any layer, any real position) exceeds
+`massive_factor` x the median dimension's are therefore set to 0 in the candidates (`massive_dims` in the
+result); `massive_factor=None` keeps the paper's raw difference in means.
 
 `direction_from=RUN_FOLDER` skips steps 1-3 and reuses that run's candidate directions and selection (same
 number of layers and d_model required): e.g. measure a second attacked model against the aligned model's
@@ -53,6 +64,7 @@ class Spec(_Spec):
     max_new_tokens: int = Field(32, ge=1)
     discard_last: float = Field(0.2, ge=0.0, lt=1.0)  # fraction of last layers never selected
     kl_threshold: float = Field(0.1, gt=0)
+    massive_factor: float | None = Field(20.0, gt=1)  # zero dims with peak |activation| > factor x median dim's
     positions: int | None = Field(None, ge=1)  # only the last k post-instruction positions (None: all)
     layer_stride: int = Field(1, ge=1)  # evaluate every k-th candidate layer (cheaper selection)
     alpha: float = 1.0  # activation addition: x + alpha * r (r = raw difference in means)
@@ -69,7 +81,7 @@ class Spec(_Spec):
 class RefusalDirectionResult(AnalysisResult):
     """Shapes: P = candidate post-instruction positions, L = n_layers, d = d_model, M = models (labels).
 
-    directions [P, L, d]: raw differences in means (resid_pre); position_labels[i] names row i ("-5 '<|im_end|>'").
+    directions [P, L, d]: differences in means (resid_pre), massive_dims zeroed; position_labels[i] names row i.
     bypass, induce, kl [P, L]: selection scores (nan where not evaluated).
     direction [d]: the selected raw r; selected: {"position", "layer", "passed_filters", "bypass", "induce",
     "kl", "norm"}; base_scores: unmodified refusal scores on the validation prompts.
@@ -83,6 +95,7 @@ class RefusalDirectionResult(AnalysisResult):
     n_layers: int
     position_labels: list[str]
     candidate_layers: list[int]
+    massive_dims: list[int]
     directions: torch.Tensor
     bypass: torch.Tensor
     induce: torch.Tensor
@@ -100,7 +113,7 @@ class RefusalDirectionResult(AnalysisResult):
     samples: list
 
     def headline(self) -> dict:
-        out = {"selected": self.selected, "base_scores": self.base_scores}
+        out = {"selected": self.selected, "base_scores": self.base_scores, "massive_dims": self.massive_dims}
         for label, conds in self.generation.items():
             for cond, v in conds.items():
                 out[f"{label}_{cond}"] = v["value"] if isinstance(v, dict) and "value" in v else v
@@ -176,6 +189,24 @@ def candidate_directions(bridge, harmful: common.PromptBatch, harmless: common.P
     """Difference in means r[i, L] = mean_harmful − mean_harmless of resid_pre: [positions, n_layers, d_model]."""
     return (mean_activations(bridge, harmful, positions, batch_size)
             - mean_activations(bridge, harmless, positions, batch_size))
+
+
+@torch.inference_mode()
+def massive_dimensions(bridge, batch: common.PromptBatch, factor: float, batch_size: int = 16) -> list[int]:
+    """Residual dimensions whose peak |activation| (resid_pre of every layer and the final resid_post, every
+    real position of `batch`) exceeds `factor` x the median over dimensions of that peak."""
+    n_layers = bridge.cfg.n_layers
+    names = [f"blocks.{L}.hook_resid_pre" for L in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+    peak = torch.zeros(bridge.cfg.d_model)
+    device = bridge.cfg.device
+    for start, stop in common.batch_slices(len(batch), batch_size):
+        ids, mask = batch.rows(start, stop)
+        _, cache = bridge.run_with_cache(ids.to(device), attention_mask=mask.to(device), names_filter=names,
+                                         logits_to_keep=1)
+        real = mask.bool().to(device)
+        for n in names:
+            peak = torch.maximum(peak, cache[n][real].abs().amax(0).float().cpu())
+    return torch.nonzero(peak > factor * peak.median()).flatten().tolist()
 
 
 def _kl(base_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -313,8 +344,8 @@ def measure_generation(model, tokenizer, direction: torch.Tensor, layer: int, ha
 # ---------------------------------------------------------------------------------------------- run
 
 
-def _reuse(folder: str, n_layers: int, d_model: int) -> tuple[torch.Tensor, list[str], dict]:
-    """Candidate directions, position labels and selection of an earlier refusal-direction run folder."""
+def _reuse(folder: str, n_layers: int, d_model: int) -> tuple[torch.Tensor, list[str], dict, list[int]]:
+    """Candidate directions, position labels, selection and massive dims of an earlier refusal-direction run."""
     from pathlib import Path
 
     path = Path(folder)
@@ -326,7 +357,7 @@ def _reuse(folder: str, n_layers: int, d_model: int) -> tuple[torch.Tensor, list
                          f"(layers, d_model); this model has ({n_layers}, {d_model})")
     sel = {"bypass": old.bypass, "induce": old.induce, "kl": old.kl, "layers": old.candidate_layers,
            "selected": {**old.selected, "from": str(path.resolve())}, "base": old.base_scores}
-    return old.directions, old.position_labels, sel
+    return old.directions, old.position_labels, sel, old.massive_dims
 
 
 def _projections(acts: torch.Tensor, units: torch.Tensor, n_boot: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -355,12 +386,15 @@ def run(ctx, spec: Spec) -> RefusalDirectionResult:
     bridge = boot_bridge(model, tok)
     n_layers = bridge.cfg.n_layers
     if spec.direction_from is not None:  # reuse steps 1-3 of an earlier run
-        directions, labels, sel = _reuse(spec.direction_from, n_layers, bridge.cfg.d_model)
+        directions, labels, sel, massive = _reuse(spec.direction_from, n_layers, bridge.cfg.d_model)
     else:
         # 1-2. collect + difference in means (on the bridge copy)
         harm_train = common.encode_prompts(tok, h_train, system)
         safe_train = common.encode_prompts(tok, s_train, system)
         directions = candidate_directions(bridge, harm_train, safe_train, P, spec.batch_size)
+        massive = ([] if spec.massive_factor is None else
+                   massive_dimensions(bridge, safe_train, spec.massive_factor, spec.batch_size))
+        directions[..., massive] = 0.0
         labels = common.position_labels(tok, safe_train, P)
         # 3. select (HF model + hooks)
         cutoff = max(1, int(n_layers * (1 - spec.discard_last)))
@@ -407,6 +441,7 @@ def run(ctx, spec: Spec) -> RefusalDirectionResult:
     return RefusalDirectionResult(
         model=str(ctx.model), compare=None if ctx.compare is None else str(ctx.compare),
         labels=[m[0] for m in models], n_layers=n_layers, position_labels=labels, candidate_layers=sel["layers"],
+        massive_dims=massive,
         directions=directions, bypass=sel["bypass"], induce=sel["induce"], kl=sel["kl"], direction=r.clone(),
         selected=sel["selected"], base_scores=sel["base"],
         **{k: torch.tensor(np.stack(v), dtype=torch.float32) for k, v in sig.items()},

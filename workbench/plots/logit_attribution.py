@@ -10,7 +10,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.plots.patching import add_band, layer_ticks, model_color, short_name
+from workbench.plots.patching import add_band, layer_ticks, legend_below, model_color, short_name
 from workbench.plots.style import PALETTE, apply_layout
 
 DASH = {"harmful": "solid", "harmless": "dot"}
@@ -30,7 +30,7 @@ def plot_layer_attribution(result) -> go.Figure:
         fig.add_hline(y=0, line=dict(color="#999", width=1), row=1, col=m + 1)
     title = ("Direct logit attribution to the refusal-vs-compliance logit difference<br><sup>last prompt token, "
              f"through the cached final-norm scale; n = {result.n_prompts} prompts per set; bands: 95 % CI</sup>")
-    apply_layout(fig, title, "", "", width=520 * M + 260, height=560)
+    legend_below(apply_layout(fig, title, "", "", width=520 * M + 160, height=640))
     fig.update_layout(margin=dict(t=120))
     fig.update_xaxes(title_text="layer", **layer_ticks(result.n_layers))
     fig.update_yaxes(title_text="contribution to Δ_w (logits)", row=1, col=1)
@@ -68,8 +68,8 @@ def plot_logit_lens(result) -> go.Figure:
     title = ("Logit lens: refusal logit difference read from each layer's residual stream<br>"
              "<sup>logsumexp(refusal first tokens) − logsumexp(compliance first tokens); "
              f"R = {', '.join(map(repr, result.refusal_tokens))}</sup>")
-    return apply_layout(fig, title, "layer (hook_resid_post)", "refusal logit difference", width=900, height=520
-                        ).update_xaxes(**layer_ticks(result.n_layers))
+    return legend_below(apply_layout(fig, title, "layer (hook_resid_post)", "refusal logit difference", width=900,
+                                     height=620).update_xaxes(**layer_ticks(result.n_layers)))
 
 
 def figures(result) -> dict[str, go.Figure]:

@@ -11,6 +11,7 @@ Shared helpers for the other refusal figures: `add_band`, `short_name`, `model_c
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,20 @@ NORMALIZED_AXIS = "normalized effect (P − T) / (S − T)"  # heatmaps saturate
 
 
 def short_name(ref: str | None) -> str:
-    """A readable label for a model reference: registered names as is, folders by their last part."""
+    """A readable label for a model reference: registered names as is, folders by their last part without the
+    run timestamp ("runs/align-sft-20261124-224322" -> "align-sft"; ".../run/model" -> the run's name)."""
     if ref is None:
         return "?"
     p = Path(ref)
-    return p.name if p.name else str(ref)
+    name = p.parent.name if p.name == "model" else p.name
+    return re.sub(r"-\d{8}-\d{6}$", "", name) or str(ref)
+
+
+def legend_below(fig: go.Figure, height: int | None = None) -> go.Figure:
+    """Horizontal legend under the plot (long model names would otherwise squeeze the axes)."""
+    fig.update_layout(legend=dict(orientation="h", x=0, xanchor="left", y=-0.18, yanchor="top"),
+                      margin=dict(b=150), **({"height": height} if height else {}))
+    return fig
 
 
 def model_color(label: str, i: int = 0) -> str:
@@ -45,7 +55,7 @@ def model_color(label: str, i: int = 0) -> str:
 
 def layer_ticks(n: int) -> dict:
     """Integer ticks for a layer axis of n layers (every layer up to 12, then every 2nd / 5th)."""
-    return dict(tickmode="linear", tick0=0, dtick=1 if n <= 12 else 2 if n <= 30 else 5)
+    return dict(tickmode="linear", tick0=0, dtick=1 if n <= 12 else 2 if n <= 30 else 5, range=[-0.5, n - 0.5])
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -85,8 +95,8 @@ def plot_layer_curves(result, experiment: str) -> go.Figure:
     fig.add_hline(y=1, line=dict(color="#999", width=1, dash="dot"))
     title = (f"Patching: {EXPERIMENT_TITLES.get(experiment, experiment)}<br>"
              f"<sup>{_subtitle(result, experiment)}; bands: bootstrap 95 % CI</sup>")
-    return apply_layout(fig, title, "layer", NORMALIZED_AXIS, width=900, height=520).update_xaxes(
-        **layer_ticks(result.n_layers))
+    return legend_below(apply_layout(fig, title, "layer", NORMALIZED_AXIS, width=900, height=600).update_xaxes(
+        **layer_ticks(result.n_layers)))
 
 
 def plot_layer_position(result, experiment: str) -> go.Figure:
@@ -123,8 +133,8 @@ def plot_windows(result, experiment: str) -> go.Figure:
     fig.add_hline(y=0, line=dict(color="#999", width=1))
     title = (f"Patching a window of {result.window} layers (attention + MLP outputs)<br>"
              f"<sup>{EXPERIMENT_TITLES.get(experiment, experiment)}; {_subtitle(result, experiment)}</sup>")
-    return apply_layout(fig, title, "first layer L of the window", NORMALIZED_AXIS, width=900, height=500
-                        ).update_xaxes(**layer_ticks(result.n_layers))
+    return legend_below(apply_layout(fig, title, "first layer L of the window", NORMALIZED_AXIS, width=900,
+                                     height=580).update_xaxes(**layer_ticks(result.n_layers)))
 
 
 def plot_cross_overview(result) -> go.Figure:
@@ -138,8 +148,8 @@ def plot_cross_overview(result) -> go.Figure:
     fig.add_hline(y=0.5, line=dict(color="#999", width=1, dash="dash"))
     title = (f"Across models: residual stream patched per layer<br><sup>aligned = {short_name(result.model)}, "
              f"attacked = {short_name(result.compare)}</sup>")
-    return apply_layout(fig, title, "layer", NORMALIZED_AXIS, width=900, height=500).update_xaxes(
-        **layer_ticks(result.n_layers))
+    return legend_below(apply_layout(fig, title, "layer", NORMALIZED_AXIS, width=900, height=580).update_xaxes(
+        **layer_ticks(result.n_layers)))
 
 
 def plot_attack_comparison(comparison) -> go.Figure:
@@ -160,7 +170,8 @@ def plot_attack_comparison(comparison) -> go.Figure:
              f"{short_name(comparison.model)}; " + ", ".join(f"{a} = {short_name(r)}" for a, r in
                                                           comparison.attacks.items()) + "</sup>")
     apply_layout(fig, title, "", "", width=360 * len(comps) + 120, height=760)
-    fig.update_layout(margin=dict(t=120))
+    legend_below(fig)
+    fig.update_layout(margin=dict(t=120), legend=dict(y=-0.12))
     fig.update_xaxes(**layer_ticks(comparison.n_layers))
     fig.update_xaxes(title_text="layer (window: first layer)", row=2)
     fig.update_yaxes(title_text="normalized effect", row=1, col=1)

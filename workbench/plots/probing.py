@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from workbench.plots.patching import add_band, layer_ticks, model_color, short_name
+from workbench.plots.patching import add_band, layer_ticks, legend_below, model_color, short_name
 from workbench.plots.style import apply_layout
 
 
@@ -29,8 +29,8 @@ def plot_probe_accuracy(result) -> go.Figure:
     title = (f"Linear probes for harmful vs harmless requests (hook_{result.hook}, last prompt token)<br>"
              f"<sup>logistic regression per layer; train {2 * result.n_train} prompts (AdvBench / Alpaca train "
              f"split), held-out {2 * result.n_eval} eval-split prompts</sup>")
-    return apply_layout(fig, title, "layer", "accuracy", width=900, height=520).update_xaxes(
-        **layer_ticks(result.n_layers))
+    return legend_below(apply_layout(fig, title, "layer", "accuracy", width=900, height=620).update_xaxes(
+        **layer_ticks(result.n_layers)))
 
 
 def figures(result) -> dict[str, go.Figure]:

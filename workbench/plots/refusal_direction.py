@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.plots.patching import add_band, layer_ticks, model_color, short_name
+from workbench.plots.patching import add_band, layer_ticks, legend_below, model_color, short_name
 from workbench.plots.style import PALETTE, apply_layout
 
 DASH = {0: "solid", 1: "dot"}
@@ -58,8 +58,8 @@ def plot_direction_norms(result) -> go.Figure:
         fig.add_trace(go.Scatter(x=list(range(result.n_layers)), y=norms[i].tolist(), mode="lines+markers",
                                  name=label, line=dict(color=PALETTE[i % len(PALETTE)], width=2)))
     title = "Norm of the difference in means (harmful − harmless) per layer and post-instruction position"
-    return apply_layout(fig, title, "layer (resid_pre)", "‖r‖", width=900, height=480).update_xaxes(
-        **layer_ticks(result.n_layers))
+    return legend_below(apply_layout(fig, title, "layer (resid_pre)", "‖r‖", width=900, height=560).update_xaxes(
+        **layer_ticks(result.n_layers)))
 
 
 def _signal(result, prefix: str, title: str) -> go.Figure:
@@ -72,8 +72,9 @@ def _signal(result, prefix: str, title: str) -> go.Figure:
             add_band(fig, layers, mean[m, s], low[m, s], high[m, s], f"{short_name(refs[m])} · {name} prompts",
                      model_color(label, m), dash=DASH[s])
     fig.add_hline(y=0, line=dict(color="#999", width=1))
-    return apply_layout(fig, title, "layer (hook_resid_pre, last prompt token)", "projection on r̂ (aligned model)",
-                        width=900, height=520).update_xaxes(**layer_ticks(result.n_layers))
+    return legend_below(apply_layout(fig, title, "layer (hook_resid_pre, last prompt token)",
+                                     "projection on r̂ (aligned model)", width=900, height=620
+                                     ).update_xaxes(**layer_ticks(result.n_layers)))
 
 
 def plot_refusal_signal(result) -> go.Figure:
@@ -107,7 +108,7 @@ def plot_interventions(result) -> go.Figure:
     fig.update_layout(barmode="group")
     title = (f"Refusal rate under directional ablation / activation addition (layer {sel['layer']})<br>"
              "<sup>keyword refusal on held-out prompts, greedy decoding; error bars: Wilson 95 % CI</sup>")
-    return apply_layout(fig, title, "condition", "refusal rate (%)", width=900, height=520)
+    return legend_below(apply_layout(fig, title, "condition", "refusal rate (%)", width=900, height=600))
 
 
 def figures(result) -> dict[str, go.Figure]:
