@@ -132,9 +132,10 @@ def plot_windows(result, experiment: str) -> go.Figure:
     fig.add_hline(y=0.5, line=dict(color="#D55E00", width=1, dash="dash"), annotation_text="50 %")
     fig.add_hline(y=0, line=dict(color="#999", width=1))
     title = (f"Patching a window of {result.window} layers (attention + MLP outputs)<br>"
-             f"<sup>{EXPERIMENT_TITLES.get(experiment, experiment)}; {_subtitle(result, experiment)}</sup>")
-    return legend_below(apply_layout(fig, title, "first layer L of the window", NORMALIZED_AXIS, width=900,
-                                     height=580).update_xaxes(**layer_ticks(result.n_layers)))
+             f"<sup>{EXPERIMENT_TITLES.get(experiment, experiment)}<br>{_subtitle(result, experiment)}</sup>")
+    fig = legend_below(apply_layout(fig, title, "first layer L of the window", NORMALIZED_AXIS, width=900,
+                                    height=600).update_xaxes(**layer_ticks(result.n_layers)))
+    return fig.update_layout(margin=dict(t=100))
 
 
 def plot_cross_overview(result) -> go.Figure:
