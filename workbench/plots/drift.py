@@ -13,17 +13,13 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-FONT = dict(family="Helvetica, Arial, sans-serif", size=15)
+from workbench.plots.style import publication_layout
+
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
 
 def _publication(fig: go.Figure, title: str, width: int = 760, height: int = 480) -> go.Figure:
-    fig.update_layout(template="simple_white", font=FONT, width=width, height=height,
-                      title=dict(text=title, x=0.5, xanchor="center", font=dict(size=17)),
-                      legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.22, yanchor="top",
-                                  bgcolor="rgba(255,255,255,0.85)", bordercolor="#bbb", borderwidth=1),
-                      margin=dict(l=70, r=40, t=80, b=130))
-    return fig
+    return publication_layout(fig, title, width, height, right=40, top=80)
 
 
 def plot_layer_drift(result) -> go.Figure:

@@ -11,16 +11,12 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-FONT = dict(family="Helvetica, Arial, sans-serif", size=15)
+from workbench.plots.style import publication_layout
+
 
 
 def _publication(fig: go.Figure, title: str, width: int = 760, height: int = 520) -> go.Figure:
-    fig.update_layout(template="simple_white", font=FONT, width=width, height=height,
-                      title=dict(text=title, x=0.5, xanchor="center", font=dict(size=17)),
-                      legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.22, yanchor="top",
-                                  bgcolor="rgba(255,255,255,0.85)", bordercolor="#bbb", borderwidth=1),
-                      margin=dict(l=70, r=70, t=70, b=130))
-    return fig
+    return publication_layout(fig, title, width, height, right=70, top=70)
 
 
 def _heatmap(result, z, title: str, cbar: str, colorscale: str) -> go.Figure:
