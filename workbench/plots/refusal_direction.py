@@ -102,7 +102,8 @@ def plot_interventions(result) -> go.Figure:
                              error_y=dict(type="data", symmetric=False,
                                           array=[v["high"] - v["value"] for v in conds.values()],
                                           arrayminus=[v["value"] - v["low"] for v in conds.values()]),
-                             text=[f"{v:.0f}%" for v in values], textposition="outside"))
+                             text=[f"{v:.0f}%" for v in values], textposition="inside", insidetextanchor="start",
+                             showlegend=True))
     sel = result.selected
     fig.update_yaxes(range=[0, 110])
     fig.update_layout(barmode="group")
