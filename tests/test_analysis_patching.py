@@ -233,3 +233,20 @@ def test_cli_patching_writes_result_and_figures_fast(tiny_model_dir, other_tiny_
     assert "resid_best_layer" in metrics["aligned_into_attacked"]
     loaded = patching.PatchingResult.load(out)
     assert loaded.n_layers == 4 and loaded.n_heads == 4
+
+
+def test_isa_parameter_adds_the_same_curve_as_compare_attacks(tiny_model_dir, other_tiny_dir, tmp_path):
+    isa_dir = save_tiny_llama(tmp_path / "tiny-seed2", seed=2)
+    spec = patching.Spec(n_prompts=2, components=["resid", "window"], window=2, n_boot=100, within="none",
+                         cross="aligned_into_attacked", isa=str(isa_dir), max_prompt_tokens=400)
+    result = patching.run(_ctx(tiny_model_dir, other_tiny_dir, 0), spec)
+    assert set(result.experiments) == {"aligned_into_attacked", "aligned_into_isa"}
+    cmp = patching.compare_attacks(str(tiny_model_dir), str(other_tiny_dir), str(isa_dir), spec)
+    for comp in ("resid", "window"):
+        np.testing.assert_allclose(result.experiments["aligned_into_isa"]["components"][comp]["normalized"],
+                                   cmp.curves["ISA"][comp]["normalized"], atol=1e-9)
+        np.testing.assert_allclose(result.experiments["aligned_into_attacked"]["components"][comp]["normalized"],
+                                   cmp.curves["EHA"][comp]["normalized"], atol=1e-9)
+    from workbench.plots.patching import figures
+
+    assert "cross_overview" in figures(result)
