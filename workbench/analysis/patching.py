@@ -37,7 +37,12 @@ Experiments (each a source → target pair over the same number of prompts):
 
 `compare_attacks(aligned, eha_attacked, isa_attacked)` runs aligned_into_attacked for an explicit-harmful
 attack (EHA, harmful fine-tuning) and an identity-shifting attack (ISA) on the same prompts and contrasts
-their per-layer restoration curves (paired bootstrap of the difference).
+their per-layer restoration curves (paired bootstrap of the difference). Each attack is patched under its own
+inference setting: ISA prompts carry the AOA persona system prompt it was trained with (`isa_system`). From
+the CLI, `--param isa=ISA_MODEL` adds the same aligned_into_isa experiment to a patching run.
+
+Cost: one forward pass per patch cell and prompt batch (resid: L, resid_pos: L·K, heads: L·H, window:
+L − window + 1); on CPU choose `components` and `n_prompts` accordingly (docs/analyses-refusal.md).
 """
 from __future__ import annotations
 
