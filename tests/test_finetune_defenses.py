@@ -287,7 +287,7 @@ def test_freeze_reads_layers_from_a_refusal_direction_result(tmp_path):
     z = lambda *shape: torch.zeros(*shape)  # noqa: E731 - safetensors refuses tensors that share memory
     RefusalDirectionResult(model="m", compare=None, labels=["model"], n_layers=L, position_labels=["-1"],
                            candidate_layers=list(range(L)), directions=z(1, L, 3), bypass=z(1, L), induce=z(1, L),
-                           kl=z(1, L), direction=z(3), selected={"layer": 2}, base_scores={}, signal=z(1, 2, L),
+                           kl=z(1, L), direction=z(3), selected={"layer": 2}, base_scores={}, massive_dims=[], signal=z(1, 2, L),
                            signal_low=z(1, 2, L), signal_high=z(1, 2, L), signal_selected=sig,
                            signal_selected_low=z(1, 2, L), signal_selected_high=z(1, 2, L), generation={},
                            samples=[]).save(tmp_path / "rd")

@@ -42,24 +42,31 @@ def _safety_series(result):
     return result.refusal, "refusal rate (%)"
 
 
+def _has_judge(result) -> bool:
+    return not all(math.isnan(v) for v in result.harmful.reshape(-1).tolist())
+
+
 def plot_drift_vs_step(result) -> go.Figure:
-    safety, label = _safety_series(result)
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("drift of hidden states (mean rel. L2 over blocks)", label))
-    for i, p in enumerate(result.ps):
-        c = COLORS[i % len(COLORS)]
-        fig.add_trace(go.Scatter(x=result.steps, y=result.drift[i].tolist(), mode="lines+markers", name=f"p = {p:g}",
-                                 legendgroup=str(p), line=dict(color=c, width=2.5)), row=1, col=1)
-        fig.add_trace(go.Scatter(x=result.steps, y=(100 * safety[i]).tolist(), mode="lines+markers",
-                                 name=f"p = {p:g}", legendgroup=str(p), showlegend=False,
-                                 line=dict(color=c, width=2.5, dash="dot")), row=2, col=1)
-    fig.update_xaxes(title_text="fine-tuning step", row=2, col=1)
-    fig.update_yaxes(title_text="rel. L2", row=1, col=1)
-    fig.update_yaxes(title_text="%", range=[-3, 103], row=2, col=1)
+    panels = [("drift of hidden states (mean rel. L2 over blocks)", result.drift, "rel. L2", 1.0),
+              ("refusal rate on held-out harmful prompts (keyword)", result.refusal, "%", 100.0)]
+    if _has_judge(result):
+        panels.append(("harmful score HS (judge)", result.harmful, "%", 100.0))
+    fig = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=[t for t, *_ in panels])
+    for row, (_, values, unit, scale) in enumerate(panels, start=1):
+        for i, p in enumerate(result.ps):
+            fig.add_trace(go.Scatter(x=result.steps, y=(scale * values[i]).tolist(), mode="lines+markers",
+                                     name=f"p = {p:g}", legendgroup=str(p), showlegend=row == 1,
+                                     line=dict(color=COLORS[i % len(COLORS)], width=2.5,
+                                               dash="solid" if row == 1 else "dot")), row=row, col=1)
+        fig.update_yaxes(title_text=unit, row=row, col=1, **({"range": [-3, 103]} if unit == "%" else {}))
+    fig.update_xaxes(title_text="fine-tuning step", row=len(panels), col=1)
     rho = result.correlations.get("spearman_drift_refusal")
-    return _publication(fig, f"Drift and safety during harmful fine-tuning (Spearman ρ drift–refusal = "
-                             f"{rho:.2f})" if rho == rho else "Drift and safety during harmful fine-tuning",
-                        width=820, height=700)
+    title = "Drift and safety during harmful fine-tuning"
+    if rho == rho:
+        title += f" (Spearman ρ drift–refusal = {rho:.2f})"
+    fig = _publication(fig, title, width=820, height=300 + 250 * len(panels))
+    return fig.update_layout(legend=dict(y=-0.1), margin=dict(b=110))  # tall figure: legend closer to the axis
 
 
 def plot_drift_vs_safety(result) -> go.Figure:

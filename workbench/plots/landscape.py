@@ -74,8 +74,8 @@ def plot_contour(result) -> go.Figure:
                              line=dict(color="black", width=2.5, dash="dash"), showlegend=True))
     fig.add_trace(go.Scatter(x=[0], y=[0], mode="markers", marker=dict(symbol="star", size=14, color="black"),
                              name="model (α = β = 0)"))
-    fig.update_xaxes(title_text="α (direction 1)")
-    fig.update_yaxes(title_text="β (direction 2)", scaleanchor="x")
+    fig.update_xaxes(title_text="α (direction 1)", constrain="domain")
+    fig.update_yaxes(title_text="β (direction 2)", scaleanchor="x", constrain="domain")
     title = f"Safety landscape, 2D — VISAGE {result.visage_2d:.3f}, basin {100 * result.basin_2d_fraction:.0f}% of grid"
     return _publication(fig, title, width=680, height=600)
 
@@ -83,12 +83,14 @@ def plot_contour(result) -> go.Figure:
 def plot_surface(result) -> go.Figure:
     g = result.grid.tolist()
     fig = go.Figure(go.Surface(x=g, y=g, z=result.safety_2d.tolist(), cmin=0, cmax=1, colorscale="RdYlGn",
-                               colorbar=dict(title=dict(text="safety", side="right")),
+                               colorbar=dict(title=dict(text="safety", side="right"), len=0.7),
                                contours=dict(z=dict(show=True, usecolormap=True, project_z=True))))
     fig.update_layout(scene=dict(xaxis_title="α (direction 1)", yaxis_title="β (direction 2)",
                                  zaxis=dict(title="safety", range=[0, 1]),
-                                 camera=dict(eye=dict(x=1.6, y=-1.6, z=0.9))))
-    return _publication(fig, "Safety landscape, 3D surface", width=760, height=640)
+                                 aspectmode="manual", aspectratio=dict(x=1, y=1, z=0.7),
+                                 camera=dict(eye=dict(x=1.5, y=-1.5, z=1.0))))
+    fig = _publication(fig, f"Safety landscape, 3D surface — VISAGE {result.visage_2d:.3f}", width=800, height=700)
+    return fig.update_layout(margin=dict(l=10, r=10, t=70, b=10))
 
 
 def figures(result) -> dict[str, go.Figure]:
