@@ -25,7 +25,7 @@ def preset(name: str, seed: int = 0) -> Preset:
     if name == "full":
         train = TrainSpec(method="lora", lr=3e-4, epochs=2, batch_size=8, max_len=256, seed=seed)
         return Preset(
-            align=AlignSpec(n_harmful=300, n_benign=300, train=train),
+            align=AlignSpec(n_harmful=200, n_benign=400, train=train),
             attack=AttackSpec(name="harmful_ft", data=DataSpec(benign="sst2", harmful="harmful_qa", p=0.1, n=300,
                                                                 seed=seed), train=train),
             eval=EvalSpec(n_harmful=100, n_benign=100, task="sst2", n_task=100, seed=seed,
