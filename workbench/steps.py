@@ -1,4 +1,4 @@
-"""Steps: align, attack, eval. Each reads models/data from registries and writes one run folder.
+"""Steps: align, attack, repair, eval. Each reads models/data from registries and writes one run folder.
 
 A training step's run folder holds the trained model (merged safetensors), its training curve, the exact
 training data it saw (`train_data.jsonl`, with the harmful flag), and the evaluation of the result.
@@ -6,6 +6,7 @@ training data it saw (`train_data.jsonl`, with the harmful flag), and the evalua
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,111 @@ def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSp
         run.write_metrics(ev.metrics)
         run.write_samples(ev.samples)
     return run.final_path
+
+
+REPAIRABLE = ("attack", "defend")  # run kinds whose model/ is a fine-tuned model a post-stage defense repairs
+
+
+def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
+           aligned: str | None = None, unaligned: str | None = None, progress: bool = True) -> Path:
+    """Repair a fine-tuned model with a post-fine-tuning defense; one run folder of kind "repair" holding the
+    repaired model (merged safetensors), `repair.json` (what changed), the method's files, and its evaluation.
+
+    `model`: an attack / defend run folder, an HF folder or a LoRA adapter folder. Defaults, read from run folders:
+    `aligned` = the model the attack run fine-tuned (an adapter's base), `unaligned` = the model the aligned run
+    started from. `eval_spec` None: the attacked run's recorded evaluation (same prompts, sizes, system prompt).
+    """
+    from workbench.defenses import get_defense, parse_params
+    from workbench.defenses.post.common import RepairContext
+    from workbench.models import save_model
+
+    info = get_defense(defense, "post")
+    resolved = parse_params(info, params)
+    run = _run_of(model)
+    if run is not None and run.kind not in REPAIRABLE:
+        raise ValueError(f"{model} is a '{run.kind}' run; repair takes the fine-tuned model of an "
+                         f"{' or '.join(repr(k) for k in REPAIRABLE)} run (or any HF / LoRA adapter folder)")
+    spec = (run.config.get("spec") or {}) if run is not None else {}
+    refs = _repair_references(info, model, spec, aligned, unaligned)
+    recorded = EvalSpec(**spec["eval"]) if spec.get("eval") else None
+    if eval_spec is None:
+        eval_spec = recorded or EvalSpec()
+    elif recorded is not None and recorded.generation.system_prompt and not eval_spec.generation.system_prompt:
+        # the attacker's persona / the defense's inference prompt stays part of how this model is queried
+        gen = eval_spec.generation.model_copy(update={"system_prompt": recorded.generation.system_prompt})
+        eval_spec = eval_spec.model_copy(update={"generation": gen})
+    train = (spec.get("attack") or {}).get("train") or {}
+    adapted = train.get("lora_targets") if train.get("method", "lora") == "lora" else None
+
+    seed_everything(seed)
+    ctx = RepairContext(attacked=str(model), aligned=refs.get("aligned"), unaligned=refs.get("unaligned"),
+                        adapted_modules=adapted, seed=seed, progress=progress)
+    t0 = time.perf_counter()
+    result = info.repair(resolved, ctx)
+    seconds = round(time.perf_counter() - t0, 2)
+
+    name = f"{defense}-{run.name if run is not None else Path(str(model)).name}".replace("_", "-")
+    full = {"defense": {"name": defense, "params": params}, "defense_params": resolved.model_dump(),
+            "model": model_ref(model), **{k: model_ref(v) if v else None for k, v in refs.items()},
+            "attacked_run": {"kind": run.kind, "name": run.name, "defense": spec.get("defense")} if run else None,
+            "attack": spec.get("attack"), "eval": eval_spec.model_dump()}
+    with RunWriter(out, "repair", name, full, seed=seed) as writer:
+        save_model(result.model, result.tokenizer, writer.path / "model")
+        writer.write_json("model/base.json", {"base": model_ref(model), "method": f"repair:{defense}"})
+        writer.write_json("repair.json", {**result.report, "repair_seconds": seconds})
+        for relpath, write in result.files.items():
+            write(writer.path / relpath)
+        ev = evaluate(result.model, result.tokenizer, eval_spec, progress=progress, label=name)
+        writer.write_metrics({**ev.metrics, "repair": {"repair_seconds": seconds}})
+        writer.write_samples(ev.samples)
+    return writer.final_path
+
+
+def _run_of(model: str | Path):
+    """The run whose folder `model` is, or None for a registered name / HF / adapter folder."""
+    import json
+
+    from workbench.runs import open_run
+
+    cfg = Path(str(model)) / "config.json"
+    if not cfg.is_file():
+        return None
+    try:
+        data = json.loads(cfg.read_text())
+    except json.JSONDecodeError:
+        return None
+    return open_run(cfg.parent) if isinstance(data, dict) and {"kind", "spec"} <= set(data) else None
+
+
+def _repair_references(info, model, spec: dict, aligned: str | None, unaligned: str | None) -> dict:
+    """aligned / unaligned for a post-stage defense: given, or read from the run folders; explicit errors."""
+    from workbench.models.registry import MODELS, _base_reference, model_folder
+
+    given = {"aligned": aligned, "unaligned": unaligned}
+    extra = [k for k, v in given.items() if v and k not in info.references]
+    if extra:
+        raise ValueError(f"{info.name} does not use --{' / --'.join(extra)}: it repairs the fine-tuned model alone")
+    if not info.references:
+        return {}
+    for key, ref in given.items():
+        if ref is not None and str(ref) not in MODELS and not Path(str(ref)).is_dir():
+            raise ValueError(f"--{key} {ref}: neither a registered model ({', '.join(sorted(MODELS))}) nor a folder")
+    if aligned is None:
+        folder = model_folder(model)
+        if (folder / "adapter_config.json").exists():
+            aligned = _base_reference(folder)
+        elif spec.get("model"):
+            aligned = spec["model"]
+        else:
+            raise ValueError(f"{info.name} needs --aligned: {model} is not a run folder that records the model it "
+                             f"was fine-tuned from; pass that aligned model (name, HF folder or align run folder)")
+    if unaligned is None:
+        aligned_run = _run_of(aligned)
+        unaligned = ((aligned_run.config.get("spec") or {}).get("model") if aligned_run is not None else None)
+        if not unaligned:
+            raise ValueError(f"{info.name} needs --unaligned: the aligned model {aligned} is not a run folder that "
+                             f"records its base; pass the model before safety alignment (e.g. smollm2-135m-instruct)")
+    if model_ref(aligned) == model_ref(unaligned):
+        raise ValueError(f"--aligned and --unaligned are the same model ({aligned}): V = W_aligned − W_unaligned "
+                         f"would be zero; pass the model before safety alignment as --unaligned")
+    return {"aligned": str(aligned), "unaligned": str(unaligned)}

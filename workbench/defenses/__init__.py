@@ -1,8 +1,8 @@
 """Defense registry shared by the three stages (alignment, fine-tuning, post-fine-tuning).
 
 A defense is one module: a pydantic spec of its hyperparameters (with defaults) and a factory returning
-the training plugins it installs into the one loop (`workbench.training.plugins`). Adding one = one new
-file + one line in DEFENSES.
+the training plugins it installs into the one loop (`workbench.training.plugins`) — or, for the post stage,
+a `repair` function applied to the fine-tuned model. Adding one = one new file + one line in DEFENSES.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from workbench.config import Spec
 from workbench.defenses.alignment import booster, repnoise, t_vaccine, tar, vaccine
 from workbench.defenses.finetune import bea, constrain_sft, filtration, freeze, ldifs, lisa, ptst, safeinstr, salora  # noqa: E501
+from workbench.defenses.post import antidote, safelora
 
 Stage = Literal["alignment", "finetune", "post"]
 
@@ -33,6 +34,10 @@ class DefenseInfo:
     # writes what it wants reported (e.g. filtration precision/recall) into context["notes"].
     data: Callable | None = None  # (params, samples, context) -> samples: filtration, SafeInstr, BEA
     inference: Callable | None = None  # (params) -> GenerationSpec updates: PTST / BEA system prompts
+    # Post-fine-tuning stage: repair(params, RepairContext) -> RepairResult (`workbench.defenses.post.common`);
+    # `references` names the extra models it needs besides the attacked one ("aligned", "unaligned").
+    repair: Callable | None = None
+    references: tuple[str, ...] = ()
 
 
 def _no_plugins(params, context) -> list:
@@ -58,6 +63,8 @@ DEFENSES: dict[str, DefenseInfo] = {
     "lisa": DefenseInfo("lisa", "finetune", lisa.LisaParams, lisa.plugins, "Lisa, Huang+ 2024"),
     "ptst": DefenseInfo("ptst", "finetune", ptst.PTSTParams, ptst.plugins, "PTST, Lyu+ 2024", inference=ptst.inference),
     "bea": DefenseInfo("bea", "finetune", bea.BEAParams, bea.plugins, "BEA, Wang+ 2024", data=bea.data, inference=bea.inference),
+    "safelora": DefenseInfo("safelora", "post", safelora.SafeLoRAParams, _no_plugins, "SafeLoRA, Hsu+ 2024", repair=safelora.repair, references=("aligned", "unaligned")),  # noqa: E501
+    "antidote": DefenseInfo("antidote", "post", antidote.AntidoteParams, _no_plugins, "Antidote, Huang+ 2024", repair=antidote.repair),  # noqa: E501
 }
 
 

@@ -1,0 +1,26 @@
+"""`workbench leaderboard --runs DIR [--out PREFIX]`: every attacked model under DIR — undefended, or defended at
+the alignment, fine-tuning or post-fine-tuning stage — in one table (PREFIX.md, PREFIX.csv) and one HS-vs-FA
+figure (PREFIX_hs_fa.html/png), read from the run folders (`workbench.leaderboard`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def leaderboard_cmd(runs: Path = typer.Option(..., "--runs", help="Runs root to read (searched recursively)."),
+                    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                                       help="File prefix (default RUNS/leaderboard)."),
+                    formats: str = typer.Option("html,png", help="Figure formats, comma-separated (html,png,svg).")):
+    """Leaderboard of all defenses of all three stages against the same attacks: HS, HS+, FA, refusal, cost."""
+    from workbench.cli import _guard, console
+    from workbench.leaderboard import build, write
+
+    def run():
+        board = build(runs)
+        return board, write(board, out or Path(runs) / "leaderboard", [f.strip() for f in formats.split(",")])
+
+    board, written = _guard(run)
+    typer.echo(board.to_markdown())
+    console.print(f"{len(board.rows)} attacked models; written: {', '.join(str(p) for p in written)}")

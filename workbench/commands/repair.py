@@ -1,0 +1,42 @@
+"""`workbench repair --defense safelora|antidote --model ATTACKED --out DIR`: a post-fine-tuning defense applied
+to a fine-tuned model → one "repair" run folder in DIR (repaired model, what changed, its evaluation)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tuning defense: safelora or antidote."),
+               model: str = typer.Option(..., "--model", "-m", help="Fine-tuned model: attack/defend run folder, HF "
+                                                                   "or LoRA adapter folder."),
+               aligned: Optional[str] = typer.Option(None, help="SafeLoRA: the aligned model it was fine-tuned from "
+                                                                "(default: recorded in the attack run)."),
+               unaligned: Optional[str] = typer.Option(None, help="SafeLoRA: the model before safety alignment "
+                                                                  "(default: recorded in the aligned run)."),
+               param: list[str] = typer.Option([], "--param", "-p", help="Defense hyperparameter KEY=VALUE (JSON)."),
+               out: Path = typer.Option(Path("runs"), "--out", "-o", help="Runs root; the repair run is written in it."),
+               preset: Optional[str] = typer.Option(None, help="'full' or 'tiny' eval sizes (default: the attacked "
+                                                               "run's recorded evaluation)."),
+               seed: int = typer.Option(0, "--seed", help="Seed for calibration samples and evaluation.")):
+    """Repair a fine-tuned model (SafeLoRA projection or Antidote pruning) and evaluate it like `attack` does."""
+    from workbench import steps
+    from workbench.cli import _guard, _parse_params, _print_metrics
+
+    def run():
+        from workbench.defenses import DEFENSES
+
+        post = sorted(n for n, d in DEFENSES.items() if d.stage == "post")
+        if defense not in post:
+            stage = f" is a {DEFENSES[defense].stage}-stage defense;" if defense in DEFENSES else " is unknown;"
+            raise ValueError(f"--defense {defense!r}{stage} repair takes a post-fine-tuning defense: {', '.join(post)}")
+        eval_spec = None
+        if preset is not None:
+            from workbench.pipeline import preset as get_preset
+
+            eval_spec = get_preset(preset, seed).eval
+        return steps.repair(defense, _parse_params(param), model, out, seed, eval_spec, aligned, unaligned)
+
+    path = _guard(run)
+    _print_metrics(path)

@@ -1,0 +1,197 @@
+"""The defense leaderboard: every attacked model under a runs root, whatever stage defended it, side by side.
+
+Read from run folders only (`list_runs` / `open_run`). One row per fine-tuned model that faced an attack:
+
+    attack run on an align run     stage "alignment": the align run's defense (`sft` = plain safety SFT)
+    attack run on any other model  stage "none" (e.g. the non-aligned model attacked directly)
+    defend run                     stage "fine-tuning": the provider's defense during the fine-tuning
+    repair run                     stage "post-fine-tuning": the repair applied to an attack / defend run
+
+Attack = (name, p, n) of the fine-tuning run's AttackSpec (a repair run copies its target's); benign
+fine-tuning is `benign_ft`, or `harmful_ft` with p = 0. Rates: HS, HS+, FA (`fa_<task>`), benign and harmful
+refusal, each with its 95 % interval and n. Cost, in seconds as recorded in metrics.json:
+    defense_s   the defense's own step: the alignment training (align run), the defended fine-tuning (defend
+                run; compare with a plain attack's finetune_s for its overhead) or the repair (repair run)
+    finetune_s  the user's fine-tuning job as it ran (attack or defend run training)
+Neither includes evaluation, nor data preparation outside the training loop (e.g. a filtration judge).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workbench.figures import base_of, defense_name, fmt_rate, is_rate
+from workbench.runs import Run, list_runs, open_run
+
+STAGE_ORDER = ("none", "alignment", "fine-tuning", "post-fine-tuning")
+HEADLINE = ("hs", "hs_plus", "fa", "refusal_benign", "refusal_harmful")  # "fa" stands for every fa_<task>
+
+
+@dataclass(frozen=True)
+class Row:
+    stage: str
+    defense: str
+    aligned_with: str  # the alignment under the fine-tuned model ("—": not an align run)
+    finetune_defense: str  # the fine-tuning-stage defense under it ("—": a plain attack)
+    attack: str
+    p: float | None
+    n: int | None
+    seed: int | None
+    rates: dict = field(default_factory=dict)  # metric -> {"value", "low", "high", "n", ...} (%)
+    defense_s: float | None = None
+    finetune_s: float | None = None
+    run: str = ""
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    rows: list[Row]
+    metrics: list[str]  # rate metrics present, in column order
+
+    def fa_metric(self) -> str | None:
+        return next((m for m in self.metrics if m.startswith("fa_")), None)
+
+    def records(self) -> list[dict]:
+        """Flat dicts (CSV columns): each rate m as m, m_low, m_high, m_n."""
+        out = []
+        for r in self.rows:
+            rec = {"stage": r.stage, "defense": r.defense, "aligned_with": r.aligned_with,
+                   "finetune_defense": r.finetune_defense, "attack": r.attack, "p": r.p, "n": r.n, "seed": r.seed}
+            for m in self.metrics:
+                v = r.rates.get(m) or {}
+                rec.update({m: v.get("value"), f"{m}_low": v.get("low"), f"{m}_high": v.get("high"),
+                            f"{m}_n": v.get("n")})
+            rec.update(defense_s=r.defense_s, finetune_s=r.finetune_s, run=r.run)
+            out.append(rec)
+        return out
+
+    def to_csv(self) -> str:
+        recs = self.records()
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(recs[0]) if recs else ["stage"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(recs)
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        head = ["attack", "p", "stage", "defense", "aligned with", "fine-tuned with", *map(title, self.metrics),
+                "defense s", "fine-tune s", "run"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            cells = [r.attack, _num(r.p), r.stage, r.defense, r.aligned_with, r.finetune_defense,
+                     *[fmt_rate(r.rates.get(m)) for m in self.metrics], _num(r.defense_s), _num(r.finetune_s),
+                     Path(r.run).name]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+TITLES = {"hs": "HS", "hs_plus": "HS+", "refusal_benign": "refusal benign", "refusal_harmful": "refusal harmful"}
+
+
+def title(metric: str) -> str:
+    return TITLES.get(metric) or (f"FA {metric[3:]}" if metric.startswith("fa_") else metric.replace("_", " "))
+
+
+def _num(x) -> str:
+    return "—" if x is None else f"{x:g}"
+
+
+def _seconds(run: Run | None, key: str) -> float | None:
+    if run is None:
+        return None
+    return (run.metrics.get(key) or {}).get(f"{key}_seconds")
+
+
+def _attack_of(spec: dict) -> tuple[str, float | None, int | None]:
+    attack = spec.get("attack") or {}
+    data = attack.get("data") or {}
+    return attack.get("name") or "unknown", data.get("p"), data.get("n")
+
+
+class _Index:
+    """Run lookup by the model reference a config records (absolute folder), within the root or outside it."""
+
+    def __init__(self, runs: list[Run]):
+        self.by_path = {r.path.resolve(): r for r in runs}
+
+    def get(self, ref) -> Run | None:
+        if not ref or not Path(str(ref)).is_absolute():
+            return None  # a registered model name
+        p = Path(str(ref))
+        run = self.by_path.get(p.resolve())
+        if run is None and (p / "config.json").is_file():
+            try:
+                run = open_run(p)
+            except (ValueError, KeyError):
+                return None
+        return run if run is not None and "kind" in run.config else None
+
+
+def _fine_tuning_row(run: Run, index: _Index) -> Row:
+    """An attack or defend run: the attacked model itself."""
+    spec = run.config.get("spec") or {}
+    base = index.get(base_of(run))
+    aligned = defense_name(base) if base is not None and base.kind == "align" else "—"
+    if run.kind == "defend":
+        stage, defense, ft_defense, cost = "fine-tuning", defense_name(run), defense_name(run), _seconds(run, "train")
+    elif base is not None and base.kind == "align":
+        stage, defense, ft_defense, cost = "alignment", aligned, "—", _seconds(base, "train")
+    else:
+        stage, defense, ft_defense, cost = "none", "none", "—", None
+    attack, p, n = _attack_of(spec)
+    return Row(stage, defense, aligned, ft_defense, attack, p, n, run.config.get("seed"),
+               {k: v for k, v in run.metrics.items() if is_rate(v)}, cost, _seconds(run, "train"), str(run.path))
+
+
+def _repair_row(run: Run, index: _Index) -> Row:
+    spec = run.config.get("spec") or {}
+    target = index.get(base_of(run))
+    under = _fine_tuning_row(target, index) if target is not None and target.kind in ("attack", "defend") else None
+    attack, p, n = _attack_of(spec) if spec.get("attack") else (
+        (under.attack, under.p, under.n) if under else ("unknown", None, None))
+    return Row("post-fine-tuning", defense_name(run), under.aligned_with if under else "—",
+               under.finetune_defense if under else "—", attack, p, n, run.config.get("seed"),
+               {k: v for k, v in run.metrics.items() if is_rate(v)}, _seconds(run, "repair"),
+               under.finetune_s if under else None, str(run.path))
+
+
+def build(root: str | Path) -> Leaderboard:
+    """Every attack / defend / repair run under `root` as a leaderboard row, grouped by attack."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"--runs {root}: no such folder (a runs root holding attack / defend / repair runs)")
+    runs = list_runs(root)
+    index = _Index(runs)
+    rows = [_repair_row(r, index) if r.kind == "repair" else _fine_tuning_row(r, index)
+            for r in runs if r.kind in ("attack", "defend", "repair")]
+    if not rows:
+        raise ValueError(f"no attacked models under {root}: the leaderboard reads attack, defend and repair runs "
+                         f"(`workbench attack`, `workbench attack --defense`, `workbench repair`)")
+    present = {m for r in rows for m in r.rates}
+    metrics = [m for h in HEADLINE for m in sorted(present) if m == h or (h == "fa" and m.startswith("fa_"))]
+    metrics += sorted(present - set(metrics))
+
+    def key(r: Row):
+        hs = (r.rates.get("hs") or {}).get("value")
+        return (r.attack, r.p if r.p is not None else -1, r.n or 0, STAGE_ORDER.index(r.stage),
+                hs if hs is not None else float("inf"), r.defense)
+
+    return Leaderboard(sorted(rows, key=key), metrics)
+
+
+def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> list[Path]:
+    """PREFIX.md, PREFIX.csv and the HS-vs-FA figure PREFIX_hs_fa.<fmt> (when both metrics are present)."""
+    from workbench.plots.export import export_figure
+    from workbench.plots.leaderboard import figures
+
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    md, table = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".csv")
+    md.write_text(board.to_markdown())
+    table.write_text(board.to_csv())
+    written = [md, table]
+    for name, fig in figures(board).items():
+        written += export_figure(fig, prefix.parent, f"{prefix.name}_{name}", formats)
+    return written
