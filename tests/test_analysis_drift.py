@@ -107,3 +107,18 @@ def test_cli_drift_sweep_on_tiny(tmp_path, tiny_model_dir):
     assert r.correlations["spearman_drift_step_by_p"] == {"0": pytest.approx(1.0), "1": pytest.approx(1.0)}
     assert {p.name for p in (out / "figures").iterdir()} == {"drift_vs_step.html", "drift_vs_safety.html",
                                                                "drift_heatmap.html"}
+
+
+def test_cli_drift_sweep_rejects_an_infeasible_ratio_before_training(tmp_path, tiny_model_dir, monkeypatch):
+    """p = 1 with n above the harmful pool must fail at once, not after the earlier ratios have trained."""
+    import workbench.training.loop as loop
+
+    def no_training(*a, **k):
+        raise AssertionError("training started before the infeasible ratio was detected")
+
+    monkeypatch.setattr(loop, "train", no_training)
+    out = tmp_path / "sweep"
+    res = CliRunner().invoke(app, ["analyze", "drift", "--model", str(tiny_model_dir), "--out", str(out),
+                                   "--param", "mode=sweep", "--param", "ps=[0.0,1.0]", "--param", "n=300"])  # 241 harmful QA
+    assert res.exit_code != 0 and "harmful samples but only" in res.output
+    assert not out.exists()

@@ -259,6 +259,12 @@ def drift_sweep(reference: str, spec: Spec, seed: int = 0, progress: bool = True
     from workbench.models import load_model
     from workbench.training.loop import train
 
+    tspec = TrainSpec(method=spec.method, lr=spec.lr, max_steps=spec.max_steps, batch_size=spec.train_batch_size,
+                      max_len=spec.train_max_len, seed=seed, checkpoint_every=10**9)
+    # Every p's user data is built before any training so that an infeasible (p, n) fails in seconds, not
+    # after the earlier ratios have trained.
+    datasets = [harmful_ft(AttackSpec(data=DataSpec(benign=spec.benign, p=p, n=spec.n, seed=seed), train=tspec))
+                for p in spec.ps]
     ref, tok = load_model(reference)
     batches = drift_batches(tok, spec.n_samples, spec.max_len, spec.batch_size, seed)
     judge = None
@@ -268,11 +274,8 @@ def drift_sweep(reference: str, spec: Spec, seed: int = 0, progress: bool = True
         judge = load_judge(progress=progress)
     probe = SafetyProbe(tok, harmful_prompts("advbench", spec.n_eval_prompts), "judge" if judge else "keyword",
                         spec.max_new_tokens, 32, judge)
-    tspec = TrainSpec(method=spec.method, lr=spec.lr, max_steps=spec.max_steps, batch_size=spec.train_batch_size,
-                      max_len=spec.train_max_len, seed=seed, checkpoint_every=10**9)
     per_p, seconds = [], []
-    for p in spec.ps:
-        data = harmful_ft(AttackSpec(data=DataSpec(benign=spec.benign, p=p, n=spec.n, seed=seed), train=tspec))
+    for p, data in zip(spec.ps, datasets):
         model, _ = load_model(reference)
         rec = CheckpointProbe(ref, batches, probe, spec.every, spec.tokens)
         rec.record(model, 0)
