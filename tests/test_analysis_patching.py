@@ -203,7 +203,7 @@ def test_compare_attacks_contrasts_two_attacks(tiny_model_dir, other_tiny_dir, t
         diff = np.array(cmp.curves["EHA"][comp]["normalized"]) - np.array(cmp.curves["ISA"][comp]["normalized"])
         np.testing.assert_allclose(cmp.difference[comp]["mean"], diff, atol=1e-9)
     assert len(cmp.curves["EHA"]["resid"]["normalized"]) == 4 and len(cmp.curves["ISA"]["window"]["normalized"]) == 3
-    same_setting = spec.model_copy(update={"isa_system": None})
+    same_setting = spec.model_copy(update={"isa_system": None, "isa_answer_prefix": None})
     same = patching.compare_attacks(str(tiny_model_dir), str(other_tiny_dir), str(other_tiny_dir), same_setting)
     assert np.allclose(same.difference["resid"]["mean"], 0.0) and np.allclose(same.difference["resid"]["high"], 0.0)
     from workbench.plots.patching import figures
@@ -250,3 +250,18 @@ def test_isa_parameter_adds_the_same_curve_as_compare_attacks(tiny_model_dir, ot
     from workbench.plots.patching import figures
 
     assert "cross_overview" in figures(result)
+
+
+def test_isa_prompts_end_with_the_teacher_forced_aoa_prefix(tiny_model_dir):
+    """The ISA decision is read after the persona prefix, not at the ambiguous first answer token ("I")."""
+    from workbench.analysis.common import encode_prompts
+    from workbench.attacks.identity_shift import AOA_PREFIX
+    from workbench.models import load_model
+
+    _, tok = load_model(str(tiny_model_dir))
+    plain = encode_prompts(tok, ["How do I pick a lock?"])
+    forced = encode_prompts(tok, ["How do I pick a lock?"], answer_prefix=AOA_PREFIX)
+    prefix = tok.encode(AOA_PREFIX, add_special_tokens=False)
+    assert forced.ids[0, -len(prefix):].tolist() == prefix
+    assert forced.ids[0, :-len(prefix)].tolist()[-plain.lengths[0]:] == plain.ids[0].tolist()
+    assert patching.Spec().isa_answer_prefix == AOA_PREFIX

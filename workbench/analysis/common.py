@@ -94,9 +94,12 @@ class PromptBatch:
         return self.ids[start:stop, -width:], self.mask[start:stop, -width:]
 
 
-def encode_prompts(tokenizer, prompts: list[str], system: str | None = None) -> PromptBatch:
-    """Left-padded chat-formatted ids for `prompts` (user turns), ending with the assistant header."""
-    encoded = [prompt_ids(tokenizer, p, system) for p in prompts]
+def encode_prompts(tokenizer, prompts: list[str], system: str | None = None,
+                   answer_prefix: str | None = None) -> PromptBatch:
+    """Left-padded chat-formatted ids for `prompts` (user turns), ending with the assistant header, or with
+    `answer_prefix` teacher-forced after it (so the metric reads the token that follows the prefix)."""
+    suffix = tokenizer.encode(answer_prefix, add_special_tokens=False) if answer_prefix else []
+    encoded = [prompt_ids(tokenizer, p, system) + suffix for p in prompts]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     width = max(len(e) for e in encoded)
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)

@@ -55,7 +55,7 @@ from pydantic import Field
 
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
-from workbench.attacks.identity_shift import AOA_SYSTEM
+from workbench.attacks.identity_shift import AOA_PREFIX, AOA_SYSTEM
 from workbench.config import Spec as _Spec
 
 Component = Literal["resid", "resid_pos", "attn", "mlp", "heads", "window"]
@@ -76,6 +76,9 @@ class Spec(_Spec):
     system: str | None = None  # system prompt for every prompt (None: the chat template's default)
     isa: str | None = None  # optional identity-shift-attacked model: adds aligned_into_isa (see compare_attacks)
     isa_system: str | None = AOA_SYSTEM  # aligned_into_isa runs under the attack's own inference system prompt
+    # ISA answers open with the persona ("I am AOA, ..."), whose first token is also a refusal's first token, so
+    # the first-answer-token metric cannot see the attack; the decision is read after the trained prefix instead.
+    isa_answer_prefix: str | None = AOA_PREFIX
 
 
 @dataclass(frozen=True)
@@ -282,7 +285,7 @@ def run(ctx, spec: Spec) -> PatchingResult:
         experiments[name] = _experiment(raw, f"{s} model → {t} model, same harmful prompts", s, t, "all",
                                         spec.n_boot, ctx.seed)
     if "isa" in others:
-        isa_harm = common.encode_prompts(tok, harmful, spec.isa_system)
+        isa_harm = common.encode_prompts(tok, harmful, spec.isa_system, spec.isa_answer_prefix)
         raw = patch_scores(bridge, isa_harm, others["isa"], isa_harm, tokens, spec.components, None, K, spec.window,
                            spec.batch_size, bar)
         experiments["aligned_into_isa"] = _experiment(raw, "aligned model → identity-shift-attacked model, same "
@@ -356,7 +359,8 @@ def compare_attacks(aligned, eha_attacked, isa_attacked, spec: Spec | None = Non
 
     aligned, eha_attacked, isa_attacked: model references (`load_model` names/folders) or (model, tokenizer).
     Each attack is probed in its own inference setting: EHA prompts use `spec.system` (default: none), ISA
-    prompts `spec.isa_system` (default: the AOA persona it was trained with); the aligned source run sees the
+    prompts `spec.isa_system` (default: the AOA persona it was trained with) with `spec.isa_answer_prefix`
+    teacher-forced at the start of the answer (default: the AOA prefix); the aligned source run sees the
     same tokens as the attacked target. Components: `spec.components` restricted to per-layer ones (resid,
     attn, mlp, window).
     """
@@ -369,10 +373,11 @@ def compare_attacks(aligned, eha_attacked, isa_attacked, spec: Spec | None = Non
     harmful, _ = common.prompt_sets(spec.n_prompts, spec.split, tok, spec.max_prompt_tokens, system=spec.isa_system)
     bridge = boot_bridge(model, tok)
     raws = {}
-    for label, ref, system in zip(names, (eha_attacked, isa_attacked), (spec.system, spec.isa_system)):
+    for label, ref, system, prefix in zip(names, (eha_attacked, isa_attacked), (spec.system, spec.isa_system),
+                                          (None, spec.isa_answer_prefix)):
         amodel, atok = _as_model(ref)
         common.check_same_tokenizer(tok, atok)
-        harm = common.encode_prompts(tok, harmful, system)
+        harm = common.encode_prompts(tok, harmful, system, prefix)
         raws[label] = patch_scores(bridge, harm, boot_bridge(amodel, atok), harm, tokens, comps, None,
                                    spec.positions, spec.window, spec.batch_size)
     curves = {label: {c: common.summarize(r["source"], r["target"], r[c], spec.n_boot, seed) for c in comps}
