@@ -13,7 +13,8 @@ refusal, each with its 95 % interval and n. Cost, in seconds as recorded in metr
     defense_s   the defense's own step: the alignment training (align run), the defended fine-tuning (defend
                 run; compare with a plain attack's finetune_s for its overhead) or the repair (repair run)
     finetune_s  the user's fine-tuning job as it ran (attack or defend run training)
-Neither includes evaluation, nor data preparation outside the training loop (e.g. a filtration judge).
+Neither includes evaluation, nor data preparation outside the training loop (e.g. a filtration judge); a
+repair's seconds include loading its models, a training run's only the loop.
 """
 from __future__ import annotations
 
