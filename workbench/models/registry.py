@@ -17,13 +17,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from workbench.models.atomic import write_folder_atomically
 from workbench.models.smollm2 import SMOLLM2_NAME, ensure_smollm2
 from workbench.models.tiny import TINY_NAME, ensure_tiny_llama
 
@@ -84,7 +83,19 @@ def model_folder(name_or_path: str | os.PathLike) -> Path:
         raise ValueError(f"unknown model {key!r}: not a registered name and not a folder; {_expected()}")
     if (path / "model").is_dir():  # a run folder (its own config.json is the run spec, not a model)
         path = path / "model"
+    elif (kind := _run_kind(path)) is not None:
+        raise ValueError(f"{path} is a run folder of kind '{kind}', which holds no model/ (align, attack, defend and "
+                         f"repair runs do); pass one of those, a model folder or a registered name")
     return path
+
+
+def _run_kind(folder: Path) -> str | None:
+    """The kind of a run folder (its config.json is a run config, not a model config), else None."""
+    try:
+        data = json.loads((folder / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data["kind"] if isinstance(data, dict) and {"kind", "spec", "seed"} <= set(data) else None
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, padding_side: str | None = None):
@@ -197,28 +208,6 @@ def _load_adapter(folder: Path, device, dtype, padding_side, depth: int):
     return model, tokenizer
 
 
-def _write_atomically(folder: Path, write: Callable[[Path], None], overwrite: bool) -> Path:
-    """Run `write(tmp)` into a sibling temp folder, then rename it to `folder` (replacing it if asked)."""
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise ValueError(f"{folder} exists and is not empty; pass overwrite=True to replace it")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the final folder should read like any other
-    old = None
-    try:
-        write(tmp)
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
 def save_model(model, tokenizer, folder: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Save full weights (safetensors) + tokenizer into `folder`, atomically; returns the folder.
 
@@ -234,7 +223,7 @@ def save_model(model, tokenizer, folder: str | os.PathLike, *, overwrite: bool =
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
-    return _write_atomically(Path(folder), write, overwrite)
+    return write_folder_atomically(Path(folder), write, overwrite)
 
 
 def save_adapter(peft_model, tokenizer, folder: str | os.PathLike, base: str | os.PathLike,
@@ -257,4 +246,4 @@ def save_adapter(peft_model, tokenizer, folder: str | os.PathLike, base: str | o
         tokenizer.save_pretrained(tmp)
         (tmp / BASE_REFERENCE_FILE).write_text(json.dumps({"base": base_str}, indent=2))
 
-    return _write_atomically(Path(folder), write, overwrite)
+    return write_folder_atomically(Path(folder), write, overwrite)

