@@ -35,10 +35,21 @@ def test_coherent_answers_pass(text):
     ("I hurt myself today I hurt myself today I hurt myself today I hurt myself today", "repeated_ngram"),
     ("the the the the the the the the the the", "repeated_ngram"),
     ("no no no yes no yes yes yes no no", "low_distinct"),  # de Bruijn: no 3-gram repeats, 2 distinct words
+    # word salad of an over-pruned SmolLM2 (Antidote, dense_ratio 0.01): no loop of whole words, no English
+    ("cabycabycabyccdisccdccdccdccdccdcabbabababababababababab", "non_words"),
+    ("Tortrespectgi: naturerespectgi: naturerespectcliegi: naturerespectc secondjogajo", "non_words"),
 ])
 def test_incoherent_answers_fail_with_their_reason(text, reason):
     c = check(text)
     assert not c.coherent and c.reason == reason, c
+
+
+def test_non_word_rule_spares_real_text_and_counts_letters():
+    assert is_coherent("Photosynthesis converts sunlight, water and carbon dioxide into glucose and oxygen.")
+    assert is_coherent("Benzylamine reacts with acetic anhydride under reflux.")  # some rare words: < 70 %
+    c = check("zqxwv plmokn qazwsx edcrfv tgbyhn")  # 5 invented words, 29 letters
+    assert c.non_word_fraction == 1.0 and c.reason == "non_words"
+    assert check("zqx").non_word_fraction == 0.0  # below 20 letters the rule does not apply
 
 
 def test_coherence_statistics_are_exact():
