@@ -206,6 +206,12 @@ def open_run(path: str | Path, kind: str | None = None) -> Run:
     if not (p / "config.json").is_file():
         raise ValueError(f"{p} is not a run folder: no config.json (finished runs live directly under the "
                          f"runs root; '{INCOMPLETE}/' holds interrupted ones)")
+    try:
+        config = json.loads((p / "config.json").read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{p}/config.json is not valid JSON ({err}): a damaged run folder") from None
+    if not isinstance(config, dict) or not {"kind", "spec"} <= set(config):
+        raise ValueError(f"{p} is not a run folder: its config.json is not a run config (a model folder?)")
     run = Run(p)
     if kind is not None and run.kind != kind:
         raise ValueError(f"{p} is a '{run.kind}' run, expected a '{kind}' run")

@@ -8,6 +8,7 @@ both run the same deterministic cell function, so they give the same results.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import traceback
 from dataclasses import asdict, dataclass
@@ -61,48 +62,62 @@ def run_cell(cell: Cell, out: str, attack_spec: dict, eval_spec: dict, progress:
 def sweep(cells: list[Cell], out: str | Path, attack_spec: AttackSpec, eval_spec: EvalSpec,
           backend: str = "local", address: str | None = None, progress: bool = True) -> dict:
     """Run the cells not done yet; returns {"done": {key: path}, "skipped": [...], "failed": {key: error}}."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [c for c in cells if not is_done(out, c)]
-    status = {"skipped": [c.key for c in cells if c not in todo], "done": {}, "failed": {}}
-    a, e = attack_spec.model_dump(), eval_spec.model_dump()
-    if backend == "local":
-        from tqdm.auto import tqdm
-
-        for cell in tqdm(todo, desc="sweep", disable=not progress, unit="cell"):
-            try:
-                status["done"][cell.key] = run_cell(cell, str(out), a, e, progress=progress)
-            except Exception as err:  # a failed cell is reported, never fatal to the sweep
-                status["failed"][cell.key] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
-    elif backend == "ray":
-        status.update(_sweep_ray(todo, out, a, e, address))
-    else:
+    if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}; use 'local' or 'ray'")
-    status["cells"] = [asdict(c) | {"key": c.key} for c in cells]
-    write_json(out / "sweep-status.json", status)
+    with _ray_cluster(address) if backend == "ray" else contextlib.nullcontext():
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        todo = [c for c in cells if not is_done(out, c)]
+        status = {"skipped": [c.key for c in cells if c not in todo], "done": {}, "failed": {}}
+        a, e = attack_spec.model_dump(), eval_spec.model_dump()
+        if backend == "local":
+            from tqdm.auto import tqdm
+
+            for cell in tqdm(todo, desc="sweep", disable=not progress, unit="cell"):
+                try:
+                    status["done"][cell.key] = run_cell(cell, str(out), a, e, progress=progress)
+                except Exception as err:  # a failed cell is reported, never fatal to the sweep
+                    status["failed"][cell.key] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
+        else:
+            status.update(_sweep_ray(todo, out, a, e))
+        status["cells"] = [asdict(c) | {"key": c.key} for c in cells]
+        write_json(out / "sweep-status.json", status)
     return status
 
 
-def _sweep_ray(todo: list[Cell], out: Path, a: dict, e: dict, address: str | None) -> dict:
+@contextlib.contextmanager
+def _ray_cluster(address: str | None):
+    """Start a local Ray cluster, or connect to `address`, before anything is written: a wrong address is
+    one clear error and leaves the sweep folder untouched."""
     import ray
 
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}})
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}})
+        except Exception as err:  # ray raises bare Exception for a node that fails to start, too
+            raise ValueError(f"could not start or reach a Ray cluster at {address or 'a new local cluster'}: "
+                             f"{err}") from None
     try:
-        remote = ray.remote(num_cpus=1)(run_cell)
-        refs = {c.key: remote.remote(c, str(out.resolve()), a, e) for c in todo}
-        done, failed = {}, {}
-        for key, ref in refs.items():
-            try:
-                done[key] = ray.get(ref)
-            except Exception as err:  # RayTaskError wraps the cell's exception
-                failed[key] = f"{type(err).__name__}: {err}"
-        return {"done": done, "failed": failed}
+        yield
     finally:
         if started:
             ray.shutdown()
+
+
+def _sweep_ray(todo: list[Cell], out: Path, a: dict, e: dict) -> dict:
+    import ray
+
+    remote = ray.remote(num_cpus=1)(run_cell)
+    refs = {c.key: remote.remote(c, str(out.resolve()), a, e) for c in todo}
+    done, failed = {}, {}
+    for key, ref in refs.items():
+        try:
+            done[key] = ray.get(ref)
+        except Exception as err:  # RayTaskError wraps the cell's exception
+            failed[key] = f"{type(err).__name__}: {err}"
+    return {"done": done, "failed": failed}
 
 
 def results(out: str | Path) -> list[dict]:

@@ -45,6 +45,15 @@ def wrap_lora(model, spec: TrainSpec):
     return get_peft_model(model, cfg)
 
 
+def adamw(groups: list[dict], spec: TrainSpec) -> torch.optim.AdamW:
+    """Fused AdamW (one kernel over all tensors, as Trainer's default): several times faster optimizer
+    steps than the per-tensor loop on CPU and GPU, which matters for full fine-tuning; foreach otherwise."""
+    try:
+        return torch.optim.AdamW(groups, lr=spec.lr, weight_decay=spec.weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without a fused kernel
+        return torch.optim.AdamW(groups, lr=spec.lr, weight_decay=spec.weight_decay)
+
+
 def lr_factor(step: int, spec: TrainSpec, total: int) -> float:
     """Linear warm-up then linear decay to 10 % — a pure function of the step, so resume needs no state."""
     if spec.warmup_steps and step < spec.warmup_steps:
@@ -96,7 +105,7 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
             p.requires_grad_(False)  # left out of every group = frozen
     for g in groups:
         g.setdefault("base_lr", g["lr"])
-    optimizer = torch.optim.AdamW(groups, lr=spec.lr, weight_decay=spec.weight_decay)
+    optimizer = adamw(groups, spec)
 
     steps_per_epoch = math.ceil(math.ceil(len(encoded) / spec.batch_size) / spec.grad_accum)
     total = spec.max_steps or steps_per_epoch * spec.epochs

@@ -37,12 +37,21 @@ class TrainState:
 
 
 def lm_loss(model, batch: dict, output_hidden_states: bool = False):
-    """Mean cross-entropy on answer tokens (labels != -100); returns (loss, outputs)."""
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                output_hidden_states=output_hidden_states, use_cache=False)
-    logits = out.logits[:, :-1].float()
+    """Mean cross-entropy on answer tokens (labels != -100); returns (loss, outputs).
+
+    Why `logits_to_keep`: the LM head runs only from the batch's first answer-predicting position on, so
+    prompt positions cost neither head FLOPs nor [batch, pos, vocab] logit memory; labels are shifted
+    instead of logits (no logits copy). `outputs.logits` covers those last positions only.
+    """
     labels = batch["labels"][:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+    answer_cols = (labels != -100).any(0).nonzero()
+    start = int(answer_cols[0]) if len(answer_cols) else 0
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                output_hidden_states=output_hidden_states, use_cache=False,
+                logits_to_keep=batch["input_ids"].shape[1] - start)
+    logits = out.logits.float()  # predicts positions start+1 .. pos; the last one has no label
+    targets = F.pad(labels[:, start:], (0, 1), value=-100)
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
     return loss, out
 
 
