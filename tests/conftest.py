@@ -2,6 +2,8 @@
 
 - `tiny_model_dir`: a temporary folder holding tiny-llama (seed 0) as safetensors + tokenizer, i.e. a plain
   HF folder that `load_model` accepts. Read-only by convention: copy it if a test must change it.
+- `other_tiny_dir`: a second tiny-llama (seed 1): same tokenizer and shapes, different weights — the
+  "attacked" model of cross-model analyses.
 - `tiny_model`: `(model, tokenizer)` loaded from it (eval mode, CPU, float32). Session-scoped and shared:
   tests that train or modify weights must load their own copy with `load_model(tiny_model_dir)`.
 
@@ -27,6 +29,14 @@ def tiny_model_dir(tmp_path_factory):
     from workbench.models import save_tiny_llama
 
     return save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_tiny_dir(tmp_path_factory):
+    """A second tiny-llama (seed 1): same tokenizer and shapes as `tiny_model_dir`, different weights."""
+    from workbench.models import save_tiny_llama
+
+    return save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama-seed1", seed=1)
 
 
 @pytest.fixture(scope="session")

@@ -14,18 +14,12 @@ from workbench.analysis.landscape import (
     Perturbation, basin_1d, basin_2d, grid, interpolation_direction, random_direction, scan, visage_1d)
 from workbench.analysis.safety_metric import SafetyProbe, refusal_logodds
 from workbench.cli import app
-from workbench.models import load_model, save_tiny_llama
+from workbench.models import load_model
 
 
 @pytest.fixture
 def fresh_tiny(tiny_model_dir):
     return load_model(tiny_model_dir)
-
-
-@pytest.fixture(scope="module")
-def other_tiny_dir(tmp_path_factory):
-    """Same architecture, different weights (seed 1): the "attacked" end of the line."""
-    return save_tiny_llama(tmp_path_factory.mktemp("other") / "tiny-seed1", seed=1)
 
 
 def _snapshot(model):

@@ -11,27 +11,13 @@ import torch
 
 from workbench.analysis import AnalysisContext, common, logit_attribution, probing
 from workbench.analysis import refusal_direction as rd
-from workbench.models import boot_bridge, load_model, save_tiny_llama
+from workbench.models import boot_bridge, load_model
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny matrices gain nothing from threads, and on a shared 2-core box a second thread only contends."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def other_tiny_dir(tmp_path_factory):
-    return save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama-seed1", seed=1)
 
 def _ctx(model_dir, compare_dir, seed: int) -> AnalysisContext:
     """A fresh context (models loaded anew), so two runs share nothing but their inputs."""
     return AnalysisContext(model=str(model_dir), compare=None if compare_dir is None else str(compare_dir), seed=seed,
                            progress=False)
-
 
 
 # ------------------------------------------------------------------------------------------- common

@@ -25,16 +25,6 @@ USER = [Sample(prompt=f"Review {i}: the film was {'great' if i % 2 else 'dull'}.
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine two OpenMP threads spin-wait
-    on each other: a CLI run took 43 s with 2 threads and 1 s with 1. Restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def fresh(tiny_model_dir):
     from workbench.models import load_model
