@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.figures import base_of, defense_name, fmt_rate, is_rate
-from workbench.runs import Run, list_runs, open_run
+from workbench.runs import Run, list_runs, open_run, run_kind
 
 STAGE_ORDER = ("none", "alignment", "fine-tuning", "post-fine-tuning")
 HEADLINE = ("hs", "hs_plus", "fa", "refusal_benign", "refusal_harmful")  # "fa" stands for every fa_<task>
@@ -122,12 +122,9 @@ class _Index:
             return None  # a registered model name
         p = Path(str(ref))
         run = self.by_path.get(p.resolve())
-        if run is None and (p / "config.json").is_file():
-            try:
-                run = open_run(p)
-            except (ValueError, KeyError):
-                return None
-        return run if run is not None and "kind" in run.config else None
+        if run is None and run_kind(p) is not None:
+            run = open_run(p)
+        return run
 
 
 def _fine_tuning_row(run: Run, index: _Index) -> Row:

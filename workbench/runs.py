@@ -200,6 +200,20 @@ def has_interrupted(root: str | Path) -> list[Path]:
     return sorted(x for x in p.iterdir() if x.is_dir()) if p.exists() else []
 
 
+def is_run_config(config: Any) -> bool:
+    """A run's config.json (it has a kind and a spec), as opposed to, e.g., an HF model's config.json."""
+    return isinstance(config, dict) and {"kind", "spec"} <= set(config)
+
+
+def run_kind(folder: str | Path) -> str | None:
+    """The kind of the run whose folder this is; None when `folder` holds no (readable) run config."""
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return config["kind"] if is_run_config(config) else None
+
+
 def open_run(path: str | Path, kind: str | None = None) -> Run:
     """Open a finished run folder, checking it is one (and of `kind` when given)."""
     p = Path(path)
@@ -210,7 +224,7 @@ def open_run(path: str | Path, kind: str | None = None) -> Run:
         config = json.loads((p / "config.json").read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{p}/config.json is not valid JSON ({err}): a damaged run folder") from None
-    if not isinstance(config, dict) or not {"kind", "spec"} <= set(config):
+    if not is_run_config(config):
         raise ValueError(f"{p} is not a run folder: its config.json is not a run config (a model folder?)")
     run = Run(p)
     if kind is not None and run.kind != kind:

@@ -180,18 +180,9 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
 
 def _run_of(model: str | Path):
     """The run whose folder `model` is, or None for a registered name / HF / adapter folder."""
-    import json
+    from workbench.runs import open_run, run_kind
 
-    from workbench.runs import open_run
-
-    cfg = Path(str(model)) / "config.json"
-    if not cfg.is_file():
-        return None
-    try:
-        data = json.loads(cfg.read_text())
-    except json.JSONDecodeError:
-        return None
-    return open_run(cfg.parent) if isinstance(data, dict) and {"kind", "spec"} <= set(data) else None
+    return open_run(model) if run_kind(Path(str(model))) is not None else None
 
 
 def _repair_references(info, model, spec: dict, aligned: str | None, unaligned: str | None) -> dict:

@@ -25,6 +25,7 @@ import torch
 from workbench.models.atomic import write_folder_atomically
 from workbench.models.smollm2 import SMOLLM2_NAME, ensure_smollm2
 from workbench.models.tiny import TINY_NAME, ensure_tiny_llama
+from workbench.runs import run_kind
 
 # name -> builder returning a local HF folder (materialized once, then cached).
 MODELS: dict[str, Callable[[], Path]] = {
@@ -83,19 +84,10 @@ def model_folder(name_or_path: str | os.PathLike) -> Path:
         raise ValueError(f"unknown model {key!r}: not a registered name and not a folder; {_expected()}")
     if (path / "model").is_dir():  # a run folder (its own config.json is the run spec, not a model)
         path = path / "model"
-    elif (kind := _run_kind(path)) is not None:
+    elif (kind := run_kind(path)) is not None:
         raise ValueError(f"{path} is a run folder of kind '{kind}', which holds no model/ (align, attack, defend and "
                          f"repair runs do); pass one of those, a model folder or a registered name")
     return path
-
-
-def _run_kind(folder: Path) -> str | None:
-    """The kind of a run folder (its config.json is a run config, not a model config), else None."""
-    try:
-        data = json.loads((folder / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data["kind"] if isinstance(data, dict) and {"kind", "spec", "seed"} <= set(data) else None
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, padding_side: str | None = None):
