@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-ORDER = ["quickstart", "training", "generation", "analysis"]
+ORDER = ["quickstart", "training", "generation", "analysis", "defense_cost"]
 
 INTRO = """# Benchmarks
 

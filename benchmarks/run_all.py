@@ -9,7 +9,7 @@ import traceback
 
 from benchmarks.report import write_report
 
-BENCHMARKS = ["bench_quickstart", "bench_training", "bench_generation", "bench_analysis"]
+BENCHMARKS = ["bench_quickstart", "bench_training", "bench_generation", "bench_analysis", "bench_defense_cost"]
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()

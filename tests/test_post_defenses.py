@@ -360,3 +360,27 @@ def test_cli_leaderboard_explains_an_empty_or_missing_runs_root(runs_root, tmp_p
     shutil.copytree(paths["non-aligned"], tmp_path / "only" / paths["non-aligned"].name)
     res = CliRunner().invoke(app, ["leaderboard", "--runs", str(tmp_path / "only")])
     assert res.exit_code == 2 and "no attacked models under" in text(res)
+
+
+def test_leaderboard_stage_filter_and_grouped_bars(runs_root, tmp_path):
+    from workbench.leaderboard import build
+    from workbench.plots.leaderboard import plot_bars
+
+    root, paths = runs_root
+    board = build(root, ["fine-tuning"])
+    assert {(r.stage, r.defense) for r in board.rows} == {("alignment", "sft"), ("fine-tuning", "freeze")}
+    fig = plot_bars(board)
+    by_metric = {t.name: t for t in fig.data}
+    assert set(by_metric) == {"HS", "HS+", "FA sst2", "refusal benign"}
+    for row in board.rows:  # each bar is the run's own metric, its error bar the run's own interval
+        i = list(by_metric["HS"].x).index(row.defense)
+        assert by_metric["HS"].y[i] == row.rates["hs"]["value"]
+        assert by_metric["HS"].error_y.array[i] == pytest.approx(row.rates["hs"]["high"] - row.rates["hs"]["value"])
+    with pytest.raises(ValueError, match="unknown stage"):
+        build(root, ["finetune"])
+    res = CliRunner().invoke(app, ["leaderboard", "--runs", str(root), "--out", str(tmp_path / "lb"),
+                                   "--formats", "html", "--stage", "post-fine-tuning"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "lb_bars.html").is_file()
+    rows = list(csv.DictReader((tmp_path / "lb.csv").open()))
+    assert sorted(r["defense"] for r in rows) == ["antidote", "safelora", "sft"]

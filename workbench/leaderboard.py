@@ -44,6 +44,7 @@ class Row:
     defense_s: float | None = None
     finetune_s: float | None = None
     run: str = ""
+    method: str | None = None  # the user's fine-tuning: "lora" or "full" (a full-FT attack is far stronger)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class Leaderboard:
         out = []
         for r in self.rows:
             rec = {"stage": r.stage, "defense": r.defense, "aligned_with": r.aligned_with,
-                   "finetune_defense": r.finetune_defense, "attack": r.attack, "p": r.p, "n": r.n, "seed": r.seed}
+                   "finetune_defense": r.finetune_defense, "attack": r.attack, "p": r.p, "n": r.n,
+                   "method": r.method, "seed": r.seed}
             for m in self.metrics:
                 v = r.rates.get(m) or {}
                 rec.update({m: v.get("value"), f"{m}_low": v.get("low"), f"{m}_high": v.get("high"),
@@ -77,11 +79,11 @@ class Leaderboard:
         return buf.getvalue()
 
     def to_markdown(self) -> str:
-        head = ["attack", "p", "stage", "defense", "aligned with", "fine-tuned with", *map(title, self.metrics),
-                "defense s", "fine-tune s", "run"]
+        head = ["attack", "p", "method", "stage", "defense", "aligned with", "fine-tuned with",
+                *map(title, self.metrics), "defense s", "fine-tune s", "run"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in self.rows:
-            cells = [r.attack, _num(r.p), r.stage, r.defense, r.aligned_with, r.finetune_defense,
+            cells = [r.attack, _num(r.p), r.method or "—", r.stage, r.defense, r.aligned_with, r.finetune_defense,
                      *[fmt_rate(r.rates.get(m)) for m in self.metrics], _num(r.defense_s), _num(r.finetune_s),
                      Path(r.run).name]
             lines.append("| " + " | ".join(cells) + " |")
@@ -109,6 +111,10 @@ def _attack_of(spec: dict) -> tuple[str, float | None, int | None]:
     attack = spec.get("attack") or {}
     data = attack.get("data") or {}
     return attack.get("name") or "unknown", data.get("p"), data.get("n")
+
+
+def _method_of(spec: dict) -> str | None:
+    return ((spec.get("attack") or {}).get("train") or {}).get("method")
 
 
 class _Index:
@@ -140,7 +146,8 @@ def _fine_tuning_row(run: Run, index: _Index) -> Row:
         stage, defense, ft_defense, cost = "none", "none", "—", None
     attack, p, n = _attack_of(spec)
     return Row(stage, defense, aligned, ft_defense, attack, p, n, run.config.get("seed"),
-               {k: v for k, v in run.metrics.items() if is_rate(v)}, cost, _seconds(run, "train"), str(run.path))
+               {k: v for k, v in run.metrics.items() if is_rate(v)}, cost, _seconds(run, "train"), str(run.path),
+               _method_of(spec))
 
 
 def _repair_row(run: Run, index: _Index) -> Row:
@@ -152,11 +159,12 @@ def _repair_row(run: Run, index: _Index) -> Row:
     return Row("post-fine-tuning", defense_name(run), under.aligned_with if under else "—",
                under.finetune_defense if under else "—", attack, p, n, run.config.get("seed"),
                {k: v for k, v in run.metrics.items() if is_rate(v)}, _seconds(run, "repair"),
-               under.finetune_s if under else None, str(run.path))
+               under.finetune_s if under else None, str(run.path), under.method if under else _method_of(spec))
 
 
-def build(root: str | Path) -> Leaderboard:
-    """Every attack / defend / repair run under `root` as a leaderboard row, grouped by attack."""
+def build(root: str | Path, stages: list[str] | None = None) -> Leaderboard:
+    """Every attack / defend / repair run under `root` as a leaderboard row, grouped by attack. `stages` keeps
+    the rows of those defense stages, plus the plain-SFT rows every stage is compared against."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"--runs {root}: no such folder (a runs root holding attack / defend / repair runs)")
@@ -164,6 +172,11 @@ def build(root: str | Path) -> Leaderboard:
     index = _Index(runs)
     rows = [_repair_row(r, index) if r.kind == "repair" else _fine_tuning_row(r, index)
             for r in runs if r.kind in ("attack", "defend", "repair")]
+    if stages:
+        unknown = set(stages) - set(STAGE_ORDER)
+        if unknown:
+            raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use {', '.join(STAGE_ORDER)}")
+        rows = [r for r in rows if r.stage in stages or (r.stage == "alignment" and r.defense == "sft")]
     if not rows:
         raise ValueError(f"no attacked models under {root}: the leaderboard reads attack, defend and repair runs "
                          f"(`workbench attack`, `workbench attack --defense`, `workbench repair`)")
@@ -173,14 +186,15 @@ def build(root: str | Path) -> Leaderboard:
 
     def key(r: Row):
         hs = (r.rates.get("hs") or {}).get("value")
-        return (r.attack, r.p if r.p is not None else -1, r.n or 0, STAGE_ORDER.index(r.stage),
+        return (r.attack, r.p if r.p is not None else -1, r.n or 0, r.method or "", STAGE_ORDER.index(r.stage),
                 hs if hs is not None else float("inf"), r.defense)
 
     return Leaderboard(sorted(rows, key=key), metrics)
 
 
 def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> list[Path]:
-    """PREFIX.md, PREFIX.csv and the HS-vs-FA figure PREFIX_hs_fa.<fmt> (when both metrics are present)."""
+    """PREFIX.md, PREFIX.csv, the grouped bars PREFIX_bars.<fmt> and the HS-vs-FA figure PREFIX_hs_fa.<fmt>
+    (when both metrics are present)."""
     from workbench.plots.export import export_figure
     from workbench.plots.leaderboard import figures
 

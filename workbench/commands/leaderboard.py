@@ -1,6 +1,7 @@
 """`workbench leaderboard --runs DIR [--out PREFIX]`: every attacked model under DIR — undefended, or defended at
-the alignment, fine-tuning or post-fine-tuning stage — in one table (PREFIX.md, PREFIX.csv) and one HS-vs-FA
-figure (PREFIX_hs_fa.html/png), read from the run folders (`workbench.leaderboard`)."""
+the alignment, fine-tuning or post-fine-tuning stage — in one table (PREFIX.md, PREFIX.csv), grouped bars of
+HS/HS+/FA/benign refusal per attack (PREFIX_bars.html/png) and an HS-vs-FA figure (PREFIX_hs_fa.html/png),
+read from the run folders (`workbench.leaderboard`). `--stage` narrows it to one stage's comparison."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,13 +13,16 @@ import typer
 def leaderboard_cmd(runs: Path = typer.Option(..., "--runs", help="Runs root to read (searched recursively)."),
                     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                                        help="File prefix (default RUNS/leaderboard)."),
-                    formats: str = typer.Option("html,png", help="Figure formats, comma-separated (html,png,svg).")):
+                    formats: str = typer.Option("html,png", help="Figure formats, comma-separated (html,png,svg)."),
+                    stage: Optional[list[str]] = typer.Option(
+                        None, "--stage", help="Only these defense stages (repeatable): alignment, fine-tuning, "
+                                              "post-fine-tuning; plain SFT rows stay as the baseline.")):
     """Leaderboard of all defenses of all three stages against the same attacks: HS, HS+, FA, refusal, cost."""
     from workbench.cli import _guard, console
     from workbench.leaderboard import build, write
 
     def run():
-        board = build(runs)
+        board = build(runs, stage)
         return board, write(board, out or Path(runs) / "leaderboard", [f.strip() for f in formats.split(",")])
 
     board, written = _guard(run)

@@ -2,10 +2,14 @@
 
     plot_hs_fa(board)   HS (x) vs FA (y), one marker per attacked model with 95 % error bars both ways;
                         colour = defense stage, symbol = attack; the good corner is top left
+    plot_bars(board)    grouped bars: one group per defended model, one bar per headline rate (HS, HS+, FA,
+                        benign refusal) with its 95 % interval; one panel per attack (p), so the defenses of
+                        a stage read against the same attack side by side
 """
 from __future__ import annotations
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from workbench.plots.style import PALETTE, apply_layout
 
@@ -48,9 +52,54 @@ def plot_hs_fa(board, hs: str = "hs", fa: str | None = None) -> go.Figure:
     return fig
 
 
+BAR_METRICS = ("hs", "hs_plus", "fa", "refusal_benign")
+
+
+def _row_label(row) -> str:
+    """The defense, with what is not evident: the stage of a repair, a non-SFT alignment under a fine-tuning
+    defense, and full fine-tuning (the default is LoRA)."""
+    label = row.defense
+    if row.stage == "fine-tuning" and row.aligned_with not in ("sft", "—"):
+        label += f"<br>on {row.aligned_with}"
+    if row.stage == "post-fine-tuning":
+        label += "<br>(repair)"
+    return label + ("<br>full FT" if row.method == "full" else "")
+
+
+def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
+    from workbench.leaderboard import title
+
+    fa = board.fa_metric()
+    keys = [fa if m == "fa" else m for m in metrics if (fa if m == "fa" else m) in board.metrics]
+    attacks = list(dict.fromkeys(_attack_label(r) for r in board.rows))
+    fig = make_subplots(rows=len(attacks), cols=1, subplot_titles=attacks, vertical_spacing=0.12 / max(1, len(attacks)))
+    for i, attack in enumerate(attacks, start=1):
+        sel = [r for r in board.rows if _attack_label(r) == attack]
+        labels = [_row_label(r) for r in sel]
+        for j, key in enumerate(keys):
+            vals = [r.rates.get(key) for r in sel]
+            fig.add_trace(go.Bar(
+                x=labels, y=[v["value"] if v else None for v in vals], name=title(key), legendgroup=key,
+                showlegend=i == 1, marker_color=PALETTE[j % len(PALETTE)],
+                error_y=dict(type="data", symmetric=False, color="#444", thickness=1.2, width=3,
+                             array=[v["high"] - v["value"] if v else None for v in vals],
+                             arrayminus=[v["value"] - v["low"] if v else None for v in vals]),
+                customdata=[[r.stage, v["n"] if v else None] for r, v in zip(sel, vals)],
+                hovertemplate="%{x} (%{customdata[0]})<br>%{y:.1f}% (n=%{customdata[1]})<extra>" + title(key)
+                              + "</extra>"), row=i, col=1)
+        fig.update_yaxes(title_text="%", range=[0, 105], row=i, col=1)
+    width = max(760, 70 * len(keys) * max((sum(_attack_label(r) == a for r in board.rows) for a in attacks),
+                                          default=1) + 160)
+    apply_layout(fig, "Defenses against the same attack: HS, HS+, FA and benign refusal (95 % intervals)", "", "%",
+                 width=width, height=360 * len(attacks) + 120)
+    fig.update_layout(barmode="group")
+    return fig
+
+
 def figures(board) -> dict:
     """{name: Figure} of what the board's metrics allow (HS vs FA needs both)."""
     fa = board.fa_metric()
-    if "hs" not in board.metrics or fa is None:
-        return {}
-    return {"hs_fa": plot_hs_fa(board, "hs", fa)}
+    out = {"bars": plot_bars(board)} if board.rows else {}
+    if "hs" in board.metrics and fa is not None:
+        out["hs_fa"] = plot_hs_fa(board, "hs", fa)
+    return out
