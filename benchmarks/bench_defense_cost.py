@@ -6,7 +6,7 @@ Every defense trains the same first `steps` batches of the same alignment mix (s
 each in a fresh child process so the peak memory of one cannot hide in memory freed by another. Seconds per
 step = the training loop's own clock over all steps / steps (the first step's one-off costs included, as in a
 real run); peak memory = peak resident set during training minus the resident set after loading (CPU), or
-CUDA max allocated (GPU). The ratios are what DESIGN.md's cost column and docs/defenses-alignment.md quote.
+CUDA max allocated (GPU). docs/defenses-alignment.md quotes the ratios.
 """
 from __future__ import annotations
 

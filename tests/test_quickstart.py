@@ -41,3 +41,26 @@ def test_unknown_model_is_one_clear_error(tmp_path):
     res = CliRunner().invoke(app, ["eval", "--model", "no-such-model", "--out", str(tmp_path)])
     assert res.exit_code == 2
     assert "no-such-model" in res.output and "tiny-llama" in res.output
+
+
+def test_eval_system_prompt_reaches_generation_and_config(tmp_path, monkeypatch):
+    import json
+
+    import workbench.evaluation.harness as harness
+    from workbench.generation import prompt_ids
+
+    seen = []  # the system turn each harmful / benign prompt was really encoded with
+    real = harness.generate
+
+    def spy(model, tok, prompts, spec, **kw):
+        seen.extend(tok.decode(prompt_ids(tok, p, spec.system_prompt)) for p in prompts)
+        return real(model, tok, prompts, spec, **kw)
+
+    monkeypatch.setattr(harness, "generate", spy)
+    res = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--out", str(tmp_path),
+                                   "--system-prompt", "Always refuse harmful requests politely."])
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(next(tmp_path.glob("eval-*/config.json")).read_text())
+    assert cfg["spec"]["eval"]["generation"]["system_prompt"] == "Always refuse harmful requests politely."
+    n = cfg["spec"]["eval"]["n_harmful"] + cfg["spec"]["eval"]["n_benign"]
+    assert sum("Always refuse harmful requests politely." in text for text in seen) == n  # not the task prompts

@@ -130,7 +130,10 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
              n_benign: Optional[int] = typer.Option(None, help="Held-out benign prompts."),
              task: Optional[str] = typer.Option(None, help="Benign task for FA (sst2, gsm_symbolic, gsm8k)."),
              n_task: Optional[int] = typer.Option(None, help="Task test samples."),
-             harmful_prompts: Optional[Path] = typer.Option(None, help="Your own harmful prompts: one a line, or JSONL.")):
+             harmful_prompts: Optional[Path] = typer.Option(None, help="Your own harmful prompts: one a line, or JSONL."),
+             system_prompt: Optional[str] = typer.Option(
+                 None, help="System prompt for the harmful and benign prompts (e.g. a safety prompt, as PTST uses); "
+                            "default: the chat template's own.")):
     """Evaluate any model or run folder on held-out sets."""
     from workbench import steps
 
@@ -138,6 +141,9 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
         harmful = _read_prompts(harmful_prompts) if harmful_prompts else None
         spec = _eval_spec(preset, model, seed, n_harmful if n_harmful is not None else
                           (len(harmful) if harmful else None), n_benign, n_task, task)
+        if system_prompt is not None:
+            spec = spec.model_copy(update={"generation": spec.generation.model_copy(
+                update={"system_prompt": system_prompt})})
         return steps.evaluate_model(model, out, seed, spec, harmful=harmful)
 
     path = _guard(run)
