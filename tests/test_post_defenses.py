@@ -384,3 +384,19 @@ def test_leaderboard_stage_filter_and_grouped_bars(runs_root, tmp_path):
     assert (tmp_path / "lb_bars.html").is_file()
     rows = list(csv.DictReader((tmp_path / "lb.csv").open()))
     assert sorted(r["defense"] for r in rows) == ["antidote", "safelora", "sft"]
+
+
+def test_defense_name_shows_given_params_so_variants_read_apart(runs_root, tmp_path):
+    import json
+    import shutil
+
+    from workbench.figures import defense_name
+
+    _, paths = runs_root
+    copy = tmp_path / paths["antidote"].name
+    shutil.copytree(paths["antidote"], copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    assert defense_name(open_run(copy)) == "antidote"  # defaults: just the name
+    cfg["spec"]["defense"]["params"] = {"utility_ratio": 0.01, "dense_ratio": 0.05}
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert defense_name(open_run(copy)) == "antidote(dense_ratio=0.05, utility_ratio=0.01)"

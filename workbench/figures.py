@@ -256,11 +256,15 @@ def sweep_figures(folder: str | Path) -> dict[str, go.Figure]:
 
 
 def defense_name(run: Run) -> str:
+    """The defense of an align / defend / repair run, with the parameters given on its command line (so a
+    variant such as `bea(n_safety=33)` reads apart from the defaults run); defaults are not repeated."""
     spec = run.config.get("spec") or {}
-    if run.kind == "align":
-        return ((spec.get("align") or {}).get("defense") or {}).get("name") or run.name
-    defense = spec.get("defense")  # defend and repair runs record their DefenseSpec here
-    return (defense.get("name") if isinstance(defense, dict) else None) or run.name
+    defense = (spec.get("align") or {}).get("defense") if run.kind == "align" else spec.get("defense")
+    if not isinstance(defense, dict) or not defense.get("name"):
+        return run.name
+    given = defense.get("params") or {}
+    args = ", ".join(f"{k}={v}" for k, v in sorted(given.items()))
+    return f"{defense['name']}({args})" if args else defense["name"]
 
 
 def leaderboard(root: str | Path, stages: Iterable[str] | None = None) -> list[dict]:
