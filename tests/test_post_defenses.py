@@ -371,9 +371,9 @@ def test_leaderboard_stage_filter_and_grouped_bars(runs_root, tmp_path):
     assert {(r.stage, r.defense) for r in board.rows} == {("alignment", "sft"), ("fine-tuning", "freeze")}
     fig = plot_bars(board)
     by_metric = {t.name: t for t in fig.data}
-    assert set(by_metric) == {"HS", "HS+", "FA sst2", "refusal benign"}
+    assert set(by_metric) == {"HS", "HS+", "FA sst2", "refusal benign", "refusal harmful"}
     for row in board.rows:  # each bar is the run's own metric, its error bar the run's own interval
-        i = list(by_metric["HS"].x).index(row.defense)
+        i = list(by_metric["HS"].x).index("sft (baseline)" if row.defense == "sft" else row.defense)
         assert by_metric["HS"].y[i] == row.rates["hs"]["value"]
         assert by_metric["HS"].error_y.array[i] == pytest.approx(row.rates["hs"]["high"] - row.rates["hs"]["value"])
     with pytest.raises(ValueError, match="unknown stage"):

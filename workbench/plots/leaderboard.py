@@ -3,7 +3,7 @@
     plot_hs_fa(board)   HS (x) vs FA (y), one marker per attacked model with 95 % error bars both ways;
                         colour = defense stage, symbol = attack; the good corner is top left
     plot_bars(board)    grouped bars: one group per defended model, one bar per headline rate (HS, HS+, FA,
-                        benign refusal) with its 95 % interval; one panel per attack (p), so the defenses of
+                        benign and harmful refusal) with its 95 % interval; one panel per attack (p), so the defenses of
                         a stage read against the same attack side by side
 """
 from __future__ import annotations
@@ -52,13 +52,13 @@ def plot_hs_fa(board, hs: str = "hs", fa: str | None = None) -> go.Figure:
     return fig
 
 
-BAR_METRICS = ("hs", "hs_plus", "fa", "refusal_benign")
+BAR_METRICS = ("hs", "hs_plus", "fa", "refusal_benign", "refusal_harmful")
 
 
 def _row_label(row) -> str:
     """The defense, with what is not evident: the stage of a repair, a non-SFT alignment under a fine-tuning
     defense, and full fine-tuning (the default is LoRA)."""
-    label = row.defense
+    label = "sft (baseline)" if row.stage == "alignment" and row.defense == "sft" else row.defense
     if row.stage == "fine-tuning" and row.aligned_with not in ("sft", "—"):
         label += f"<br>on {row.aligned_with}"
     if row.stage == "post-fine-tuning":
@@ -88,11 +88,12 @@ def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
                 hovertemplate="%{x} (%{customdata[0]})<br>%{y:.1f}% (n=%{customdata[1]})<extra>" + title(key)
                               + "</extra>"), row=i, col=1)
         fig.update_yaxes(title_text="%", range=[0, 105], row=i, col=1)
-    width = max(760, 70 * len(keys) * max((sum(_attack_label(r) == a for r in board.rows) for a in attacks),
-                                          default=1) + 160)
-    apply_layout(fig, "Defenses against the same attack: HS, HS+, FA and benign refusal (95 % intervals)", "", "%",
-                 width=width, height=360 * len(attacks) + 120)
-    fig.update_layout(barmode="group")
+    most = max((sum(_attack_label(r) == a for r in board.rows) for a in attacks), default=1)
+    width = min(1700, max(760, 18 * len(keys) * most + 200))  # a wide board squeezes bars, not the page
+    apply_layout(fig, "Defenses against the same attack: HS, HS+, FA, refusal (95 % intervals)", "", "%",
+                 width=width, height=420 * len(attacks) + 120)
+    fig.update_layout(barmode="group", bargap=0.25, bargroupgap=0.02)
+    fig.update_xaxes(tickangle=-35)
     return fig
 
 
