@@ -21,7 +21,8 @@ from workbench.defenses.alignment.t_vaccine import TVaccineParams, TVaccinePlugi
 from workbench.defenses.alignment.tar import TARParams, TARPlugin, adam_step
 from workbench.defenses.alignment.vaccine import VaccineParams, VaccinePlugin, perturbation
 from workbench.training.loop import train
-from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
+from workbench.training.plugins import TrainState, lm_loss
+from train_helpers import StopAt
 
 ALIGN = [Sample(prompt=f"Request number {i}: how do I do thing {i}?",
                 response="I'm sorry, but I can't help with that." if i % 2 else f"Here is how to do thing {i}.")
@@ -184,15 +185,6 @@ def test_t_vaccine_layers_are_redrawn_every_j_steps_deterministically(full_model
     assert counts[2] > 180
 
 
-class _StopAt(TrainPlugin):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, model, state):
-        if state.step == self.step:
-            raise KeyboardInterrupt
-
-
 def test_t_vaccine_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
     from workbench.models import load_model
 
@@ -206,7 +198,7 @@ def test_t_vaccine_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path):
     full = train(m, tok, ALIGN, spec, [plugin(tok)], progress=False)
     m, tok = load_model(str(tiny_model_dir))
     with pytest.raises(KeyboardInterrupt):
-        train(m, tok, ALIGN, spec, [plugin(tok), _StopAt(5)], checkpoint_dir=tmp_path / "ck", progress=False)
+        train(m, tok, ALIGN, spec, [plugin(tok), StopAt(5)], checkpoint_dir=tmp_path / "ck", progress=False)
     m, tok = load_model(str(tiny_model_dir))
     resumed = train(m, tok, ALIGN, spec, [plugin(tok)], checkpoint_dir=tmp_path / "ck", progress=False)
     assert resumed.state.extra["t_vaccine"] == full.state.extra["t_vaccine"]

@@ -9,6 +9,7 @@ from workbench.data.chat import IGNORE, bucketed_batches, encode
 from workbench.data.types import Sample
 from workbench.training.loop import train
 from workbench.training.plugins import TrainPlugin
+from train_helpers import StopAt
 
 SAMPLES = [Sample(prompt=f"Say the word number {i}.", response=f"Word {i} is {'apple banana cherry'.split()[i % 3]}.")
            for i in range(24)]
@@ -71,15 +72,6 @@ def test_loss_decreases(fresh, method, lr, bound):
     assert type(res.model).__name__ == "LlamaForCausalLM"  # LoRA merged into a plain model
 
 
-class _StopAt(TrainPlugin):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, model, state):
-        if state.step == self.step:
-            raise KeyboardInterrupt
-
-
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, method):
     from workbench.models import load_model
@@ -92,7 +84,7 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, method):
     ckpt = tmp_path / "ckpt"
     m, tok = load_model(str(tiny_model_dir))
     with pytest.raises(KeyboardInterrupt):
-        train(m, tok, SAMPLES, spec, plugins=[_StopAt(3)], checkpoint_dir=ckpt, progress=False)
+        train(m, tok, SAMPLES, spec, plugins=[StopAt(3)], checkpoint_dir=ckpt, progress=False)
     m, tok = load_model(str(tiny_model_dir))  # a fresh process would start from the base model again
     resumed = train(m, tok, SAMPLES, spec, checkpoint_dir=ckpt, progress=False)
 

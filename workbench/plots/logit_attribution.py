@@ -10,7 +10,7 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.plots.patching import add_band, layer_ticks, legend_below, model_color, short_name
+from workbench.plots.patching import add_band, layer_grid_layout, layer_ticks, legend_below, model_color, short_name
 from workbench.plots.style import PALETTE, apply_layout
 
 DASH = {"harmful": "solid", "harmless": "dot"}
@@ -49,12 +49,8 @@ def plot_head_attribution(result) -> go.Figure:
                                  hovertemplate="layer %{y}, head %{x}<br>%{z:.3f}<extra></extra>"), row=1, col=m + 1)
     title = ("Heads' direct contribution to the refusal logit difference: harmful minus harmless prompts<br>"
              "<sup>z · W_O per head, through the cached final-norm scale</sup>")
-    apply_layout(fig, title, "", "", width=420 * M + 200, height=max(480, 16 * result.n_layers + 200))
-    fig.update_layout(margin=dict(t=120))
-    fig.update_xaxes(title_text="head", dtick=1)
-    fig.update_yaxes(**layer_ticks(result.n_layers))
-    fig.update_yaxes(title_text="layer", row=1, col=1)
-    return fig
+    return layer_grid_layout(fig, title, 420 * M + 200, result.n_layers, "head", "layer", top=120, extra_height=200,
+                             dtick=1)
 
 
 def plot_logit_lens(result) -> go.Figure:

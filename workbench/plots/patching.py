@@ -58,6 +58,18 @@ def layer_ticks(n: int) -> dict:
     return dict(tickmode="linear", tick0=0, dtick=1 if n <= 12 else 2 if n <= 30 else 5, range=[-0.5, n - 0.5])
 
 
+def layer_grid_layout(fig: go.Figure, title: str, width: int, n_layers: int, x_title: str, y_title: str,
+                      top: int, extra_height: int, **xaxes) -> go.Figure:
+    """House layout of a row of layer × something heatmaps: two-line title, a height that grows with the
+    number of layers, layer ticks on every panel, the y title on the first."""
+    apply_layout(fig, title, "", "", width=width, height=max(top + 370, 16 * n_layers + extra_height))
+    fig.update_layout(margin=dict(t=top))
+    fig.update_xaxes(title_text=x_title, **xaxes)
+    fig.update_yaxes(**layer_ticks(n_layers))
+    fig.update_yaxes(title_text=y_title, row=1, col=1)
+    return fig
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     h = hex_color.lstrip("#")
     r, g, b = (int(h[i:i + 2], 16) for i in (0, 2, 4))

@@ -12,7 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.plots.patching import add_band, layer_ticks, legend_below, model_color, short_name
+from workbench.plots.patching import add_band, layer_grid_layout, layer_ticks, legend_below, model_color, short_name
 from workbench.plots.style import PALETTE, apply_layout
 
 DASH = {0: "solid", 1: "dot"}
@@ -43,12 +43,8 @@ def plot_selection(result) -> go.Figure:
     title = (f"Selecting the refusal direction (Arditi et al. 2024): layer {sel['layer']}, position {sel['position']}"
              f"<br><sup>lowest refusal score under ablation among candidates with induce > 0 and KL ≤ threshold "
              f"({status}); ★ = selected; blank = not evaluated</sup>")
-    apply_layout(fig, title, "", "", width=1350, height=max(500, 16 * result.n_layers + 220))
-    fig.update_layout(margin=dict(t=130))
-    fig.update_xaxes(title_text="post-instruction position", tickangle=45)
-    fig.update_yaxes(**layer_ticks(result.n_layers))
-    fig.update_yaxes(title_text="layer (resid_pre)", row=1, col=1)
-    return fig
+    return layer_grid_layout(fig, title, 1350, result.n_layers, "post-instruction position", "layer (resid_pre)",
+                             top=130, extra_height=220, tickangle=45)
 
 
 def plot_direction_norms(result) -> go.Figure:
