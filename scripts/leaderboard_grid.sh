@@ -5,6 +5,7 @@
 # Hours on SmolLM2 with 2 CPU cores. Rerunning skips every step whose folder already holds a finished run.
 # Override with environment variables, e.g. a smoke test:
 #   MODEL=tiny-llama PRESET=tiny ALIGN="sft vaccine" FINETUNE=freeze OUT=/tmp/lb bash scripts/leaderboard_grid.sh
+# An empty FINETUNE="" or POST="" skips that stage.
 set -euo pipefail
 MODEL=${MODEL:-smollm2-135m-instruct}
 PRESET=${PRESET:-full}
@@ -12,8 +13,8 @@ P=${P:-0.1}            # harmful ratios, comma-separated, written as `workbench 
 SEEDS=${SEEDS:-0}
 OUT=${OUT:-runs/leaderboard-grid}
 ALIGN=${ALIGN:-"sft vaccine t_vaccine repnoise booster tar"}
-FINETUNE=${FINETUNE:-"ldifs constrain_sft freeze freeze_plus ml_lr salora filtration saft safeinstr lisa ptst bea"}
-POST=${POST:-"safelora antidote"}
+FINETUNE=${FINETUNE-"ldifs constrain_sft freeze freeze_plus ml_lr salora filtration saft safeinstr lisa ptst bea"}
+POST=${POST-"safelora antidote"}
 WB=${WB:-.venv/bin/workbench}
 
 # run_in DIR CMD...: run CMD --out DIR (it writes one run folder into DIR) unless DIR holds a finished run already

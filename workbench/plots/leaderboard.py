@@ -72,7 +72,7 @@ def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
     fa = board.fa_metric()
     keys = [fa if m == "fa" else m for m in metrics if (fa if m == "fa" else m) in board.metrics]
     attacks = list(dict.fromkeys(_attack_label(r) for r in board.rows))
-    fig = make_subplots(rows=len(attacks), cols=1, subplot_titles=attacks, vertical_spacing=0.12 / max(1, len(attacks)))
+    fig = make_subplots(rows=len(attacks), cols=1, subplot_titles=attacks, vertical_spacing=0.3 / max(1, len(attacks)))
     for i, attack in enumerate(attacks, start=1):
         sel = [r for r in board.rows if _attack_label(r) == attack]
         labels = [_row_label(r) for r in sel]
