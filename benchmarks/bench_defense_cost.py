@@ -21,20 +21,17 @@ ALIGNMENT = ["sft", "vaccine", "t_vaccine", "repnoise", "booster", "tar"]
 
 
 def child(quick: bool, defense: str, steps: int) -> dict:
-    from workbench.defenses import get_defense, parse_params
-    from workbench.defenses.alignment.data import alignment_samples
+    from workbench.config import DefenseSpec
     from workbench.models import load_model
     from workbench.pipeline import preset
-    from workbench.steps import seed_everything
+    from workbench.steps import alignment_inputs, seed_everything
     from workbench.training.loop import train
 
     model_name, p = bench_model(quick), preset("tiny" if quick else "full")
     seed_everything(0)
-    spec = p.align.model_copy(update={"train": p.align.train.model_copy(update={"max_steps": steps})})
-    info = get_defense(defense, "alignment")
-    params = parse_params(info, {})
-    samples = alignment_samples(spec, 0)
-    plugins = info.plugins(params, {"samples": samples, "model": model_name, "seed": 0, "train": spec.train})
+    spec = p.align.model_copy(update={"train": p.align.train.model_copy(update={"max_steps": steps}),
+                                      "defense": DefenseSpec(name=defense)})
+    _, samples, plugins = alignment_inputs(spec, model_name, 0)
     model, tok = load_model(model_name)
     with peak_memory(interval=0.02) as mem:
         result = train(model, tok, samples, spec.train, list(plugins), progress=False)

@@ -376,8 +376,15 @@ def test_leaderboard_stage_filter_and_grouped_bars(runs_root, tmp_path):
         i = list(by_metric["HS"].x).index("sft (baseline)" if row.defense == "sft" else row.defense)
         assert by_metric["HS"].y[i] == row.rates["hs"]["value"]
         assert by_metric["HS"].error_y.array[i] == pytest.approx(row.rates["hs"]["high"] - row.rates["hs"]["value"])
+    import dataclasses
+
+    from workbench.leaderboard import Leaderboard
+
+    seeds = Leaderboard([*board.rows, dataclasses.replace(board.rows[-1], seed=1)], board.metrics)
+    xs = list(plot_bars(seeds).data[0].x)
+    assert len(set(xs)) == len(xs) == 3 and xs[-1].endswith("seed 1")  # a second seed gets its own bars
     with pytest.raises(ValueError, match="unknown stage"):
-        build(root, ["finetune"])
+        build(tmp_path / "not-read", ["finetune"])  # checked before any folder is read
     res = CliRunner().invoke(app, ["leaderboard", "--runs", str(root), "--out", str(tmp_path / "lb"),
                                    "--formats", "html", "--stage", "post-fine-tuning"])
     assert res.exit_code == 0, res.output

@@ -166,6 +166,9 @@ def build(root: str | Path, stages: list[str] | None = None) -> Leaderboard:
     """Every attack / defend / repair run under `root` as a leaderboard row, grouped by attack. `stages` keeps
     the rows of those defense stages, plus the plain-SFT rows every stage is compared against."""
     root = Path(root)
+    unknown = set(stages or ()) - set(STAGE_ORDER)
+    if unknown:  # before any run folder is read
+        raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use {', '.join(STAGE_ORDER)}")
     if not root.is_dir():
         raise ValueError(f"--runs {root}: no such folder (a runs root holding attack / defend / repair runs)")
     runs = list_runs(root)
@@ -173,9 +176,6 @@ def build(root: str | Path, stages: list[str] | None = None) -> Leaderboard:
     rows = [_repair_row(r, index) if r.kind == "repair" else _fine_tuning_row(r, index)
             for r in runs if r.kind in ("attack", "defend", "repair")]
     if stages:
-        unknown = set(stages) - set(STAGE_ORDER)
-        if unknown:
-            raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use {', '.join(STAGE_ORDER)}")
         rows = [r for r in rows if r.stage in stages or (r.stage == "alignment" and r.defense == "sft")]
     if not rows:
         raise ValueError(f"no attacked models under {root}: the leaderboard reads attack, defend and repair runs "

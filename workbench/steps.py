@@ -51,15 +51,24 @@ def _train_and_eval(kind: str, name: str, base: str, samples: list[Sample], trai
     return run.final_path
 
 
-def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec = EvalSpec(),
-          resume: bool = False, progress: bool = True) -> Path:
+def alignment_inputs(spec: AlignSpec, model: str, seed: int = 0) -> tuple:
+    """(resolved defense params, alignment samples, training plugins) of an align step: what `align` trains
+    with, and what the defense-cost benchmark times on the same data."""
     from workbench.defenses import get_defense, parse_params
-    from workbench.defenses.alignment.data import REFUSAL_SOURCE, alignment_samples
+    from workbench.defenses.alignment.data import alignment_samples
 
     info = get_defense(spec.defense.name, "alignment")
     params = parse_params(info, spec.defense.params)
     samples = alignment_samples(spec, seed)
     plugins = info.plugins(params, {"samples": samples, "model": model, "seed": seed, "train": spec.train})
+    return params, samples, plugins
+
+
+def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec = EvalSpec(),
+          resume: bool = False, progress: bool = True) -> Path:
+    from workbench.defenses.alignment.data import REFUSAL_SOURCE
+
+    params, samples, plugins = alignment_inputs(spec, model, seed)
     full = {"align": spec.model_dump(), "eval": eval_spec.model_dump(), "model": model_ref(model),
             "refusals": REFUSAL_SOURCE, "defense_params": params.model_dump()}  # resolved defaults too
     return _train_and_eval("align", spec.defense.name, model, samples, spec.train, eval_spec, full, out, seed,

@@ -3,8 +3,8 @@
     plot_hs_fa(board)   HS (x) vs FA (y), one marker per attacked model with 95 % error bars both ways;
                         colour = defense stage, symbol = attack; the good corner is top left
     plot_bars(board)    grouped bars: one group per defended model, one bar per headline rate (HS, HS+, FA,
-                        benign and harmful refusal) with its 95 % interval; one panel per attack (p), so the defenses of
-                        a stage read against the same attack side by side
+                        benign and harmful refusal) with its 95 % interval; one panel per attack (p), so the
+                        defenses of a stage read against the same attack side by side
 """
 from __future__ import annotations
 
@@ -72,10 +72,13 @@ def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
     fa = board.fa_metric()
     keys = [fa if m == "fa" else m for m in metrics if (fa if m == "fa" else m) in board.metrics]
     attacks = list(dict.fromkeys(_attack_label(r) for r in board.rows))
-    fig = make_subplots(rows=len(attacks), cols=1, subplot_titles=attacks, vertical_spacing=0.3 / max(1, len(attacks)))
+    fig = make_subplots(rows=len(attacks), cols=1, subplot_titles=attacks,
+                        vertical_spacing=0.3 / max(1, len(attacks)))
     for i, attack in enumerate(attacks, start=1):
         sel = [r for r in board.rows if _attack_label(r) == attack]
         labels = [_row_label(r) for r in sel]
+        if len(set(labels)) < len(labels):  # several seeds of one defense: keep their bars apart
+            labels = [f"{label}<br>seed {r.seed}" for label, r in zip(labels, sel)]
         for j, key in enumerate(keys):
             vals = [r.rates.get(key) for r in sel]
             fig.add_trace(go.Bar(
