@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 import json
 
 import pytest
@@ -407,3 +408,28 @@ def test_defense_name_shows_given_params_so_variants_read_apart(runs_root, tmp_p
     cfg["spec"]["defense"]["params"] = {"utility_ratio": 0.01, "dense_ratio": 0.05}
     (copy / "config.json").write_text(json.dumps(cfg))
     assert defense_name(open_run(copy)) == "antidote(dense_ratio=0.05, utility_ratio=0.01)"
+
+
+def test_archive_keeps_records_without_weights_and_the_leaderboard_reads_it(runs_root, tmp_path):
+    from workbench.leaderboard import _Index, build
+    from workbench.runs import ARCHIVE_NOTE, list_runs
+
+    root, paths = runs_root
+    res = CliRunner().invoke(app, ["runs", "archive", "--runs", str(root), "--out", str(tmp_path / "arch")])
+    assert res.exit_code == 0, res.output
+    archived = {r.path.name: r for r in list_runs(tmp_path / "arch")}
+    assert set(archived) == {r.path.name for r in list_runs(root)}
+    aligned = archived[paths["aligned"].name]
+    assert not any(f.suffix == ".safetensors" for f in aligned.path.rglob("*"))  # no weights travel
+    note = json.loads((aligned.path / ARCHIVE_NOTE).read_text())
+    assert "model/model.safetensors" in note["left_out"] and note["archived_from"] == str(paths["aligned"])
+    assert aligned.metrics == open_run(paths["aligned"]).metrics and aligned.samples() == open_run(paths["aligned"]).samples()
+    assert (aligned.path / "model" / "base.json").is_file()
+    # a moved root: the recorded absolute reference no longer exists, the run is found by its folder name
+    assert _Index(list(archived.values())).get(f"/moved/away/{paths['aligned'].name}") == aligned
+    rows = {Path(r.run).name: (r.stage, r.defense, r.rates) for r in build(tmp_path / "arch").rows}
+    assert rows == {Path(r.run).name: (r.stage, r.defense, r.rates) for r in build(root).rows}
+    res = CliRunner().invoke(app, ["runs", "archive", "--runs", str(root), "--out", str(tmp_path / "arch")])
+    assert res.exit_code == 0 and "0 runs archived" in text(res)  # archived runs are never rewritten
+    res = CliRunner().invoke(app, ["runs", "archive", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path)])
+    assert res.exit_code == 2 and "no such folder" in text(res)

@@ -212,6 +212,21 @@ def runs_show(path: Path = typer.Argument(..., help="A run folder.")):
     console.print_json(json.dumps({"config": run.config, "metrics": run.metrics}))
 
 
+@runs_app.command("archive")
+def runs_archive(runs: Path = typer.Option(..., "--runs", help="Runs root to archive (e.g. runs/defense-grid)."),
+                 out: Path = typer.Option(..., "--out", help="Where the records go, same layout (e.g. results/...)."),
+                 max_file_mb: float = typer.Option(1.0, help="Leave out any file larger than this.")):
+    """Copy every finished run's records (config, metrics, samples, curves; no weights) to OUT, e.g. to commit
+    the numbers behind a doc. `workbench leaderboard --runs OUT` reads the copy like the original."""
+    from workbench.runs import ARCHIVE_NOTE, archive_runs
+
+    copied = _guard(archive_runs, runs, out, int(max_file_mb * 1e6))
+    for path in copied:
+        left = json.loads((path / ARCHIVE_NOTE).read_text())["left_out"]
+        console.print(f"{path}  [dim](left out: {len(left)} files)[/]")
+    console.print(f"[green]{len(copied)} runs archived[/] into {out}")
+
+
 def _parse_params(items: list[str]) -> dict:
     out = {}
     for item in items:

@@ -122,6 +122,7 @@ class _Index:
 
     def __init__(self, runs: list[Run]):
         self.by_path = {r.path.resolve(): r for r in runs}
+        self.by_name = {r.path.name: r for r in runs}  # run folder names are unique (kind-name-timestamp)
 
     def get(self, ref) -> Run | None:
         if not ref or not Path(str(ref)).is_absolute():
@@ -130,6 +131,8 @@ class _Index:
         run = self.by_path.get(p.resolve())
         if run is None and run_kind(p) is not None:
             run = open_run(p)
+        if run is None:  # the root was moved or archived (`workbench runs archive`): same folder, new place
+            run = self.by_name.get(p.name)
         return run
 
 

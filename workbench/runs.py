@@ -248,3 +248,45 @@ def list_runs(root: str | Path = "runs", kind: str | None = None) -> list[Run]:
         except (json.JSONDecodeError, KeyError):
             continue
     return sorted(runs, key=lambda r: r.config.get("created", ""))
+
+
+ARCHIVE_NOTE = "archive.json"  # written into each archived copy: where it came from and what was left behind
+
+
+def archive_runs(root: str | Path, out: str | Path, max_file_bytes: int = 1_000_000) -> list[Path]:
+    """Copy the *records* of every finished run under `root` to the same relative place under `out`: configs,
+    metrics, per-sample JSONL, training curves, analysis JSON — not model weights or checkpoints, nor any file
+    over `max_file_bytes`. Why: a run's weights stay on the machine that trained it (hundreds of MB), but its
+    numbers should outlive that machine, e.g. committed next to the docs they back, and a leaderboard or the
+    explorer can read them later (the leaderboard links runs of a moved root by folder name).
+
+    A run already present under `out` is left as it is (runs are immutable). Returns the archived copies.
+    """
+    root, out = Path(root), Path(out)
+    if not root.is_dir():
+        raise ValueError(f"--runs {root}: no such folder (a runs root holding finished run folders)")
+    done = []
+    for run in list_runs(root):
+        dest = out / run.path.relative_to(root)
+        if dest.exists():
+            continue
+        kept, left = [], []
+        for f in sorted(p for p in run.path.rglob("*") if p.is_file()):
+            rel = f.relative_to(run.path)
+            weights = rel.parts[0] in ("model", "checkpoint") and rel != Path("model/base.json")
+            if weights or f.stat().st_size > max_file_bytes:
+                left.append(str(rel))
+                continue
+            kept.append(rel)
+        staging = out / INCOMPLETE / f"archive-{dest.name}"  # never listed as a run; renamed when whole
+        shutil.rmtree(staging, ignore_errors=True)
+        for rel in kept:
+            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(run.path / rel, staging / rel)
+        write_json(staging / ARCHIVE_NOTE, {"archived_from": str(run.path.resolve()), "left_out": left,
+                                            "max_file_bytes": max_file_bytes})
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, dest)
+        done.append(dest)
+    shutil.rmtree(out / INCOMPLETE, ignore_errors=True)
+    return done
