@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from workbench.cli import app
@@ -64,3 +65,37 @@ def test_eval_system_prompt_reaches_generation_and_config(tmp_path, monkeypatch)
     assert cfg["spec"]["eval"]["generation"]["system_prompt"] == "Always refuse harmful requests politely."
     n = cfg["spec"]["eval"]["n_harmful"] + cfg["spec"]["eval"]["n_benign"]
     assert sum("Always refuse harmful requests politely." in text for text in seen) == n  # not the task prompts
+
+
+def test_eval_validation_split_never_touches_training_or_test_prompts(tmp_path):
+    import json
+
+    from workbench.attacks.harmful_ft import harmful_pool
+    from workbench.data.registry import eval_uids
+    from workbench.defenses.alignment.data import alignment_samples
+    from workbench.evaluation.validation import validation_sets
+    from workbench.pipeline import preset
+    from workbench.runs import open_run
+
+    harmful, benign = validation_sets("full", 0, 100, 100)
+    assert len(harmful) == len({s.uid for s in harmful}) == 100 and len(benign) == 100
+    trained = {s.uid for s in alignment_samples(preset("full").align, 0)} | {s.uid for s in harmful_pool("harmful_qa")}
+    for s in harmful + benign:
+        assert s.uid not in trained and s.uid not in eval_uids(0)
+    assert {s.source for s in harmful} != {s.source for s in benign}
+    other_seed, _ = validation_sets("full", 1, 100, 0)
+    assert {s.uid for s in other_seed} != {s.uid for s in harmful}  # seed 1 aligns on other prompts
+    with pytest.raises(ValueError, match="validation split of preset 'full' has"):
+        validation_sets("full", 0, 10_000, 0)
+
+    res = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--out", str(tmp_path), "--validation"])
+    assert res.exit_code == 0, res.output
+    run = open_run(next(tmp_path.glob("eval-tiny-llama-validation-*")))
+    assert run.config["spec"]["harmful_prompts"] == "validation split (preset tiny, seed 0)"
+    tiny_h, tiny_b = validation_sets("tiny", 0, 8, 8)
+    prompts = {(r["set"], r["prompt"]) for r in run.samples()}
+    assert prompts == {("harmful", s.prompt) for s in tiny_h} | {("benign", s.prompt) for s in tiny_b}
+    assert not any(k.startswith("fa_") for k in run.metrics)
+    res = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--out", str(tmp_path), "--validation",
+                                   "--harmful-prompts", str(tmp_path / "x.txt")])
+    assert res.exit_code == 2 and "--validation and --harmful-prompts" in res.output

@@ -131,6 +131,10 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
              task: Optional[str] = typer.Option(None, help="Benign task for FA (sst2, gsm_symbolic, gsm8k)."),
              n_task: Optional[int] = typer.Option(None, help="Task test samples."),
              harmful_prompts: Optional[Path] = typer.Option(None, help="Your own harmful prompts: one a line, or JSONL."),
+             validation: bool = typer.Option(
+                 False, help="Harmful and benign prompts from the validation split (train-side prompts outside the "
+                             "preset's alignment mix for --seed; no FA): for choosing hyperparameters, never the "
+                             "reported test sets."),
              system_prompt: Optional[str] = typer.Option(
                  None, help="System prompt for the harmful and benign prompts (e.g. a safety prompt, as PTST uses); "
                             "default: the chat template's own.")):
@@ -138,13 +142,25 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
     from workbench import steps
 
     def run():
+        if validation and harmful_prompts:
+            raise ValueError("--validation and --harmful-prompts both choose the harmful prompts; give one")
         harmful = _read_prompts(harmful_prompts) if harmful_prompts else None
         spec = _eval_spec(preset, model, seed, n_harmful if n_harmful is not None else
                           (len(harmful) if harmful else None), n_benign, n_task, task)
         if system_prompt is not None:
             spec = spec.model_copy(update={"generation": spec.generation.model_copy(
                 update={"system_prompt": system_prompt})})
-        return steps.evaluate_model(model, out, seed, spec, harmful=harmful)
+        benign, sets, name = None, None, None
+        if validation:
+            from workbench.evaluation.validation import validation_sets
+            from workbench.pipeline import default_preset
+
+            preset_name = preset or default_preset(model)
+            harmful, benign = validation_sets(preset_name, seed, spec.n_harmful, spec.n_benign)
+            spec = spec.model_copy(update={"n_task": 0})
+            sets = f"validation split (preset {preset_name}, seed {seed})"
+            name = Path(str(model)).name.replace("_", "-") + "-validation"
+        return steps.evaluate_model(model, out, seed, spec, harmful=harmful, benign=benign, sets=sets, name=name)
 
     path = _guard(run)
     _print_metrics(path)

@@ -114,16 +114,19 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
 
 
 def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec = EvalSpec(),
-                   harmful: list[Sample] | None = None, name: str | None = None, progress: bool = True) -> Path:
+                   harmful: list[Sample] | None = None, name: str | None = None, progress: bool = True,
+                   benign: list[Sample] | None = None, sets: str | None = None) -> Path:
+    """Evaluate a model into an eval run. `harmful` / `benign` replace the held-out sets; `sets` says in the
+    config which prompts they are (default: "custom" for given harmful prompts)."""
     from workbench.models import load_model
 
     seed_everything(seed)
     m, tok = load_model(model)
     full = {"eval": eval_spec.model_dump(), "model": model_ref(model),
-            "harmful_prompts": "custom" if harmful is not None else "advbench eval split"}
+            "harmful_prompts": sets or ("custom" if harmful is not None else "advbench eval split")}
     name = name or Path(str(model)).name.replace("_", "-")
     with RunWriter(out, "eval", name, full, seed=seed) as run:
-        ev = evaluate(m, tok, eval_spec, harmful=harmful, progress=progress, label=name)
+        ev = evaluate(m, tok, eval_spec, harmful=harmful, benign=benign, progress=progress, label=name)
         run.write_metrics(ev.metrics)
         run.write_samples(ev.samples)
     return run.final_path

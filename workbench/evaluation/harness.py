@@ -29,10 +29,11 @@ class EvalResult:
     samples: list[dict] = field(default_factory=list)
 
 
-def eval_sets(spec: EvalSpec, harmful: list[Sample] | None = None) -> dict[str, list[Sample]]:
+def eval_sets(spec: EvalSpec, harmful: list[Sample] | None = None,
+              benign: list[Sample] | None = None) -> dict[str, list[Sample]]:
     sets = {
         "harmful": (harmful if harmful is not None else load_split("advbench", "eval"))[: spec.n_harmful],
-        "benign": load_split("alpaca", "eval")[: spec.n_benign],
+        "benign": (benign if benign is not None else load_split("alpaca", "eval"))[: spec.n_benign],
     }
     if spec.task and spec.n_task:
         sets["task"] = load_split(spec.task, "eval")[: spec.n_task]
@@ -40,13 +41,14 @@ def eval_sets(spec: EvalSpec, harmful: list[Sample] | None = None) -> dict[str, 
 
 
 def evaluate(model, tokenizer, spec: EvalSpec = EvalSpec(), harmful: list[Sample] | None = None,
-             scorers: list[Scorer] = (), progress: bool = True, label: str = "") -> EvalResult:
+             scorers: list[Scorer] = (), progress: bool = True, label: str = "",
+             benign: list[Sample] | None = None) -> EvalResult:
     res = EvalResult()
     if spec.judge:  # HS / HS+ (and per-sample judge_score, harmful, coherent) from the moderation judge
         from workbench.evaluation.scorers import judge_scorer
 
         scorers = [judge_scorer(embedder=spec.judge_embedder), *scorers]
-    sets = eval_sets(spec, harmful)
+    sets = eval_sets(spec, harmful, benign)
     gen = spec.generation
     for name in ("harmful", "benign"):
         samples = sets[name]

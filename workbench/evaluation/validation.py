@@ -1,0 +1,32 @@
+"""A validation split for choosing hyperparameters without touching the evaluation prompts.
+
+The held-out eval sets (harness.eval_sets) are for reporting; picking, say, Vaccine's ρ on them would report a
+tuned number. The validation sets are prompts from the *train* side of the same datasets that the preset's
+alignment mix did not use (for that seed), nor the attacker's harmful Q→A pool:
+
+    harmful   AdvBench train-side prompts outside the alignment mix   → refusal / HS after an attack
+    benign    Alpaca train-side prompts outside the alignment mix      → over-refusal
+
+No task (FA) set: the attack mixes draw their task samples from the task's train side by p, n and seed, so no
+fixed part of it is guaranteed unseen; FA is read on the test split only after the choice is made.
+"""
+from __future__ import annotations
+
+from workbench.data.types import Sample
+
+
+def validation_sets(preset_name: str, seed: int, n_harmful: int, n_benign: int) -> tuple[list[Sample], list[Sample]]:
+    """(harmful, benign) validation prompts for models aligned with `preset_name`'s alignment mix at `seed`."""
+    from workbench.attacks.harmful_ft import harmful_pool, training_pool
+    from workbench.defenses.alignment.data import alignment_samples
+    from workbench.pipeline import preset
+
+    align = preset(preset_name, seed).align
+    trained = {s.uid for s in alignment_samples(align, seed)} | {s.uid for s in harmful_pool("harmful_qa")}
+    harmful = [s for s in training_pool("advbench") if s.uid not in trained]
+    benign = [s for s in training_pool(align.benign) if s.uid not in trained]
+    if n_harmful > len(harmful) or n_benign > len(benign):
+        raise ValueError(f"the validation split of preset {preset_name!r} has {len(harmful)} harmful and "
+                         f"{len(benign)} benign prompts; asked for {n_harmful} / {n_benign} "
+                         f"(lower --n-harmful / --n-benign)")
+    return harmful[:n_harmful], benign[:n_benign]
