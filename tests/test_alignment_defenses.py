@@ -78,6 +78,41 @@ def test_cli_align_with_defense_writes_a_run_folder_in_under_a_minute(tmp_path, 
     assert elapsed < 60, f"align --defense {defense} took {elapsed:.1f}s"
 
 
+def test_alignment_table_puts_each_aligned_model_before_and_after_the_same_attack(tmp_path):
+    """sft and vaccine from tiny-llama, tar on top of the sft run (as on SmolLM2), each attacked at p = 0.25:
+    the alignment table reads every number from the align and attack run folders."""
+    from workbench import steps
+    from workbench.config import DefenseSpec
+    from workbench.leaderboard import build, write
+    from workbench.pipeline import preset
+    from workbench.runs import open_run
+
+    pr = preset("tiny")
+    short = pr.align.train.model_copy(update={"max_steps": 2})
+    aligned = {}
+    for name, base in (("sft", "tiny-llama"), ("vaccine", "tiny-llama"), ("tar", None)):
+        spec = pr.align.model_copy(update={"defense": DefenseSpec(name=name), "train": short})
+        aligned[name] = steps.align(spec, base or str(aligned["sft"]), tmp_path / "align", 0, pr.eval, progress=False)
+    attacked = {d: steps.attack(pr.attack, str(a), tmp_path / "attack", 0, pr.eval, progress=False)
+                for d, a in aligned.items()}
+    board = build(tmp_path, ["alignment"])
+    rows = {r.defense: r for r in board.rows}
+    assert set(rows) == {"sft", "vaccine", "tar"}
+    assert {d: r.aligned_from for d, r in rows.items()} == {"sft": "tiny-llama", "vaccine": "tiny-llama", "tar": "sft"}
+    for d, r in rows.items():
+        assert r.aligned_rates == {k: v for k, v in open_run(aligned[d]).metrics.items() if isinstance(v, dict) and "low" in v}
+        assert r.rates["hs"] == open_run(attacked[d]).metrics["hs"]
+    table = board.alignment_markdown().splitlines()
+    assert table[0].startswith("| attack | p | defense | starts from | aligned: refusal harmful")
+    vac = next(line for line in table if "| vaccine |" in line).split(" | ")
+    ratio = rows["vaccine"].defense_s / rows["sft"].defense_s
+    assert f"({ratio:.2f}×)" in vac[7]
+    v = open_run(attacked["vaccine"]).metrics["refusal_harmful"]
+    assert vac[10] == f"{v['value']:.0f} [{v['low']:.0f}–{v['high']:.0f}]"
+    written = write(board, tmp_path / "lb" / "board", formats=("html",))
+    assert tmp_path / "lb" / "board_alignment.md" in written
+
+
 def test_cli_rejects_unknown_defense_hyperparameter(tmp_path):
     from workbench.cli import app
 

@@ -45,6 +45,8 @@ class Row:
     finetune_s: float | None = None
     run: str = ""
     method: str | None = None  # the user's fine-tuning: "lora" or "full" (a full-FT attack is far stronger)
+    aligned_rates: dict = field(default_factory=dict)  # the align run's own evaluation, before the attack
+    aligned_from: str = "—"  # what the align run started from (a registered model, or an earlier align run's defense)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,30 @@ class Leaderboard:
                      Path(r.run).name]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
+
+    def alignment_markdown(self) -> str:
+        """Alignment-stage defenses before and after the attack, one row per (attack, p, defense): the aligned
+        model's own refusal / FA next to the attacked model's rates; alignment seconds relative to plain SFT."""
+        rows = [r for r in self.rows if r.stage == "alignment"]
+        fa = self.fa_metric()
+        sft_s = {(r.attack, r.p, r.n, r.method, r.seed): r.defense_s for r in rows if r.defense == "sft"}
+        after = [m for m in ("hs", "hs_plus", "refusal_harmful", "refusal_benign", fa) if m]
+        head = ["attack", "p", "defense", "starts from", "aligned: refusal harmful", "aligned: refusal benign",
+                *([f"aligned: {title(fa)}"] if fa else []), "align s (× sft)", *[f"attacked: {title(m)}" for m in after]]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in rows:
+            base_s = sft_s.get((r.attack, r.p, r.n, r.method, r.seed))
+            cost = _num(r.defense_s) if r.defense_s is None or not base_s else f"{r.defense_s:.0f} ({r.defense_s / base_s:.2f}×)"
+            before = [_short_rate(r.aligned_rates.get(m)) for m in ("refusal_harmful", "refusal_benign", *([fa] if fa else []))]
+            cells = [r.attack, _num(r.p), r.defense, r.aligned_from, *before, cost,
+                     *[_short_rate(r.rates.get(m)) for m in after]]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+
+def _short_rate(v) -> str:
+    """"51 [41–61]" (%, 95 % interval); n is the same within a table and said next to it."""
+    return f"{v['value']:.0f} [{v['low']:.0f}–{v['high']:.0f}]" if is_rate(v) else "—"
 
 
 TITLES = {"hs": "HS", "hs_plus": "HS+", "refusal_benign": "refusal benign", "refusal_harmful": "refusal harmful"}
@@ -148,9 +174,14 @@ def _fine_tuning_row(run: Run, index: _Index) -> Row:
     else:
         stage, defense, ft_defense, cost = "none", "none", "—", None
     attack, p, n = _attack_of(spec)
+    aligned_rates, aligned_from = {}, "—"
+    if base is not None and base.kind == "align":
+        aligned_rates = {k: v for k, v in base.metrics.items() if is_rate(v)}
+        under = index.get(base_of(base))
+        aligned_from = defense_name(under) if under is not None else Path(str(base_of(base))).name
     return Row(stage, defense, aligned, ft_defense, attack, p, n, run.config.get("seed"),
                {k: v for k, v in run.metrics.items() if is_rate(v)}, cost, _seconds(run, "train"), str(run.path),
-               _method_of(spec))
+               _method_of(spec), aligned_rates, aligned_from)
 
 
 def _repair_row(run: Run, index: _Index) -> Row:
@@ -197,7 +228,8 @@ def build(root: str | Path, stages: list[str] | None = None) -> Leaderboard:
 
 def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> list[Path]:
     """PREFIX.md, PREFIX.csv, the grouped bars PREFIX_bars.<fmt> and the HS-vs-FA figure PREFIX_hs_fa.<fmt>
-    (when both metrics are present)."""
+    (when both metrics are present); with alignment-stage defenses besides SFT, PREFIX_alignment.md (each aligned
+    model before and after the attack, `Leaderboard.alignment_markdown`)."""
     from workbench.plots.export import export_figure
     from workbench.plots.leaderboard import figures
 
@@ -207,6 +239,10 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
     md.write_text(board.to_markdown())
     table.write_text(board.to_csv())
     written = [md, table]
+    if any(r.stage == "alignment" and r.defense != "sft" for r in board.rows):  # defenses to put before / after
+        aligned = prefix.with_name(prefix.name + "_alignment.md")
+        aligned.write_text(board.alignment_markdown())
+        written.append(aligned)
     for name, fig in figures(board).items():
         written += export_figure(fig, prefix.parent, f"{prefix.name}_{name}", formats)
     return written

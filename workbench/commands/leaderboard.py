@@ -1,7 +1,8 @@
 """`workbench leaderboard --runs DIR [--out PREFIX]`: every attacked model under DIR — undefended, or defended at
 the alignment, fine-tuning or post-fine-tuning stage — in one table (PREFIX.md, PREFIX.csv), grouped bars of
 HS/HS+/FA/benign refusal per attack (PREFIX_bars.html/png) and an HS-vs-FA figure (PREFIX_hs_fa.html/png),
-read from the run folders (`workbench.leaderboard`). `--stage` narrows it to one stage's comparison."""
+read from the run folders (`workbench.leaderboard`). `--stage` narrows it to one stage's comparison. With
+alignment-stage defenses, PREFIX_alignment.md puts each aligned model's own refusal / FA next to its attacked rates."""
 from __future__ import annotations
 
 from pathlib import Path
