@@ -75,6 +75,8 @@ def test_cli_align_with_defense_writes_a_run_folder_in_under_a_minute(tmp_path, 
     assert metrics["train"]["steps"] == 4  # tiny preset: 32 samples, batch 8, one epoch
     assert metrics["train"]["final_loss"] > 0
     assert len((run / "samples.jsonl").read_text().splitlines()) == 24  # 8 harmful + 8 benign + 8 task
+    diagnostics = json.loads((run / "training.json").read_text())["diagnostics"]  # the mechanism's own terms
+    assert [d["step"] for d in diagnostics] == [1, 2, 3, 4] and all(d[defense] for d in diagnostics)
     assert elapsed < 60, f"align --defense {defense} took {elapsed:.1f}s"
 
 

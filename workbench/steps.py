@@ -44,7 +44,8 @@ def _train_and_eval(kind: str, name: str, base: str, samples: list[Sample], trai
                        progress=progress, desc=f"{kind} {name}")
         save_model(result.model, tok, run.path / "model")
         run.write_json("model/base.json", {"base": model_ref(base), "method": train_spec.method})
-        run.write_json("training.json", {**result.summary, "losses": result.state.losses, **(notes or {})})
+        run.write_json("training.json", {**result.summary, "losses": result.state.losses, **(notes or {}),
+                                         "diagnostics": result.state.diagnostics})
         ev = evaluate(result.model, tok, eval_spec, progress=progress, label=name)
         run.write_metrics({**ev.metrics, "train": result.summary})
         run.write_samples(ev.samples)

@@ -159,6 +159,9 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
             state.seconds = time.perf_counter() - t0
             for p in plugins:
                 p.on_step_end(model, state)
+            diag = {p.name: p.last for p in plugins if getattr(p, "last", None)}
+            if diag:
+                state.diagnostics.append({"step": state.step, **diag})
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{state.tokens / max(state.seconds, 1e-9):.0f}")
             if ckpt and state.step % spec.checkpoint_every == 0 and state.step < total:

@@ -34,6 +34,10 @@ class TrainState:
     tokens: int = 0  # answer tokens trained on
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)  # plugin bookkeeping (JSON-serialisable)
+    # per optimizer step, each plugin's `last` dict (its own loss terms: Vaccine's perturbed loss, Booster's
+    # regulariser, TAR's post-attack entropy, ...; the last micro-batch's under grad_accum): what shows whether a
+    # defense's mechanism did anything, written to the run's training.json
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
 
 
 def lm_loss(model, batch: dict, output_hidden_states: bool = False):
