@@ -113,3 +113,32 @@ def test_a_broken_analysis_run_is_skipped_not_fatal(runs_root, tmp_path):
     errors = []
     figs = wf.collect(root, on_error=lambda group, err: errors.append(group))
     assert errors == ["analysis-broken"] and set(figs) == {"analysis-drift/drift_layers"}
+
+
+def test_training_figure_draws_task_loss_and_each_defense_term_per_step(tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+    from workbench.plots.training import plot_training, training_series
+
+    training = {"losses": [3.0, 2.0], "diagnostics": [
+        {"step": 1, "tar": {"loss": 3.0, "tr_losses": [-1.0, -3.0], "adversary_lr": 3e-4}},
+        {"step": 2, "tar": {"loss": 2.0, "tr_losses": [-2.0, -4.0], "adversary_lr": 6e-4},
+         "vaccine": {"eps_norms": {"0": 1.0}, "perturbed_loss": 2.5}}]}
+    series = training_series(training)
+    assert series == {"task loss": ([1, 2], [3.0, 2.0]), "tar: loss": ([1, 2], [3.0, 2.0]),
+                      "tar: tr_losses (mean)": ([1, 2], [-2.0, -3.0]), "tar: adversary_lr": ([1, 2], [3e-4, 6e-4]),
+                      "vaccine: perturbed_loss": ([2], [2.5])}  # nested eps_norms skipped
+    fig = plot_training({"a": training, "b": {"losses": [1.0]}})
+    assert [a.text for a in fig.layout.annotations] == list(series)
+    assert {(t.name, tuple(t.y)) for t in fig.data if t.name == "b"} == {("b", (1.0,))}
+    with pytest.raises(ValueError, match="no training curves"):
+        plot_training({"empty": {}})
+
+    res = CliRunner().invoke(app, ["align", "--defense", "vaccine", "--model", "tiny-llama", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    (run,) = tmp_path.glob("align-vaccine-*")
+    figs = wf.collect(tmp_path, kinds=("training",))
+    assert list(figs) == [f"{run.name}/training"]
+    titles = [a.text for a in figs[f"{run.name}/training"].layout.annotations]
+    assert titles == ["task loss", "vaccine: loss", "vaccine: perturbed_loss"]

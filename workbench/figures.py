@@ -9,6 +9,8 @@ same wherever it is shown.
     sweeps          folders holding `sweep-status.json` → `workbench.plots.threat` (metric vs harmful ratio p)
     leaderboard     align / defend / repair runs' `metrics.json` → rows, and a bar figure with 95 % intervals,
                     each defense before and after the harmful fine-tuning attack run on top of it
+    training        training runs whose `training.json` holds a defense's per-step diagnostics →
+                    `workbench.plots.training` (task loss and the defense's own loss terms)
 
 `collect(root)` gathers all of them as {"group/name": Figure}; `export(figures, out, formats)` writes
 HTML (always) and PNG/SVG through kaleido, one browser session for all static images.
@@ -337,7 +339,17 @@ def plot_leaderboard(rows: list[dict], metric: str = "refusal_harmful") -> go.Fi
 # ------------------------------------------------------------------------------------ collect/export
 
 
-def collect(root: str | Path, kinds: Iterable[str] = ("analysis", "sweep", "leaderboard"),
+def training_runs(root: str | Path) -> list[Run]:
+    """Training runs (align / attack / defend) whose training.json records a defense's per-step diagnostics."""
+    runs = []
+    for run in list_runs(root):
+        path = run.path / "training.json"
+        if run.kind in ("align", "attack", "defend") and path.is_file() and json.loads(path.read_text()).get("diagnostics"):
+            runs.append(run)
+    return runs
+
+
+def collect(root: str | Path, kinds: Iterable[str] = ("analysis", "sweep", "leaderboard", "training"),
             match: str | None = None, on_error=None) -> dict[str, go.Figure]:
     """{"<group>/<figure>": Figure} for every figure the runs under `root` can draw.
 
@@ -374,6 +386,17 @@ def collect(root: str | Path, kinds: Iterable[str] = ("analysis", "sweep", "lead
                     out[f"{group}/{name}"] = fig
             except Exception as err:
                 on_error(group, err)
+    if "training" in kinds:
+        from workbench.plots.training import plot_training
+
+        for run in training_runs(root):
+            group = str(run.path.relative_to(root))
+            if keep(group):
+                try:
+                    training = json.loads((run.path / "training.json").read_text())
+                    out[f"{group}/training"] = plot_training({defense_name(run): training})
+                except Exception as err:
+                    on_error(group, err)
     if "leaderboard" in kinds and keep("leaderboard"):
         rows = leaderboard(root)
         for metric in leaderboard_metrics(rows) if rows else []:

@@ -1,7 +1,7 @@
 """`workbench figures --out DIR [--runs ROOT]`: every figure of the runs under ROOT as HTML and PNG/SVG.
 
 Reads run folders only (see `workbench.figures`): analysis runs' figures through their plots modules,
-sweeps' metric-vs-p figures, and the defense leaderboard. DIR/<group>/<figure>.<fmt> plus DIR/index.html.
+sweeps' metric-vs-p figures, the defense leaderboard, and defense training curves. DIR/<group>/<figure>.<fmt> plus DIR/index.html.
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import typer
 
 def figures_cmd(out: Path = typer.Option(..., "--out", "-o", help="Folder to write the figures into."),
                 runs: Path = typer.Option(Path("runs"), "--runs", help="Runs root to read."),
-                kind: list[str] = typer.Option(["analysis", "sweep", "leaderboard"], "--kind",
-                                               help="Which figures (repeatable): analysis, sweep, leaderboard."),
+                kind: list[str] = typer.Option(["analysis", "sweep", "leaderboard", "training"], "--kind",
+                                               help="Which figures (repeatable): analysis, sweep, leaderboard, "
+                                                    "training."),
                 match: Optional[str] = typer.Option(None, "--match", help="Only run folders whose path contains this."),
                 formats: str = typer.Option("html,png", help="Comma-separated: html, png, svg, pdf.")):
     """Export the figures of the chosen runs (HTML + PNG/SVG)."""
@@ -29,9 +30,9 @@ def export_runs(runs: Path, out: Path, kinds: list[str], match: str | None, form
 
     if not Path(runs).is_dir():
         raise ValueError(f"--runs {runs}: no such folder (a runs root, e.g. the --out of `workbench quickstart`)")
-    bad = sorted(set(kinds) - {"analysis", "sweep", "leaderboard"})
+    bad = sorted(set(kinds) - {"analysis", "sweep", "leaderboard", "training"})
     if bad:
-        raise ValueError(f"--kind {bad}: unknown; use analysis, sweep or leaderboard")
+        raise ValueError(f"--kind {bad}: unknown; use analysis, sweep, leaderboard or training")
     figs = figures.collect(runs, kinds, match)
     if not figs:
         raise ValueError(f"no figures to draw under {runs} (kinds {', '.join(kinds)}"
