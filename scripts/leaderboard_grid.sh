@@ -5,7 +5,8 @@
 # Hours on SmolLM2 with 2 CPU cores. Rerunning skips every step whose folder already holds a finished run.
 # Override with environment variables, e.g. a smoke test:
 #   MODEL=tiny-llama PRESET=tiny ALIGN="sft vaccine" FINETUNE=freeze OUT=/tmp/lb bash scripts/leaderboard_grid.sh
-# An empty FINETUNE="" or POST="" skips that stage.
+# An empty FINETUNE="" or POST="" skips that stage. TAR_FROM_SFT=N runs TAR as the paper does, as a phase of N
+# steps on top of the SFT-aligned model (a full TAR alignment is ~2 h on 2 cores for SmolLM2).
 set -euo pipefail
 MODEL=${MODEL:-smollm2-135m-instruct}
 PRESET=${PRESET:-full}
@@ -25,9 +26,15 @@ run_in() {
 latest() { local runs=("$1"/*/); local last=${runs[-1]}; echo "${last%/}"; }
 
 case " $ALIGN " in *" sft "*) ;; *) echo "ALIGN must include sft (the baseline the other stages build on)"; exit 2;; esac
+ALIGN="sft $(for d in $ALIGN; do [ "$d" = sft ] || printf '%s ' "$d"; done)"  # sft first: TAR_FROM_SFT builds on it
 models=()
 for d in $ALIGN; do
-  run_in "$OUT/align/$d" "$WB" align --model "$MODEL" --defense "$d" --preset "$PRESET"
+  if [ "$d" = tar ] && [ -n "${TAR_FROM_SFT:-}" ]; then
+    run_in "$OUT/align/$d" "$WB" align --model "$(latest "$OUT/align/sft")" --defense tar --preset "$PRESET" \
+      --max-steps "$TAR_FROM_SFT"
+  else
+    run_in "$OUT/align/$d" "$WB" align --model "$MODEL" --defense "$d" --preset "$PRESET"
+  fi
   models+=(--model "$d=$(latest "$OUT/align/$d")")
 done
 "$WB" sweep "${models[@]}" --p "$P" --seeds "$SEEDS" --preset "$PRESET" --out "$OUT/sweep"
