@@ -111,6 +111,8 @@ def test_alignment_table_puts_each_aligned_model_before_and_after_the_same_attac
     assert f"({ratio:.2f}×)" in vac[7]
     v = open_run(attacked["vaccine"]).metrics["refusal_harmful"]
     assert vac[10] == f"{v['value']:.0f} [{v['low']:.0f}–{v['high']:.0f}]"
+    tar = next(line for line in table if "| tar |" in line).split(" | ")
+    assert tar[7].startswith("sft + ")  # a phase on the sft run: its seconds come on top of sft's
     written = write(board, tmp_path / "lb" / "board", formats=("html",))
     assert tmp_path / "lb" / "board_alignment.md" in written
 

@@ -47,6 +47,7 @@ class Row:
     method: str | None = None  # the user's fine-tuning: "lora" or "full" (a full-FT attack is far stronger)
     aligned_rates: dict = field(default_factory=dict)  # the align run's own evaluation, before the attack
     aligned_from: str = "—"  # what the align run started from (a registered model, or an earlier align run's defense)
+    aligned_from_run: bool = False  # it continued an earlier align run: defense_s is that phase's seconds only
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,8 @@ class Leaderboard:
         for r in rows:
             base_s = sft_s.get((r.attack, r.p, r.n, r.method, r.seed))
             cost = _num(r.defense_s) if r.defense_s is None or not base_s else f"{r.defense_s:.0f} ({r.defense_s / base_s:.2f}×)"
+            if r.aligned_from_run and r.defense_s is not None:  # a phase on top of an earlier alignment
+                cost = f"{r.aligned_from} + {cost}"
             before = [_short_rate(r.aligned_rates.get(m)) for m in ("refusal_harmful", "refusal_benign", *([fa] if fa else []))]
             cells = [r.attack, _num(r.p), r.defense, r.aligned_from, *before, cost,
                      *[_short_rate(r.rates.get(m)) for m in after]]
@@ -174,14 +177,15 @@ def _fine_tuning_row(run: Run, index: _Index) -> Row:
     else:
         stage, defense, ft_defense, cost = "none", "none", "—", None
     attack, p, n = _attack_of(spec)
-    aligned_rates, aligned_from = {}, "—"
+    aligned_rates, aligned_from, from_run = {}, "—", False
     if base is not None and base.kind == "align":
         aligned_rates = {k: v for k, v in base.metrics.items() if is_rate(v)}
         under = index.get(base_of(base))
+        from_run = under is not None and under.kind == "align"
         aligned_from = defense_name(under) if under is not None else Path(str(base_of(base))).name
     return Row(stage, defense, aligned, ft_defense, attack, p, n, run.config.get("seed"),
                {k: v for k, v in run.metrics.items() if is_rate(v)}, cost, _seconds(run, "train"), str(run.path),
-               _method_of(spec), aligned_rates, aligned_from)
+               _method_of(spec), aligned_rates, aligned_from, from_run)
 
 
 def _repair_row(run: Run, index: _Index) -> Row:
