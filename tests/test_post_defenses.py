@@ -410,18 +410,27 @@ def test_defense_name_shows_given_params_so_variants_read_apart(runs_root, tmp_p
     assert defense_name(open_run(copy)) == "antidote(dense_ratio=0.05, utility_ratio=0.01)"
 
 
-def test_archive_keeps_records_without_weights_and_the_leaderboard_reads_it(runs_root, tmp_path):
+def test_archive_keeps_records_and_lowrank_models_and_the_leaderboard_reads_it(runs_root, tmp_path):
     from workbench.leaderboard import _Index, build
     from workbench.runs import ARCHIVE_NOTE, list_runs
 
     root, paths = runs_root
-    res = CliRunner().invoke(app, ["runs", "archive", "--runs", str(root), "--out", str(tmp_path / "arch")])
+    res = CliRunner().invoke(app, ["runs", "archive", "--runs", str(root), "--out", str(tmp_path / "arch"),
+                                   "--lowrank", "align", "--lowrank", "attack"])
     assert res.exit_code == 0, res.output
     archived = {r.path.name: r for r in list_runs(tmp_path / "arch")}
     assert set(archived) == {r.path.name for r in list_runs(root)}
     aligned = archived[paths["aligned"].name]
-    assert not any(f.suffix == ".safetensors" for f in aligned.path.rglob("*"))  # no weights travel
+    assert [f.name for f in aligned.path.rglob("*.safetensors")] == ["lowrank_delta.safetensors"]  # no full weights
     note = json.loads((aligned.path / ARCHIVE_NOTE).read_text())
+    assert note["lowrank"]["base"] == "tiny-llama" and note["lowrank"]["max_rank"] == 4  # tiny preset: LoRA r = 4
+    attacked_note = json.loads((archived[paths["attacked"].name].path / ARCHIVE_NOTE).read_text())
+    assert 4 < attacked_note["lowrank"]["max_rank"] <= 8  # attack LoRA on top of the align LoRA, both on tiny-llama
+    assert "lowrank" not in json.loads((archived[paths["antidote"].name].path / ARCHIVE_NOTE).read_text())
+    for key in ("aligned", "attacked"):  # the archived copies load as the same models
+        original, restored = _weights(paths[key]), _weights(archived[paths[key].name].path)
+        assert original.keys() == restored.keys()
+        assert max((original[n] - restored[n]).abs().max().item() for n in original) < 1e-5
     assert "model/model.safetensors" in note["left_out"] and note["archived_from"] == str(paths["aligned"])
     assert aligned.metrics == open_run(paths["aligned"]).metrics and aligned.samples() == open_run(paths["aligned"]).samples()
     assert (aligned.path / "model" / "base.json").is_file()
@@ -433,3 +442,28 @@ def test_archive_keeps_records_without_weights_and_the_leaderboard_reads_it(runs
     assert res.exit_code == 0 and "0 runs archived" in text(res)  # archived runs are never rewritten
     res = CliRunner().invoke(app, ["runs", "archive", "--runs", str(tmp_path / "nope"), "--out", str(tmp_path)])
     assert res.exit_code == 2 and "no such folder" in text(res)
+
+
+def test_lowrank_delta_refuses_full_rank_and_non_matrix_changes(tiny_model_dir):
+    from workbench.models import load_model
+    from workbench.models.lowrank import apply_lowrank, lowrank_delta
+
+    base, _ = load_model(str(tiny_model_dir))
+    model, _ = load_model(str(tiny_model_dir))
+    q = model.model.layers[0].self_attn.q_proj.weight
+    with torch.no_grad():
+        q.add_(torch.randn(q.shape[0], 2) @ torch.randn(2, q.shape[1]) * 0.01)  # a rank-2 change
+    factors, report = lowrank_delta(model, base)
+    assert (report["tensors"], report["max_rank"]) == (1, 2) and report["max_abs_error"] < 1e-6
+    apply_lowrank(base, factors)
+    assert torch.allclose(base.model.layers[0].self_attn.q_proj.weight, q, atol=1e-6)
+    base, _ = load_model(str(tiny_model_dir))
+    with torch.no_grad():
+        q.add_(torch.randn_like(q) * 0.01)  # full rank: full fine-tuning
+    with pytest.raises(ValueError, match="not a low-rank"):
+        lowrank_delta(model, base, max_rank=4)
+    model, _ = load_model(str(tiny_model_dir))
+    with torch.no_grad():
+        model.model.norm.weight.add_(0.1)
+    with pytest.raises(ValueError, match="only weight matrices"):
+        lowrank_delta(model, base)

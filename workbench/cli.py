@@ -231,12 +231,16 @@ def runs_show(path: Path = typer.Argument(..., help="A run folder.")):
 @runs_app.command("archive")
 def runs_archive(runs: Path = typer.Option(..., "--runs", help="Runs root to archive (e.g. runs/defense-grid)."),
                  out: Path = typer.Option(..., "--out", help="Where the records go, same layout (e.g. results/...)."),
-                 max_file_mb: float = typer.Option(1.0, help="Leave out any file larger than this.")):
-    """Copy every finished run's records (config, metrics, samples, curves; no weights) to OUT, e.g. to commit
-    the numbers behind a doc. `workbench leaderboard --runs OUT` reads the copy like the original."""
+                 max_file_mb: float = typer.Option(1.0, help="Leave out any file larger than this."),
+                 lowrank: list[str] = typer.Option([], "--lowrank", help="Run kinds (repeatable, e.g. align) whose "
+                                                   "LoRA-trained model is kept as a low-rank delta (a few MB) that "
+                                                   "loads like the original.")):
+    """Copy every finished run's records (config, metrics, samples, curves; no full weights) to OUT, e.g. to commit
+    the numbers behind a doc. `workbench leaderboard --runs OUT` reads the copy like the original; with
+    --lowrank align, the aligned models can be attacked again from the copy."""
     from workbench.runs import ARCHIVE_NOTE, archive_runs
 
-    copied = _guard(archive_runs, runs, out, int(max_file_mb * 1e6))
+    copied = _guard(archive_runs, runs, out, int(max_file_mb * 1e6), lowrank)
     for path in copied:
         left = json.loads((path / ARCHIVE_NOTE).read_text())["left_out"]
         console.print(f"{path}  [dim](left out: {len(left)} files)[/]")

@@ -253,15 +253,21 @@ def list_runs(root: str | Path = "runs", kind: str | None = None) -> list[Run]:
 ARCHIVE_NOTE = "archive.json"  # written into each archived copy: where it came from and what was left behind
 
 
-def archive_runs(root: str | Path, out: str | Path, max_file_bytes: int = 1_000_000) -> list[Path]:
+def archive_runs(root: str | Path, out: str | Path, max_file_bytes: int = 1_000_000,
+                 lowrank_kinds: Iterable[str] = ()) -> list[Path]:
     """Copy the *records* of every finished run under `root` to the same relative place under `out`: configs,
     metrics, per-sample JSONL, training curves, analysis JSON — not model weights or checkpoints, nor any file
     over `max_file_bytes`. Why: a run's weights stay on the machine that trained it (hundreds of MB), but its
     numbers should outlive that machine, e.g. committed next to the docs they back, and a leaderboard or the
     explorer can read them later (the leaderboard links runs of a moved root by folder name).
 
+    Runs of `lowrank_kinds` (e.g. "align") keep their model as a low-rank delta on the registered model under
+    them (`workbench.models.lowrank`, a few MB for a LoRA run), so the copy can be loaded, attacked and analysed
+    like the original; a run whose change is not low-rank (full fine-tuning) is refused with the reason.
+
     A run already present under `out` is left as it is (runs are immutable). Returns the archived copies.
     """
+    lowrank_kinds = set(lowrank_kinds)
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise ValueError(f"--runs {root}: no such folder (a runs root holding finished run folders)")
@@ -283,10 +289,28 @@ def archive_runs(root: str | Path, out: str | Path, max_file_bytes: int = 1_000_
         for rel in kept:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(run.path / rel, staging / rel)
-        write_json(staging / ARCHIVE_NOTE, {"archived_from": str(run.path.resolve()), "left_out": left,
-                                            "max_file_bytes": max_file_bytes})
+        note = {"archived_from": str(run.path.resolve()), "left_out": left, "max_file_bytes": max_file_bytes}
+        if run.kind in lowrank_kinds and (run.path / "model" / "config.json").is_file():
+            note["lowrank"] = _archive_lowrank(run.path, staging / "model")
+        write_json(staging / ARCHIVE_NOTE, note)
         dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(staging, dest)
         done.append(dest)
     shutil.rmtree(out / INCOMPLETE, ignore_errors=True)
     return done
+
+
+def _archive_lowrank(run_path: Path, folder: Path) -> dict:
+    """Write run_path's model into `folder` as a low-rank delta on its root registered model; the report."""
+    from workbench.models import load_model
+    from workbench.models.lowrank import lowrank_delta, root_model, save_lowrank
+
+    base = root_model(run_path)
+    model, _ = load_model(run_path)
+    reference, _ = load_model(base)
+    try:
+        factors, report = lowrank_delta(model, reference)
+    except ValueError as err:
+        raise ValueError(f"{run_path}: cannot archive its weights as a low-rank delta: {err}") from None
+    save_lowrank(factors, base, folder)
+    return {"base": base, **report}

@@ -6,7 +6,9 @@
   * a run folder (`runs/<kind>-<name>-<ts>/`), whose `model/` sub-folder holds either full weights
     (as above) or a LoRA adapter: `adapter_config.json` + `adapter_model.safetensors` + `base_model.json`
     (`{"base": "<registered name | folder>"}`). The base is loaded with `load_model` (recursively), the
-    adapter applied with peft and merged, so callers always get a plain `PreTrainedModel`.
+    adapter applied with peft and merged, so callers always get a plain `PreTrainedModel`;
+  * a low-rank delta folder (`lowrank_delta.safetensors` + `base_model.json`, lowrank.py): base + left @ right
+    per changed matrix, as `workbench runs archive` keeps LoRA-trained align runs.
 
 Only safetensors are read (never pickle). Models come back in `eval()` mode, float32, on CPU unless a device
 is asked for. Adding a model = one builder (a function returning a local HF folder, usually cached under
@@ -23,6 +25,7 @@ from typing import Callable
 import torch
 
 from workbench.models.atomic import write_folder_atomically
+from workbench.models.lowrank import LOWRANK_FILE, apply_lowrank
 from workbench.models.smollm2 import SMOLLM2_NAME, ensure_smollm2
 from workbench.models.tiny import TINY_NAME, ensure_tiny_llama
 from workbench.runs import run_kind
@@ -93,7 +96,8 @@ def model_folder(name_or_path: str | os.PathLike) -> Path:
 def load_tokenizer(name_or_path: str | os.PathLike, padding_side: str | None = None):
     """Only the tokenizer of a model (no weights read). pad = eos when the tokenizer has no pad token."""
     folder = model_folder(name_or_path)
-    if (folder / "adapter_config.json").exists() and not (folder / "tokenizer_config.json").exists():
+    delta = (folder / "adapter_config.json").exists() or (folder / LOWRANK_FILE).exists()
+    if delta and not (folder / "tokenizer_config.json").exists():
         return load_tokenizer(_base_reference(folder), padding_side)
     return _load_tokenizer_from(folder, padding_side)
 
@@ -121,6 +125,8 @@ def load_model(
 
     if (folder / "adapter_config.json").exists():
         model, tokenizer = _load_adapter(folder, device, dtype, padding_side, _depth)
+    elif (folder / LOWRANK_FILE).exists():
+        model, tokenizer = _load_lowrank(folder, device, dtype, padding_side, _depth)
     else:
         model, tokenizer = _load_full(folder, device, dtype, padding_side)
     if model.config.pad_token_id is None:
@@ -196,6 +202,20 @@ def _load_adapter(folder: Path, device, dtype, padding_side, depth: int):
         model = PeftModel.from_pretrained(model, folder, is_trainable=False).merge_and_unload()
     except Exception as err:
         raise ValueError(f"{folder}: could not apply the LoRA adapter to base {base!r} "
+                         f"({type(err).__name__}: {err})") from err
+    return model, tokenizer
+
+
+def _load_lowrank(folder: Path, device, dtype, padding_side, depth: int):
+    from safetensors.torch import load_file
+
+    base = _base_reference(folder)
+    model, tokenizer = load_model(base, device=device, dtype=dtype, padding_side=padding_side, _depth=depth + 1)
+    try:
+        factors = load_file(str(folder / LOWRANK_FILE), device=str(device))
+        apply_lowrank(model, factors)
+    except Exception as err:  # truncated file, or a delta for another architecture
+        raise ValueError(f"{folder}: could not apply the low-rank delta to base {base!r} "
                          f"({type(err).__name__}: {err})") from err
     return model, tokenizer
 
