@@ -1,27 +1,30 @@
-"""Runs: browse every run folder under the root: config, metrics, samples (filterable), training curve, files."""
+"""Runs: browse every run folder under the root: config, metrics, samples (filterable), training curves (the task
+loss and a defense's own terms), files."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import plotly.graph_objects as go
 import streamlit as st
 
 from apps.tabs import common
 from workbench import figures as wf
+from workbench.plots.training import plot_training, training_series
 
 TITLE = "Runs"
 
 
 @st.cache_data(show_spinner=False)
-def training_curve(path: str) -> list[float]:
+def training_record(path: str) -> dict:
+    """The run's training.json (losses, per-step defense diagnostics), or {} for none / an unreadable one."""
     p = Path(path) / "training.json"
     if not p.is_file():
-        return []
+        return {}
     try:
-        return [float(x) for x in json.loads(p.read_text()).get("losses", [])]
-    except (ValueError, TypeError, AttributeError):
-        return []
+        record = json.loads(p.read_text())
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
 def render(root: Path) -> None:
@@ -57,13 +60,10 @@ def render(root: Path) -> None:
     with smp_tab:
         samples(rec["path"])
     with train_tab:
-        losses = training_curve(rec["path"])
-        if losses:
-            fig = go.Figure(go.Scatter(y=losses, mode="lines", name="loss"))
-            from workbench.plots.style import apply_layout
-
-            apply_layout(fig, "Training loss", "optimizer step", "loss", height=360)
-            st.plotly_chart(fig, theme=None, key=f"runs-loss-{rec['path']}", width="content")
+        training = training_record(rec["path"])
+        if training_series(training):
+            st.plotly_chart(plot_training({rec["name"]: training}), theme=None, key=f"runs-loss-{rec['path']}",
+                            width="content")
         else:
             st.caption("no training curve (not a training run)")
     with files_tab:
