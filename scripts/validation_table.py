@@ -1,0 +1,49 @@
+"""The validation table of a hyperparameter sweep: one row per `workbench eval --validation` run under ROOT, with the
+defense (and its parameters) of the align run under the evaluated model, and the validation rates.
+
+Usage: python scripts/validation_table.py ROOT    (see scripts/defense_param_sweep.sh)
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from workbench.figures import base_of, defense_name, fmt_rate
+from workbench.runs import list_runs, open_run, run_kind
+
+
+def rows(root: str | Path) -> list[dict]:
+    out = []
+    for run in list_runs(root, "eval"):
+        sets = (run.config.get("spec") or {}).get("harmful_prompts", "")
+        if not str(sets).startswith("validation"):
+            continue
+        chain, ref = [], base_of(run)
+        while ref and run_kind(ref) is not None:  # evaluated model → attack run → align run → …
+            under = open_run(ref)
+            chain.append(under)
+            ref = base_of(under)
+        aligned = next((r for r in chain if r.kind == "align"), None)
+        attack = next((r for r in chain if r.kind in ("attack", "defend")), None)
+        p = ((attack.config["spec"].get("attack") or {}).get("data") or {}).get("p") if attack else None
+        out.append({"aligned with": defense_name(aligned) if aligned else "—", "attack p": p, "sets": sets,
+                    "refusal harmful": run.metrics.get("refusal_harmful"), "HS": run.metrics.get("hs"),
+                    "HS+": run.metrics.get("hs_plus"), "refusal benign": run.metrics.get("refusal_benign"),
+                    "run": run.path.name})
+    return out
+
+
+def markdown(table: list[dict]) -> str:
+    if not table:
+        return "no `workbench eval --validation` runs found\n"
+    head = list(table[0])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table:
+        lines.append("| " + " | ".join(fmt_rate(v) if isinstance(v, dict) else str(v) for v in r.values()) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
+        sys.exit("usage: python scripts/validation_table.py ROOT  (a folder holding `eval --validation` runs)")
+    print(markdown(rows(sys.argv[1])))
