@@ -134,6 +134,8 @@ def test_training_figure_draws_task_loss_and_each_defense_term_per_step(tmp_path
     assert {(t.name, tuple(t.y)) for t in fig.data if t.name == "b"} == {("b", (1.0,))}
     with pytest.raises(ValueError, match="no training curves"):
         plot_training({"empty": {}})
+    chosen = plot_training({"a": training}, terms=["vaccine: perturbed_loss", "task loss", "not a term"])
+    assert [a.text for a in chosen.layout.annotations] == ["vaccine: perturbed_loss", "task loss"]
 
     res = CliRunner().invoke(app, ["align", "--defense", "vaccine", "--model", "tiny-llama", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output

@@ -37,10 +37,12 @@ def training_series(training: dict) -> dict[str, tuple[list[int], list[float]]]:
     return series
 
 
-def plot_training(runs: dict[str, dict], max_panels: int = 8) -> go.Figure:
-    """One panel per term, one line per run: `runs` maps a label to that run's training.json."""
+def plot_training(runs: dict[str, dict], max_panels: int = 8, terms: list[str] | None = None) -> go.Figure:
+    """One panel per term, one line per run: `runs` maps a label to that run's training.json; `terms` picks the
+    panels (names as `training_series` gives them), default the first `max_panels` found."""
     per_run = {label: training_series(t) for label, t in runs.items()}
-    terms = list(dict.fromkeys(term for s in per_run.values() for term in s))[:max_panels]
+    found = list(dict.fromkeys(term for s in per_run.values() for term in s))
+    terms = [t for t in terms if t in found] if terms is not None else found[:max_panels]
     if not terms:
         raise ValueError("no training curves: the training.json files hold neither losses nor diagnostics")
     cols = 2 if len(terms) > 1 else 1
