@@ -309,3 +309,17 @@ def test_sweep_ray_backend_connects_to_the_given_address(tmp_path, monkeypatch):
                    "--address", "ray://10.0.0.1:10001", "--out", str(tmp_path / "sw")])
     assert seen["address"] == "ray://10.0.0.1:10001"
     _assert_clean_error(res, tmp_path / "sw", "Ray cluster", "ray://10.0.0.1:10001")
+
+
+def test_checkpoint_keeps_plugin_diagnostics_even_with_tensor_values(tmp_path):
+    import torch
+
+    from workbench.training.checkpoint import load_checkpoint, save_checkpoint
+    from workbench.training.plugins import TrainState
+
+    layer = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(layer.parameters())
+    state = TrainState(step=2, diagnostics=[{"step": 2, "probe": {"loss": torch.tensor(1.5), "norms": torch.ones(2)}}])
+    save_checkpoint(tmp_path / "ckpt", layer, opt, state)
+    back = load_checkpoint(tmp_path / "ckpt", layer, opt)
+    assert back.step == 2 and back.diagnostics == [{"step": 2, "probe": {"loss": 1.5, "norms": [1.0, 1.0]}}]

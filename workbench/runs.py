@@ -61,14 +61,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n")
 
 
-def _json_default(o: Any) -> Any:
+def json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):  # tensors and numpy values; a 0-d one becomes a plain number
+        return o.tolist()
     if hasattr(o, "item"):
         return o.item()
-    if hasattr(o, "tolist"):
-        return o.tolist()
     if isinstance(o, Path):
         return str(o)
     if hasattr(o, "model_dump"):
@@ -142,7 +142,7 @@ class RunWriter:
         self.write_samples_file("samples.jsonl", records)
 
     def write_samples_file(self, relpath: str, records: Iterable[dict]) -> None:
-        lines = [json.dumps(r, ensure_ascii=False, default=_json_default) for r in records]
+        lines = [json.dumps(r, ensure_ascii=False, default=json_default) for r in records]
         atomic_write_text(self.path / relpath, "\n".join(lines) + ("\n" if lines else ""))
 
     def write_json(self, relpath: str, obj: Any) -> Path:

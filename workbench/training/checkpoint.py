@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from workbench.runs import json_default
 from workbench.training.plugins import TrainState
 
 
@@ -36,7 +37,7 @@ def save_checkpoint(folder: Path, model, optimizer: torch.optim.Optimizer, state
         save_file(tensors, str(tmp / "optimizer.safetensors"))
     (tmp / "state.json").write_text(json.dumps({
         "train_state": asdict(state), "param_groups": opt["param_groups"], "optimizer_scalars": scalars,
-    }))
+    }, default=json_default))  # plugin diagnostics may hold tensors / numpy numbers
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
