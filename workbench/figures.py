@@ -339,17 +339,23 @@ def plot_leaderboard(rows: list[dict], metric: str = "refusal_harmful") -> go.Fi
 # ------------------------------------------------------------------------------------ collect/export
 
 
-def training_runs(root: str | Path) -> list[Run]:
-    """Training runs (align / attack / defend) whose training.json records a defense's per-step diagnostics."""
-    runs = []
+FIGURE_KINDS = ("analysis", "sweep", "leaderboard", "training")  # what `collect` can draw
+
+
+def training_runs(root: str | Path) -> list[tuple[Run, dict]]:
+    """(run, its training.json) for training runs (align / attack / defend) that record a defense's per-step
+    diagnostics; the record is returned so callers do not read it again."""
+    out = []
     for run in list_runs(root):
         path = run.path / "training.json"
-        if run.kind in ("align", "attack", "defend") and path.is_file() and json.loads(path.read_text()).get("diagnostics"):
-            runs.append(run)
-    return runs
+        if run.kind in ("align", "attack", "defend") and path.is_file():
+            training = json.loads(path.read_text())
+            if training.get("diagnostics"):
+                out.append((run, training))
+    return out
 
 
-def collect(root: str | Path, kinds: Iterable[str] = ("analysis", "sweep", "leaderboard", "training"),
+def collect(root: str | Path, kinds: Iterable[str] = FIGURE_KINDS,
             match: str | None = None, on_error=None) -> dict[str, go.Figure]:
     """{"<group>/<figure>": Figure} for every figure the runs under `root` can draw.
 
@@ -389,11 +395,10 @@ def collect(root: str | Path, kinds: Iterable[str] = ("analysis", "sweep", "lead
     if "training" in kinds:
         from workbench.plots.training import plot_training
 
-        for run in training_runs(root):
+        for run, training in training_runs(root):
             group = str(run.path.relative_to(root))
             if keep(group):
                 try:
-                    training = json.loads((run.path / "training.json").read_text())
                     out[f"{group}/training"] = plot_training({defense_name(run): training})
                 except Exception as err:
                     on_error(group, err)

@@ -13,9 +13,9 @@ import typer
 
 def figures_cmd(out: Path = typer.Option(..., "--out", "-o", help="Folder to write the figures into."),
                 runs: Path = typer.Option(Path("runs"), "--runs", help="Runs root to read."),
-                kind: list[str] = typer.Option(["analysis", "sweep", "leaderboard", "training"], "--kind",
-                                               help="Which figures (repeatable): analysis, sweep, leaderboard, "
-                                                    "training."),
+                kind: Optional[list[str]] = typer.Option(None, "--kind",
+                                                         help="Which figures (repeatable): analysis, sweep, leaderboard, "
+                                                              "training (default: all)."),
                 match: Optional[str] = typer.Option(None, "--match", help="Only run folders whose path contains this."),
                 formats: str = typer.Option("html,png", help="Comma-separated: html, png, svg, pdf.")):
     """Export the figures of the chosen runs (HTML + PNG/SVG)."""
@@ -30,9 +30,10 @@ def export_runs(runs: Path, out: Path, kinds: list[str], match: str | None, form
 
     if not Path(runs).is_dir():
         raise ValueError(f"--runs {runs}: no such folder (a runs root, e.g. the --out of `workbench quickstart`)")
-    bad = sorted(set(kinds) - {"analysis", "sweep", "leaderboard", "training"})
+    kinds = list(kinds or figures.FIGURE_KINDS)  # resolved here: importing figures (plotly) at CLI start is slow
+    bad = sorted(set(kinds) - set(figures.FIGURE_KINDS))
     if bad:
-        raise ValueError(f"--kind {bad}: unknown; use analysis, sweep, leaderboard or training")
+        raise ValueError(f"--kind {bad}: unknown; use {', '.join(figures.FIGURE_KINDS)}")
     figs = figures.collect(runs, kinds, match)
     if not figs:
         raise ValueError(f"no figures to draw under {runs} (kinds {', '.join(kinds)}"
