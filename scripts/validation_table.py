@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from workbench.figures import base_of, defense_name, fmt_rate
-from workbench.runs import list_runs, open_run, run_kind
+from workbench.figures import defense_name, fmt_rate
+from workbench.runs import base_chain, list_runs
 
 
 def rows(root: str | Path) -> list[dict]:
@@ -18,11 +18,7 @@ def rows(root: str | Path) -> list[dict]:
         sets = (run.config.get("spec") or {}).get("harmful_prompts", "")
         if not str(sets).startswith("validation"):
             continue
-        chain, ref = [], base_of(run)
-        while ref and run_kind(ref) is not None:  # evaluated model → attack run → align run → …
-            under = open_run(ref)
-            chain.append(under)
-            ref = base_of(under)
+        chain, _ = base_chain(run)  # evaluated model → attack run → align run → …
         aligned = next((r for r in chain if r.kind == "align"), None)
         attack = next((r for r in chain if r.kind in ("attack", "defend")), None)
         p = ((attack.config["spec"].get("attack") or {}).get("data") or {}).get("p") if attack else None

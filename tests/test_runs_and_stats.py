@@ -8,7 +8,7 @@ import torch
 
 from workbench.evaluation.refusal import is_refusal
 from workbench.evaluation.stats import bootstrap_ci, rate, wilson
-from workbench.runs import INCOMPLETE, RunWriter, list_runs, open_run
+from workbench.runs import INCOMPLETE, RunWriter, base_chain, list_runs, open_run
 
 
 def test_run_is_published_only_when_complete(tmp_path):
@@ -23,6 +23,22 @@ def test_run_is_published_only_when_complete(tmp_path):
     assert cfg["seed"] == 7 and cfg["spec"] == {"a": 1} and "torch" in cfg["versions"] and "git_hash" in cfg
     assert open_run(final).samples() == [{"prompt": "p", "answer": "a"}]
     assert [r.path for r in list_runs(tmp_path)] == [final]
+
+
+def test_base_chain_walks_from_a_run_to_the_registered_model(tmp_path):
+    def run(kind, model):
+        with RunWriter(tmp_path, kind, kind, {"model": model}) as w:
+            pass
+        return w.final_path
+
+    aligned = run("align", "tiny-llama")
+    attacked = run("attack", str(aligned))
+    evaluated = open_run(run("eval", str(attacked)))
+    chain, bottom = base_chain(evaluated)
+    assert [r.path for r in chain] == [attacked, aligned] and bottom == "tiny-llama"
+    assert base_chain(evaluated, max_depth=2)[0][-1].path == aligned
+    with pytest.raises(ValueError, match="deeper than 1"):
+        base_chain(evaluated, max_depth=1)
 
 
 def test_failed_run_leaves_no_run_folder(tmp_path):

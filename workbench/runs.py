@@ -194,6 +194,19 @@ class Run:
         return self.path / "model"
 
 
+def base_chain(run: Run, max_depth: int = 8) -> tuple[list[Run], str | None]:
+    """The runs a run was trained from, nearest first (attack → align → …), and the reference at the bottom of
+    the chain: a registered model name, or a path that is not a run folder. Each run's base is `spec.model`."""
+    chain: list[Run] = []
+    ref = (run.config.get("spec") or {}).get("model")
+    while ref and run_kind(ref) is not None:
+        if len(chain) >= max_depth:
+            raise ValueError(f"{run.path}: the chain of base runs nests deeper than {max_depth} levels")
+        chain.append(Run(Path(ref)))
+        ref = (chain[-1].config.get("spec") or {}).get("model")
+    return chain, ref
+
+
 def has_interrupted(root: str | Path) -> list[Path]:
     """Staging folders left by interrupted steps (resumable with --resume)."""
     p = Path(root) / INCOMPLETE

@@ -71,16 +71,12 @@ def apply_lowrank(model, factors: dict) -> None:
         p.add_((factors[f"{n}.left"].double() @ factors[f"{n}.right"].double()).to(p.dtype))
 
 
-def root_model(run_path: str | Path, depth: int = 0) -> str:
+def root_model(run_path: str | Path) -> str:
     """The registered model at the bottom of a chain of training runs (run → spec.model → … → name)."""
     from workbench.models.registry import MODELS
-    from workbench.runs import open_run
+    from workbench.runs import base_chain, open_run
 
-    if depth > 8:
-        raise ValueError(f"{run_path}: the chain of base runs nests deeper than 8 levels")
-    ref = (open_run(run_path).config.get("spec") or {}).get("model")
+    _, ref = base_chain(open_run(run_path))
     if ref in MODELS:
         return ref
-    if ref and Path(str(ref)).is_dir():
-        return root_model(ref, depth + 1)
     raise ValueError(f"{run_path}: its base {ref!r} is neither a registered model nor an existing run folder")
