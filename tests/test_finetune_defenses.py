@@ -100,6 +100,12 @@ def test_cli_attack_with_finetune_defense_writes_a_run_folder_in_under_a_minute(
         rep = training["filtration"]
         assert rep["n_in"] == 16 and rep["n_kept"] == training["n_trained"] == 16 - rep["n_dropped"]
         assert set(rep) >= {"precision", "recall", "n_harmful_dropped"}
+    data_step = defense in ("filtration", "saft", "safeinstr", "bea")  # defenses that rewrite the upload
+    assert ("data_defense_seconds" in metrics["train"]) == data_step  # their scoring time is part of the cost
+    if data_step:
+        assert 0 <= metrics["train"]["data_defense_seconds"] < elapsed
+    if defense == "saft":  # embeds the upload with the model: measurably > 0
+        assert metrics["train"]["data_defense_seconds"] > 0
     if defense == "saft":
         assert training["filtration"]["n_dropped"] == 2
     if defense in ("ptst", "bea"):

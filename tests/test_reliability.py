@@ -32,7 +32,7 @@ from workbench.runs import INCOMPLETE, RunWriter, list_runs, open_run
 from workbench.training.plugins import TrainPlugin
 
 REPO = Path(__file__).resolve().parent.parent
-TIMING = {"train_seconds", "tokens_per_second"}  # wall-clock fields of metrics["train"]
+TIMING = {"train_seconds", "tokens_per_second", "data_defense_seconds"}  # wall-clock fields of metrics["train"]
 
 
 def _invoke(args: list[str]):

@@ -13,8 +13,9 @@ refusal, each with its 95 % interval and n. Cost, in seconds as recorded in metr
     defense_s   the defense's own step: the alignment training (align run), the defended fine-tuning (defend
                 run; compare with a plain attack's finetune_s for its overhead) or the repair (repair run)
     finetune_s  the user's fine-tuning job as it ran (attack or defend run training)
-Neither includes evaluation, nor data preparation outside the training loop (e.g. a filtration judge); a
-repair's seconds include loading its models, a training run's only the loop.
+Neither includes evaluation; a defend run's defense_s adds its data step (a filtration judge scoring the
+upload, SAFT's embeddings: `data_defense_seconds`) to the loop; a repair's seconds include loading its models,
+a training run's only the loop.
 """
 from __future__ import annotations
 
@@ -171,7 +172,9 @@ def _fine_tuning_row(run: Run, index: _Index) -> Row:
     base = index.get(base_of(run))
     aligned = defense_name(base) if base is not None and base.kind == "align" else "—"
     if run.kind == "defend":
-        stage, defense, ft_defense, cost = "fine-tuning", defense_name(run), defense_name(run), _seconds(run, "train")
+        train = run.metrics.get("train") or {}
+        cost = None if train.get("train_seconds") is None else train["train_seconds"] + train.get("data_defense_seconds", 0)
+        stage, defense, ft_defense = "fine-tuning", defense_name(run), defense_name(run)
     elif base is not None and base.kind == "align":
         stage, defense, ft_defense, cost = "alignment", aligned, "—", _seconds(base, "train")
     else:

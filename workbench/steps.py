@@ -47,7 +47,8 @@ def _train_and_eval(kind: str, name: str, base: str, samples: list[Sample], trai
         run.write_json("training.json", {**result.summary, "losses": result.state.losses, **(notes or {}),
                                          "diagnostics": result.state.diagnostics})
         ev = evaluate(result.model, tok, eval_spec, progress=progress, label=name)
-        run.write_metrics({**ev.metrics, "train": result.summary})
+        extra = {k: notes[k] for k in ("data_defense_seconds",) if notes and k in notes}
+        run.write_metrics({**ev.metrics, "train": {**result.summary, **extra}})
         run.write_samples(ev.samples)
     return run.final_path
 
@@ -97,8 +98,12 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
         resolved = params.model_dump()
         context = {"samples": samples, "model": model, "seed": seed, "train": spec.train, "notes": {}}
         if info.data is not None:
+            started = time.perf_counter()
             samples = info.data(params, samples, context)
             context["samples"] = samples
+            # a data defense (filtration judge, SAFT embeddings, …) runs before the training loop, so its
+            # seconds are not in the loop's train_seconds; the leaderboard adds them to the defense's cost
+            context["notes"]["data_defense_seconds"] = round(time.perf_counter() - started, 3)
         plugins = info.plugins(params, context)
         if info.inference is not None:
             gen = eval_spec.generation.model_copy(update=info.inference(params))
