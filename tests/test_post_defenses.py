@@ -344,6 +344,16 @@ def test_cli_leaderboard_puts_every_stage_against_the_same_attack(runs_root, tmp
     assert by_run[str(paths["safelora"])]["finetune_s"] == by_run[str(paths["attacked"])]["finetune_s"]
 
     board = build(root)
+    paired = {(Path(d["run"]).name, d["metric"]): d for d in board.vs_sft()}
+    assert {run for run, _ in paired} == {paths[k].name for k in ("defended", "safelora", "antidote")}
+    sft = {s["prompt"]: s for s in open_run(paths["attacked"]).samples() if s["set"] == "harmful"}
+    ours = [s for s in open_run(paths["antidote"]).samples() if s["set"] == "harmful"]
+    only_antidote = sum(s["refusal"] and not sft[s["prompt"]]["refusal"] for s in ours)
+    d = paired[(paths["antidote"].name, "refusal_harmful")]
+    assert (d["n"], d["only_a"]) == (8, only_antidote)
+    assert d["value"] == pytest.approx(open_run(paths["antidote"]).metrics["refusal_harmful"]["value"]
+                                       - open_run(paths["attacked"]).metrics["refusal_harmful"]["value"])
+    assert (tmp_path / "lb_vs_sft.md").read_text().count("\n") == 2 + 3  # header + rule + one row per defended run
     fig = plot_hs_fa(board)
     points = {(t.name, d) for t in fig.data for d in t.text}
     assert points == {("alignment", "sft"), ("fine-tuning", "freeze"), ("post-fine-tuning", "safelora"),

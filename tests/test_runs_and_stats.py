@@ -85,3 +85,28 @@ def test_bootstrap_ci_brackets_mean():
 ])
 def test_refusal_keywords(answer, expected):
     assert is_refusal(answer) is expected
+
+
+def test_paired_difference_is_mcnemar_on_the_discordant_prompts():
+    from scipy.stats import binomtest
+
+    from workbench.evaluation.paired import compare_samples, paired_difference
+
+    a = [True] * 3 + [False] * 9 + [True] * 2 + [False] * 6  # 5 / 20 flagged
+    b = [False] * 3 + [True] * 9 + [True] * 2 + [False] * 6  # 11 / 20 flagged; 3 only in a, 9 only in b
+    d = paired_difference(a, b, "hs")
+    assert (d.n, d.only_a, d.only_b) == (20, 3, 9)
+    assert d.value == pytest.approx(100 * (5 - 11) / 20)
+    assert d.p_value == pytest.approx(binomtest(3, 12, 0.5).pvalue) and 0.14 < d.p_value < 0.15
+    assert d.low < d.value < d.high
+    assert paired_difference([True, False], [True, False]).p_value == 1.0  # no discordant prompt
+    with pytest.raises(ValueError, match="equal, non-empty"):
+        paired_difference([True], [True, False])
+
+    def recs(flags, order):
+        return [{"set": "harmful", "prompt": f"q{i}", "harmful": f, "coherent": True} for i, f in order(list(enumerate(flags)))]
+
+    shuffled = compare_samples(recs(a, lambda x: x[::-1]), recs(b, lambda x: x), "hs")  # matched by prompt, not order
+    assert (shuffled.only_a, shuffled.only_b) == (3, 9)
+    with pytest.raises(ValueError, match="share no prompts"):
+        compare_samples(recs(a, lambda x: x), [{"set": "benign", "prompt": "q0", "refusal": True}], "hs")

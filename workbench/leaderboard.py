@@ -114,6 +114,47 @@ class Leaderboard:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
+    def vs_sft(self, metrics: tuple[str, ...] = ("hs", "hs_plus", "refusal_harmful")) -> list[dict]:
+        """Every defended row against the plain-SFT row of the same attack (attack, p, n, method, seed), paired
+        on the prompts both answered (`evaluation.paired`): difference in points, its 95 % paired-bootstrap
+        interval, the discordant counts and the exact McNemar p. Reads each run's samples.jsonl."""
+        from workbench.evaluation.paired import compare_samples
+
+        key = lambda r: (r.attack, r.p, r.n, r.method, r.seed)  # noqa: E731
+        sft = {key(r): r for r in self.rows if r.stage == "alignment" and r.defense == "sft"}
+        samples: dict[str, list[dict]] = {}
+
+        def read(run: str) -> list[dict]:
+            if run not in samples:
+                samples[run] = open_run(run).samples()
+            return samples[run]
+
+        out = []
+        for r in self.rows:
+            base = sft.get(key(r))
+            if base is None or base is r:
+                continue
+            for m in metrics:
+                if m in r.rates and m in base.rates:
+                    d = compare_samples(read(r.run), read(base.run), m)
+                    out.append({"attack": r.attack, "p": r.p, "stage": r.stage, "defense": r.defense,
+                                "metric": m, **d.to_dict(), "run": r.run, "sft_run": base.run})
+        return out
+
+    def vs_sft_markdown(self, metrics: tuple[str, ...] = ("hs", "hs_plus", "refusal_harmful")) -> str:
+        rows = self.vs_sft(metrics)
+        head = ["attack", "p", "stage", "defense", *[f"{title(m)} − SFT [95 %] (only defense / only SFT; McNemar p)"
+                                                     for m in metrics]]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        groups: dict[tuple, dict] = {}
+        for d in rows:
+            groups.setdefault((d["attack"], d["p"], d["stage"], d["defense"], d["run"]), {})[d["metric"]] = d
+        for (attack, p, stage, defense, _), by_metric in groups.items():
+            cells = [f"{d['value']:+.0f} [{d['low']:+.0f}, {d['high']:+.0f}] ({d['only_a']}/{d['only_b']}; "
+                     f"p = {d['p_value']:.2g})" if d else "—" for d in (by_metric.get(m) for m in metrics)]
+            lines.append("| " + " | ".join([attack, _num(p), stage, defense, *cells]) + " |")
+        return "\n".join(lines) + "\n"
+
 
 def _short_rate(v) -> str:
     """"51 [41–61]" (%, 95 % interval); n is the same within a table and said next to it."""
@@ -236,7 +277,8 @@ def build(root: str | Path, stages: list[str] | None = None) -> Leaderboard:
 def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> list[Path]:
     """PREFIX.md, PREFIX.csv, the grouped bars PREFIX_bars.<fmt> and the HS-vs-FA figure PREFIX_hs_fa.<fmt>
     (when both metrics are present); with alignment-stage defenses besides SFT, PREFIX_alignment.md (each aligned
-    model before and after the attack, `Leaderboard.alignment_markdown`)."""
+    model before and after the attack, `Leaderboard.alignment_markdown`); with any defended row that has a plain-SFT
+    row of the same attack, PREFIX_vs_sft.md (paired differences on the same prompts, `Leaderboard.vs_sft`)."""
     from workbench.plots.export import export_figure
     from workbench.plots.leaderboard import figures
 
@@ -250,6 +292,10 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
         aligned = prefix.with_name(prefix.name + "_alignment.md")
         aligned.write_text(board.alignment_markdown())
         written.append(aligned)
+    if board.vs_sft():  # defended rows with a plain-SFT row of the same attack: paired differences
+        paired = prefix.with_name(prefix.name + "_vs_sft.md")
+        paired.write_text(board.vs_sft_markdown())
+        written.append(paired)
     for name, fig in figures(board).items():
         written += export_figure(fig, prefix.parent, f"{prefix.name}_{name}", formats)
     return written
