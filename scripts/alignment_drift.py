@@ -6,7 +6,7 @@ this runs `workbench analyze drift` (aligned → attacked, 100 alignment samples
 `GRID/drift/<defense>-p<p>` unless it exists, then prints one table: mean relative L2 drift over blocks, the last
 layer's L2 drift, and the attacked model's HS / refusal from its own metrics.json.
 
-Usage: python scripts/alignment_drift.py runs/defense-grid [--p 0.1 --p 0.3] [--seed 0]
+Usage: python scripts/alignment_drift.py runs/defense-grid [--p 0.1 --p 0.3] [--seed 0] [--defense sft ...]
 Needs the attacked models' weights (a `runs/` grid, not an archive that dropped them).
 """
 from __future__ import annotations
@@ -23,12 +23,15 @@ def last_run(folder: Path):
     return runs[-1] if runs else None
 
 
-def drift_rows(grid: Path, ps: list[str], seed: int, n_samples: int = 100) -> list[dict]:
+def drift_rows(grid: Path, ps: list[str], seed: int, n_samples: int = 100,
+               defenses: list[str] | None = None) -> list[dict]:
     from workbench.commands.analyze import run_analysis
 
     rows = []
     for align_dir in sorted(p for p in (grid / "align").iterdir() if p.is_dir()):
         defense, aligned = align_dir.name, last_run(align_dir)
+        if defenses and defense not in defenses:
+            continue
         for p in ps:
             attacked = last_run(grid / "sweep" / "cells" / f"{defense}-harmful_ft-p{p}-s{seed}")
             if aligned is None or attacked is None:
@@ -57,7 +60,8 @@ if __name__ == "__main__":
     ap.add_argument("grid", type=Path)
     ap.add_argument("--p", action="append", default=None, help="harmful ratio as the cell keys write it (0.1)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--defense", action="append", default=None, help="only these defenses (default: all)")
     a = ap.parse_args()
     if not (a.grid / "align").is_dir():
         ap.error(f"{a.grid} has no align/ folder (expected a leaderboard_grid.sh output)")
-    print(markdown(drift_rows(a.grid, a.p or ["0.1"], a.seed)))
+    print(markdown(drift_rows(a.grid, a.p or ["0.1"], a.seed, defenses=a.defense)))

@@ -27,7 +27,7 @@ SWEEP_PS = [0.0, 0.5]
 
 
 def build(root: Path) -> dict[str, Path]:
-    """Write the fixture runs under `root`; returns {"aligned", "attacked", "non-aligned", "sweep"} paths.
+    """Write the fixture runs under `root`; returns {"aligned", "attacked", "defended", "non-aligned", "sweep"} paths.
 
     One torch thread: tiny-llama's ops are far too small to share, and on a busy 2-core machine the second
     thread's synchronisation made this build ~10× slower (measured: ~20 s with 1 thread, 3+ min with 2).
@@ -46,10 +46,14 @@ def _build(root: Path) -> dict[str, Path]:
     from workbench.commands.analyze import run_analysis
     from workbench.commands.sweep import run_sweep
     from workbench.figures import registered_name
-    from workbench.pipeline import quickstart
+    from workbench.config import DefenseSpec
+    from workbench.pipeline import preset, quickstart
+    from workbench.steps import attack
 
     paths = quickstart("tiny-llama", root, progress=False)
     aligned, attacked = str(paths["aligned"]), str(paths["attacked"])
+    p = preset("tiny")  # a fine-tuning-stage defense against the quickstart's attack: the Defenses tab pairs it with SFT
+    paths["defended"] = attack(p.attack, aligned, root, 0, p.eval, progress=False, defense=DefenseSpec(name="freeze"))
     run_sweep({"non-aligned": "tiny-llama", "aligned": aligned}, ["harmful_ft"], SWEEP_PS, [0], 8, "tiny", "local",
               None, root / "figure2", progress=False)
     for name, params in TINY_ANALYSES.items():

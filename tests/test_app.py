@@ -59,8 +59,18 @@ def test_every_tab_renders_the_fixture_runs(runs_root, monkeypatch):
 
     open_tab(at, "Defenses")
     table = at.dataframe[0].value
-    assert list(table["defense"]) == ["sft"] and table["attack run"][0].startswith("attack-harmful_ft")
+    assert sorted(table["defense"]) == ["freeze", "sft"]
+    assert table[table["defense"] == "sft"]["attack run"].iloc[0].startswith("attack-harmful_ft")
     assert n_charts(at) == 1
+    at.session_state["def-metric"] = "refusal_harmful"
+    at.run()
+    assert problems(at) == []
+    paired = at.dataframe[1].value  # freeze after the attack against SFT after the same attack, same prompts
+    (defend,) = list_runs(runs_root, "defend")
+    sft_attack = next(r for r in list_runs(runs_root, "attack") if r.path.parent == runs_root)
+    assert list(paired["defense"]) == ["freeze"] and paired["prompts"][0] == defend.metrics["refusal_harmful"]["n"]
+    assert paired["defense − SFT (points)"][0] == pytest.approx(
+        defend.metrics["refusal_harmful"]["value"] - sft_attack.metrics["refusal_harmful"]["value"])
 
     open_tab(at, "Inside the model")
     for section, name in SECTIONS.items():
@@ -128,9 +138,9 @@ def test_compare_without_a_trained_judge_shows_refusal_flags_only(runs_root, mon
     assert at.checkbox(key="cmp-judge").disabled and at.checkbox(key="cmp-judge").value is False
     at.button(key="cmp-ask").click().run()
     assert problems(at) == []
-    assert len(at.text) == 2  # aligned and attacked; the fixture has no repair run, so that slot is empty
+    assert len(at.text) == 3  # aligned, attacked and (no repair run in the fixture) its defend run
     badges = [m.value for m in at.markdown if "badge[" in m.value]
-    assert len(badges) == 2 and not any("judge" in b for b in badges)
+    assert len(badges) == 3 and not any("judge" in b for b in badges)
     assert any("Refusal flags only" in c.value and "not trained" in c.value for c in at.caption)
 
 

@@ -41,7 +41,8 @@ def test_leaderboard_reads_defended_and_attacked_rates_from_metrics(runs_root):
     assert list(defended.y) == [m["refusal_harmful"]["value"]]
     assert list(defended.error_y.array) == [m["refusal_harmful"]["high"] - m["refusal_harmful"]["value"]]
     assert list(attacked.error_y.arrayminus) == [a["refusal_harmful"]["value"] - a["refusal_harmful"]["low"]]
-    assert wf.leaderboard(runs_root, stages=["fine-tuning"]) == []
+    (freeze,) = wf.leaderboard(runs_root, stages=["fine-tuning"])  # the fixture's one defended fine-tuning
+    assert freeze["defense"] == "freeze" and freeze["path"] == str(next(iter(list_runs(runs_root, "defend"))).path)
 
 
 def test_runs_are_found_by_role_model_and_parameters(runs_root):

@@ -132,7 +132,7 @@ class Leaderboard:
         out = []
         for r in self.rows:
             base = sft.get(key(r))
-            if base is None or base is r:
+            if base is None or base is r or r.stage == "none":  # "none": an attack on a non-aligned model
                 continue
             for m in metrics:
                 if m in r.rates and m in base.rates:

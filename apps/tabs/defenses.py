@@ -22,6 +22,17 @@ def leaderboard(root: str, fp: tuple) -> list[dict]:
     return wf.leaderboard(root)
 
 
+@st.cache_data(show_spinner=False)
+def paired_vs_sft(root: str, fp: tuple, metric: str) -> list[dict]:
+    """Each defended model after the attack against plain SFT after the same attack, on the same prompts."""
+    from workbench.leaderboard import build
+
+    try:
+        return build(root).vs_sft((metric,))
+    except ValueError:  # no attacked models under this root
+        return []
+
+
 def render(root: Path) -> None:
     rows = leaderboard(str(root), common.fingerprint(root))
     if not rows:
@@ -69,3 +80,16 @@ def render(root: Path) -> None:
     st.plotly_chart(wf.plot_leaderboard(rows, metric), theme=None, key=f"def-fig-{metric}", width="content")
     st.caption("Bars: the defended model and, where one was run, the same model after the harmful fine-tuning "
                "attack; whiskers are 95 % Wilson intervals. Sorted so the most robust defense comes first.")
+    paired = paired_vs_sft(str(root), common.fingerprint(root), metric)
+    if paired:
+        st.subheader(f"After the attack, against SFT on the same prompts: {wf.rate_title(metric)}")
+        st.dataframe([{"defense": d["defense"], "stage": d["stage"], "attack": d["attack"], "p": d["p"],
+                       "defense − SFT (points)": d["value"], "95 % low": d["low"], "95 % high": d["high"],
+                       "flagged for the defense only": d["only_a"], "for SFT only": d["only_b"],
+                       "McNemar p": d["p_value"], "prompts": d["n"]} for d in paired],
+                     hide_index=True, width="stretch",
+                     column_config={k: st.column_config.NumberColumn(k, format="%+.1f")
+                                    for k in ("defense − SFT (points)", "95 % low", "95 % high")})
+        st.caption("Both models answered the same prompts, so only the prompts where they disagree carry evidence: "
+                   "exact McNemar test on those (two-sided, unadjusted) and a paired-bootstrap interval of the "
+                   "difference. Two overlapping Wilson intervals do not mean 'no difference', nor the reverse.")
