@@ -468,6 +468,13 @@ def test_lowrank_delta_refuses_full_rank_and_non_matrix_changes(tiny_model_dir):
     apply_lowrank(base, factors)
     assert torch.allclose(base.model.layers[0].self_attn.q_proj.weight, q, atol=1e-6)
     base, _ = load_model(str(tiny_model_dir))
+    k = model.model.layers[1].self_attn.k_proj.weight
+    with torch.no_grad():  # a LoRA change far below float precision: full-rank rounding noise, nothing to store
+        k.add_((torch.randn(k.shape[0], 2) @ torch.randn(2, k.shape[1]) * 1e-4 + torch.randn_like(k)) * 1e-8)
+    factors, report = lowrank_delta(model, base)
+    assert (report["tensors"], report["max_rank"]) == (1, 2) and report["max_abs_error"] < 1e-6
+    assert not any(n.startswith("model.layers.1.") for n in factors)
+    base, _ = load_model(str(tiny_model_dir))
     with torch.no_grad():
         q.add_(torch.randn_like(q) * 0.01)  # full rank: full fine-tuning
     with pytest.raises(ValueError, match="not a low-rank"):

@@ -34,14 +34,19 @@ def lowrank_delta(model, base, max_rank: int = 64, rtol: float = 1e-5, atol: flo
         if delta.dim() != 2:
             raise ValueError(f"{name} ({tuple(delta.shape)}) changed: only weight matrices can be stored low-rank")
         u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-        k = int((s > rtol * s[0]).sum())
+        # Singular values under 0.1 · atol are float32 rounding of the merge (full rank, ~1e-7 for SmolLM2): a
+        # purely relative cut would count that noise as rank when the LoRA change to a matrix is tiny.
+        k = int((s > max(rtol * float(s[0]), 0.1 * atol)).sum())
         left, right = u[:, :k] * s[:k], vh[:k]
         err = (delta - left @ right).abs().max().item()
         if k > max_rank or err > atol:
             raise ValueError(f"{name}: the change has rank {k} (max error {err:.2e} at rank ≤ {max_rank}), not a "
                              f"low-rank (LoRA) update; full fine-tuning runs cannot be stored as a low-rank delta")
+        worst = max(worst, err)
+        if k == 0:  # the whole change is below atol: nothing to store
+            continue
         factors[f"{name}.left"], factors[f"{name}.right"] = left.float().contiguous(), right.float().contiguous()
-        ranks[name], worst = k, max(worst, err)
+        ranks[name] = k
     return factors, {"tensors": len(ranks), "max_rank": max(ranks.values(), default=0), "max_abs_error": worst}
 
 
