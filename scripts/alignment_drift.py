@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.figures import fmt_rate
+from workbench.figures import fmt_rate, markdown_table
 from workbench.runs import list_runs, open_run
 
 
@@ -50,9 +50,7 @@ def drift_rows(grid: Path, ps: list[str], seed: int, n_samples: int = 100,
 def markdown(rows: list[dict]) -> str:
     if not rows:
         return "no aligned model with an attack cell found\n"
-    head = list(rows[0])
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-                     + ["| " + " | ".join(str(v) for v in r.values()) + " |" for r in rows]) + "\n"
+    return markdown_table(list(rows[0]), (r.values() for r in rows))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from workbench.figures import defense_name, fmt_rate
+from workbench.figures import defense_name, fmt_rate, markdown_table
 from workbench.runs import base_chain, list_runs
 
 
@@ -32,11 +32,8 @@ def rows(root: str | Path) -> list[dict]:
 def markdown(table: list[dict]) -> str:
     if not table:
         return "no `workbench eval --validation` runs found\n"
-    head = list(table[0])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in table:
-        lines.append("| " + " | ".join(fmt_rate(v) if isinstance(v, dict) else str(v) for v in r.values()) + " |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(list(table[0]), ([fmt_rate(v) if isinstance(v, dict) else v for v in r.values()]
+                                           for r in table))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,13 @@ def fmt_rate(v) -> str:
     return f"{v['value']:.1f}% [{v['low']:.1f}–{v['high']:.1f}]{n}"
 
 
+def markdown_table(head: list[str], rows: Iterable[Iterable]) -> str:
+    """A GitHub markdown table: the header, the rule, one line per row (cells written with str)."""
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def clean(obj):
     """`obj` with NaN/inf floats turned into None (strict JSON, tables and st.json accept it)."""
     if isinstance(obj, float) and not math.isfinite(obj):

@@ -24,7 +24,7 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.figures import base_of, defense_name, fmt_rate, is_rate
+from workbench.figures import base_of, defense_name, fmt_rate, is_rate, markdown_table
 from workbench.runs import Run, list_runs, open_run, run_kind
 
 STAGE_ORDER = ("none", "alignment", "fine-tuning", "post-fine-tuning")
@@ -49,6 +49,11 @@ class Row:
     aligned_rates: dict = field(default_factory=dict)  # the align run's own evaluation, before the attack
     aligned_from: str = "—"  # what the align run started from (a registered model, or an earlier align run's defense)
     aligned_from_run: bool = False  # it continued an earlier align run: defense_s is that phase's seconds only
+
+    @property
+    def attack_key(self) -> tuple:
+        """Rows with equal keys faced the same attack: what a defense is compared with SFT on."""
+        return (self.attack, self.p, self.n, self.method, self.seed)
 
 
 @dataclass(frozen=True)
@@ -85,34 +90,29 @@ class Leaderboard:
     def to_markdown(self) -> str:
         head = ["attack", "p", "method", "stage", "defense", "aligned with", "fine-tuned with",
                 *map(title, self.metrics), "defense s", "fine-tune s", "run"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in self.rows:
-            cells = [r.attack, _num(r.p), r.method or "—", r.stage, r.defense, r.aligned_with, r.finetune_defense,
-                     *[fmt_rate(r.rates.get(m)) for m in self.metrics], _num(r.defense_s), _num(r.finetune_s),
-                     Path(r.run).name]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
+        return markdown_table(head, ([r.attack, _num(r.p), r.method or "—", r.stage, r.defense, r.aligned_with,
+                                      r.finetune_defense, *[fmt_rate(r.rates.get(m)) for m in self.metrics],
+                                      _num(r.defense_s), _num(r.finetune_s), Path(r.run).name] for r in self.rows))
 
     def alignment_markdown(self) -> str:
         """Alignment-stage defenses before and after the attack, one row per (attack, p, defense): the aligned
         model's own refusal / FA next to the attacked model's rates; alignment seconds relative to plain SFT."""
         rows = [r for r in self.rows if r.stage == "alignment"]
         fa = self.fa_metric()
-        sft_s = {(r.attack, r.p, r.n, r.method, r.seed): r.defense_s for r in rows if r.defense == "sft"}
+        sft_s = {r.attack_key: r.defense_s for r in rows if r.defense == "sft"}
         after = [m for m in ("hs", "hs_plus", "refusal_harmful", "refusal_benign", fa) if m]
         head = ["attack", "p", "defense", "starts from", "aligned: refusal harmful", "aligned: refusal benign",
                 *([f"aligned: {title(fa)}"] if fa else []), "align s (× sft)", *[f"attacked: {title(m)}" for m in after]]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        table = []
         for r in rows:
-            base_s = sft_s.get((r.attack, r.p, r.n, r.method, r.seed))
+            base_s = sft_s.get(r.attack_key)
             cost = _num(r.defense_s) if r.defense_s is None or not base_s else f"{r.defense_s:.0f} ({r.defense_s / base_s:.2f}×)"
             if r.aligned_from_run and r.defense_s is not None:  # a phase on top of an earlier alignment
                 cost = f"{r.aligned_from} + {cost}"
             before = [_short_rate(r.aligned_rates.get(m)) for m in ("refusal_harmful", "refusal_benign", *([fa] if fa else []))]
-            cells = [r.attack, _num(r.p), r.defense, r.aligned_from, *before, cost,
-                     *[_short_rate(r.rates.get(m)) for m in after]]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines) + "\n"
+            table.append([r.attack, _num(r.p), r.defense, r.aligned_from, *before, cost,
+                          *[_short_rate(r.rates.get(m)) for m in after]])
+        return markdown_table(head, table)
 
     def vs_sft(self, metrics: tuple[str, ...] = ("hs", "hs_plus", "refusal_harmful")) -> list[dict]:
         """Every defended row against the plain-SFT row of the same attack (attack, p, n, method, seed), paired
@@ -120,8 +120,7 @@ class Leaderboard:
         interval, the discordant counts and the exact McNemar p. Reads each run's samples.jsonl."""
         from workbench.evaluation.paired import compare_samples
 
-        key = lambda r: (r.attack, r.p, r.n, r.method, r.seed)  # noqa: E731
-        sft = {key(r): r for r in self.rows if r.stage == "alignment" and r.defense == "sft"}
+        sft = {r.attack_key: r for r in self.rows if r.stage == "alignment" and r.defense == "sft"}
         samples: dict[str, list[dict]] = {}
 
         def read(run: str) -> list[dict]:
@@ -131,7 +130,7 @@ class Leaderboard:
 
         out = []
         for r in self.rows:
-            base = sft.get(key(r))
+            base = sft.get(r.attack_key)
             if base is None or base is r or r.stage == "none":  # "none": an attack on a non-aligned model
                 continue
             for m in metrics:
@@ -141,19 +140,21 @@ class Leaderboard:
                                 "metric": m, **d.to_dict(), "run": r.run, "sft_run": base.run})
         return out
 
-    def vs_sft_markdown(self, metrics: tuple[str, ...] = ("hs", "hs_plus", "refusal_harmful")) -> str:
-        rows = self.vs_sft(metrics)
+    def vs_sft_markdown(self, metrics: tuple[str, ...] = ("hs", "hs_plus", "refusal_harmful"),
+                        rows: list[dict] | None = None) -> str:
+        """`vs_sft` as a table, one line per defended run; pass `rows` when `vs_sft(metrics)` was computed."""
+        rows = self.vs_sft(metrics) if rows is None else rows
         head = ["attack", "p", "stage", "defense", *[f"{title(m)} − SFT [95 %] (only defense / only SFT; McNemar p)"
                                                      for m in metrics]]
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         groups: dict[tuple, dict] = {}
         for d in rows:
             groups.setdefault((d["attack"], d["p"], d["stage"], d["defense"], d["run"]), {})[d["metric"]] = d
+        table = []
         for (attack, p, stage, defense, _), by_metric in groups.items():
             cells = [f"{d['value']:+.0f} [{d['low']:+.0f}, {d['high']:+.0f}] ({d['only_a']}/{d['only_b']}; "
                      f"p = {d['p_value']:.2g})" if d else "—" for d in (by_metric.get(m) for m in metrics)]
-            lines.append("| " + " | ".join([attack, _num(p), stage, defense, *cells]) + " |")
-        return "\n".join(lines) + "\n"
+            table.append([attack, _num(p), stage, defense, *cells])
+        return markdown_table(head, table)
 
 
 def _short_rate(v) -> str:
@@ -292,10 +293,11 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
         aligned = prefix.with_name(prefix.name + "_alignment.md")
         aligned.write_text(board.alignment_markdown())
         written.append(aligned)
-    if board.vs_sft():  # defended rows with a plain-SFT row of the same attack: paired differences
-        paired = prefix.with_name(prefix.name + "_vs_sft.md")
-        paired.write_text(board.vs_sft_markdown())
-        written.append(paired)
+    paired = board.vs_sft()  # defended rows with a plain-SFT row of the same attack: paired differences
+    if paired:
+        path = prefix.with_name(prefix.name + "_vs_sft.md")
+        path.write_text(board.vs_sft_markdown(rows=paired))
+        written.append(path)
     for name, fig in figures(board).items():
         written += export_figure(fig, prefix.parent, f"{prefix.name}_{name}", formats)
     return written
