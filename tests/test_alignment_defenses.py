@@ -362,3 +362,19 @@ def test_tar_adam_step_matches_torch_adamw():
         opt.step()
         theta = adam_step(theta, [gr], m, v, t, lr=0.01)
     torch.testing.assert_close(theta["w"], param.detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_defenses_list_prints_every_defense_and_filters_by_stage():
+    """`workbench defenses list` (the issue's spelling) and bare `workbench defenses` print the registry."""
+    from workbench.cli import app
+    from workbench.defenses import DEFENSES
+
+    wide = {"COLUMNS": "300"}
+    for argv in (["defenses"], ["defenses", "list"]):
+        res = CliRunner().invoke(app, argv, env=wide)
+        assert res.exit_code == 0, res.output
+        assert all(name in res.output for name in DEFENSES)
+    res = CliRunner().invoke(app, ["defenses", "list", "--stage", "alignment"], env=wide)
+    assert res.exit_code == 0 and "vaccine" in res.output and "antidote" not in res.output
+    res = CliRunner().invoke(app, ["defenses", "list", "--stage", "nope"], env=wide)
+    assert res.exit_code == 2 and "alignment" in res.output

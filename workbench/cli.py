@@ -187,15 +187,29 @@ def quickstart(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
         console.print(f"  {r['model']:>12}: {r['run']}")
 
 
-@app.command()
-def defenses():
+defenses_app = typer.Typer(help="The defense registry (all three stages).")
+app.add_typer(defenses_app, name="defenses")
+
+
+@defenses_app.callback(invoke_without_command=True)
+def defenses(ctx: typer.Context):
+    """List every defense with its stage and hyperparameters (`workbench defenses` or `... defenses list`)."""
+    if ctx.invoked_subcommand is None:
+        defenses_list(stage=None)
+
+
+@defenses_app.command("list")
+def defenses_list(stage: Optional[str] = typer.Option(None, help="Only this stage: alignment, finetune or post.")):
     """List every defense with its stage and hyperparameters."""
     from workbench.defenses import DEFENSES
 
+    infos = [i for i in DEFENSES.values() if stage is None or i.stage == stage]
+    if not infos:
+        _fail(f"no defenses of stage {stage!r}; stages: {sorted({i.stage for i in DEFENSES.values()})}")
     table = Table(title="defenses")
     for c in ("name", "stage", "hyperparameters (defaults)", "paper"):
         table.add_column(c)
-    for info in DEFENSES.values():
+    for info in infos:
         params = ", ".join(f"{k}={f.default}" for k, f in info.params.model_fields.items()) or "—"
         table.add_row(info.name, info.stage, params, info.paper)
     console.print(table)
