@@ -58,19 +58,29 @@ def test_every_tab_renders_the_fixture_runs(runs_root, monkeypatch):
     assert len(table) == 2 * len(SWEEP_PS) and set(table["p"]) == set(SWEEP_PS)
 
     open_tab(at, "Defenses")
-    table = at.dataframe[0].value
-    assert sorted(table["defense"]) == ["freeze", "sft"]
-    assert table[table["defense"] == "sft"]["attack run"].iloc[0].startswith("attack-harmful_ft")
+    table = at.dataframe[0].value  # one row per attacked model: the quickstart's, the sweep's, the freeze defense
+    attacks = list_runs(runs_root, "attack")
+    assert set(table["defense"]) == {"freeze", "sft", "none"} and len(table) == len(attacks) + 1
+    sft_attack = next(r for r in attacks if r.path.parent == runs_root)
+    (quick,) = table[table["run"] == sft_attack.path.name].to_dict("records")
+    assert quick["stage"] == "alignment" and quick["aligned with"] == "sft"
     assert n_charts(at) == 1
     at.session_state["def-metric"] = "refusal_harmful"
     at.run()
     assert problems(at) == []
+    table = at.dataframe[0].value
+    (quick,) = table[table["run"] == sft_attack.path.name].to_dict("records")
+    assert quick["after the attack: refusal harmful"] == sft_attack.metrics["refusal_harmful"]["value"]
+    (align,) = list_runs(runs_root, "align")
+    assert quick["before the attack: refusal harmful"] == align.metrics["refusal_harmful"]["value"]
     paired = at.dataframe[1].value  # freeze after the attack against SFT after the same attack, same prompts
     (defend,) = list_runs(runs_root, "defend")
-    sft_attack = next(r for r in list_runs(runs_root, "attack") if r.path.parent == runs_root)
     assert list(paired["defense"]) == ["freeze"] and paired["prompts"][0] == defend.metrics["refusal_harmful"]["n"]
     assert paired["defense − SFT (points)"][0] == pytest.approx(
         defend.metrics["refusal_harmful"]["value"] - sft_attack.metrics["refusal_harmful"]["value"])
+    at.session_state["def-stages"] = ["none"]
+    at.run()
+    assert problems(at) == [] and set(at.dataframe[0].value["stage"]) == {"none", "alignment"}  # SFT rows stay
 
     open_tab(at, "Inside the model")
     for section, name in SECTIONS.items():

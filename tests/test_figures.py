@@ -24,25 +24,34 @@ def runs_root(tmp_path_factory):
     return explorer_runs_root(tmp_path_factory)
 
 
-def test_leaderboard_reads_defended_and_attacked_rates_from_metrics(runs_root):
-    rows = wf.leaderboard(runs_root)
-    align = next(r for r in list_runs(runs_root, "align"))
+def test_leaderboard_figure_shows_each_aligned_model_before_and_after_its_attack(runs_root):
+    """The explorer's Defenses figure (`plot_metric`) draws the leaderboard board: one panel per attack, the
+    aligned model's rate before the attack next to the attacked model's, with their 95 % intervals."""
+    from workbench.leaderboard import build
+    from workbench.plots.leaderboard import _attack_label, plot_metric
+
+    board = build(runs_root)
+    (align,) = [r for r in list_runs(runs_root, "align")]
     attack = wf.pipeline_runs(runs_root)["attacked"]
-    (row,) = [r for r in rows if r["path"] == str(align.path)]
-    assert row["stage"] == "alignment" and row["defense"] == "sft" and row["base"] == "tiny-llama"
-    m, a = align.metrics, attack.metrics
-    for key in ("refusal_harmful", "refusal_benign", "fa_sst2"):
-        assert (row[key], row[f"{key}_low"], row[f"{key}_high"], row[f"{key}_n"]) == (
-            m[key]["value"], m[key]["low"], m[key]["high"], m[key]["n"])
-        assert row[f"attacked_{key}"] == a[key]["value"] and row[f"attacked_{key}_n"] == a[key]["n"]
-    assert row["attacked_run"] == attack.path.name
-    fig = wf.plot_leaderboard([row], "refusal_harmful")
-    defended, attacked = fig.data
-    assert list(defended.y) == [m["refusal_harmful"]["value"]]
-    assert list(defended.error_y.array) == [m["refusal_harmful"]["high"] - m["refusal_harmful"]["value"]]
-    assert list(attacked.error_y.arrayminus) == [a["refusal_harmful"]["value"] - a["refusal_harmful"]["low"]]
-    (freeze,) = wf.leaderboard(runs_root, stages=["fine-tuning"])  # the fixture's one defended fine-tuning
-    assert freeze["defense"] == "freeze" and freeze["path"] == str(next(iter(list_runs(runs_root, "defend"))).path)
+    (row,) = [r for r in board.rows if r.run == str(attack.path)]
+    assert (row.stage, row.defense, row.aligned_from) == ("alignment", "sft", "tiny-llama")
+    m, a = align.metrics["refusal_harmful"], attack.metrics["refusal_harmful"]
+    assert row.aligned_rates["refusal_harmful"] == m and row.rates["refusal_harmful"] == a
+    fig = plot_metric(board, "refusal_harmful")
+    attacks = list(dict.fromkeys(_attack_label(r) for r in board.rows))
+    assert [t.text for t in fig.layout.annotations] == attacks  # one panel per attack, never mixed
+    i = attacks.index(_attack_label(row))
+    axis = "x" if i == 0 else f"x{i + 1}"
+    traces = {t.name: t for t in fig.data if t.xaxis == axis}
+    panel = [r for r in board.rows if _attack_label(r) == _attack_label(row)]
+    j = panel.index(row)
+    before, after = traces["aligned model, before the attack"], traces["after the attack"]
+    assert (before.y[j], before.error_y.array[j]) == (m["value"], m["high"] - m["value"])
+    assert (after.y[j], after.error_y.arrayminus[j]) == (a["value"], a["value"] - a["low"])
+    fine_tuning = build(runs_root, stages=["fine-tuning"]).rows  # plus the SFT rows it is compared with
+    (freeze,) = [r for r in fine_tuning if r.stage == "fine-tuning"]
+    assert freeze.defense == "freeze" and freeze.run == str(next(iter(list_runs(runs_root, "defend"))).path)
+    assert {(r.stage, r.defense) for r in fine_tuning} == {("fine-tuning", "freeze"), ("alignment", "sft")}
 
 
 def test_runs_are_found_by_role_model_and_parameters(runs_root):
@@ -64,7 +73,7 @@ def test_figures_command_exports_every_figure_as_html_and_png(runs_root, tmp_pat
 
     expected = wf.collect(runs_root)
     sweep = [k for k in expected if k.startswith("figure2/")]
-    assert sweep and "leaderboard/refusal_harmful" in expected
+    assert sweep and {"leaderboard/bars", "leaderboard/hs_fa"} & set(expected)
     assert all(k.split("/")[0] in {"figure2", "leaderboard"} or (runs_root / k.split("/")[0]).is_dir() for k in expected)
     out = tmp_path / "figs"
     res = CliRunner().invoke(app, ["figures", "--out", str(out), "--runs", str(runs_root), "--formats", "html,png"])
@@ -90,7 +99,8 @@ def test_figures_command_filters_and_fails_clearly(runs_root, tmp_path):
                                    "leaderboard", "--formats", "svg"])
     assert res.exit_code == 0, res.output
     svgs = sorted((tmp_path / "a").rglob("*.svg"))
-    assert [p.parent.name for p in svgs] == ["leaderboard"] * len(wf.leaderboard_metrics(wf.leaderboard(runs_root)))
+    assert [p.parent.name for p in svgs] == ["leaderboard"] * len([k for k in wf.collect(runs_root, ["leaderboard"])])
+    assert "bars.svg" in [p.name for p in svgs]
     assert all(p.read_text().startswith("<svg") for p in svgs)
     assert not list((tmp_path / "a").rglob("*.png"))
     assert [p.name for p in (tmp_path / "a").rglob("*.html")] == ["index.html"]

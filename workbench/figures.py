@@ -7,8 +7,8 @@ same wherever it is shown.
     analysis runs   `result.json` (+ `tensors.safetensors`) → the registered plots module's `figures(result)`
                     (ANALYSES in `workbench.analysis`); unregistered analyses keep their saved figures/
     sweeps          folders holding `sweep-status.json` → `workbench.plots.threat` (metric vs harmful ratio p)
-    leaderboard     align / defend / repair runs' `metrics.json` → rows, and a bar figure with 95 % intervals,
-                    each defense before and after the harmful fine-tuning attack run on top of it
+    leaderboard     `workbench.leaderboard.build(root)`: every attacked model (attack / defend / repair run) →
+                    `workbench.plots.leaderboard` (grouped bars per attack; HS vs FA)
     training        training runs whose `training.json` holds a defense's per-step diagnostics →
                     `workbench.plots.training` (task loss and the defense's own loss terms)
 
@@ -28,8 +28,6 @@ import plotly.graph_objects as go
 
 from workbench.runs import INCOMPLETE, Run, list_runs
 
-# run kind -> defense stage shown in the leaderboard
-STAGES = {"align": "alignment", "defend": "fine-tuning", "repair": "post-fine-tuning"}
 # headline rates, in display order (fa_<task> keys are added as found)
 RATE_TITLES = {"hs": "harmful score HS", "hs_plus": "HS+ (harmful or incoherent)",
                "refusal_harmful": "refusal rate, harmful (RR)", "refusal_benign": "refusal rate, benign"}
@@ -276,73 +274,6 @@ def defense_name(run: Run) -> str:
     return f"{defense['name']}({args})" if args else defense["name"]
 
 
-def leaderboard(root: str | Path, stages: Iterable[str] | None = None) -> list[dict]:
-    """One row per align / defend / repair run: stage, defense, its rates and, when a harmful_ft attack run
-    was built on it, the attacked model's rates (`attacked_<metric>`). Oldest first.
-
-    Each rate metric m gives columns m (value in %), m_low, m_high, m_n.
-    """
-    runs = list_runs(root)
-    wanted = set(stages) if stages is not None else set(STAGES.values())
-    rows = []
-    for r in runs:
-        if r.kind not in STAGES or STAGES[r.kind] not in wanted:
-            continue
-        row = {"run": r.path.name, "stage": STAGES[r.kind], "defense": defense_name(r),
-               "base": short_ref(base_of(r)), "seed": r.config.get("seed"), "created": r.config.get("created", ""),
-               "path": str(r.path)}
-        row.update(_rate_columns(r.metrics))
-        attacks = [a for a in runs if a.kind == "attack" and _same(base_of(a), r.path)]
-        if attacks:
-            a = next((x for x in reversed(attacks) if x.path.parent == r.path.parent), attacks[-1])
-            row["attacked_run"] = a.path.name
-            row.update({f"attacked_{k}": v for k, v in _rate_columns(a.metrics).items()})
-        rows.append(row)
-    return rows
-
-
-def _rate_columns(metrics: dict) -> dict:
-    out = {}
-    for k, v in metrics.items():
-        if is_rate(v):
-            out[k], out[f"{k}_low"], out[f"{k}_high"], out[f"{k}_n"] = v["value"], v["low"], v["high"], v.get("n")
-    return out
-
-
-def leaderboard_metrics(rows: list[dict]) -> list[str]:
-    """Rate metrics present in the leaderboard rows, headline first."""
-    keys = {k for r in rows for k in r if f"{k}_low" in r and not k.startswith("attacked_")}
-    keys |= {k[len("attacked_"):] for r in rows for k in r if k.startswith("attacked_") and f"{k}_low" in r}
-    return rate_keys([{k: {"value": 0, "low": 0, "high": 0} for k in keys}])
-
-
-def plot_leaderboard(rows: list[dict], metric: str = "refusal_harmful") -> go.Figure:
-    """Grouped bars: each defense run's `metric` as aligned/defended, and after the attack; 95 % error bars."""
-    from workbench.plots.style import MODEL_COLORS, apply_layout
-
-    labels = [f"{r['defense']} ({r['stage']})<br><sub>{r['run']}</sub>" for r in rows]
-    fig = go.Figure()
-    for prefix, name, color in (("", "defended model", MODEL_COLORS["aligned"]),
-                                ("attacked_", "after harmful fine-tuning", MODEL_COLORS["attacked"])):
-        key = prefix + metric
-        if not any(key in r for r in rows):
-            continue
-        vals = [r.get(key) for r in rows]
-        fig.add_trace(go.Bar(
-            x=labels, y=vals, name=name, marker_color=color,
-            text=[f"{v:.0f}%" if v is not None else "" for v in vals], textposition="outside",
-            error_y=dict(type="data", symmetric=False, color="#444", thickness=1.5, width=6,
-                         array=[(r[key + "_high"] - r[key]) if key in r else None for r in rows],
-                         arrayminus=[(r[key] - r[key + "_low"]) if key in r else None for r in rows]),
-            customdata=[r.get(key + "_n") for r in rows],
-            hovertemplate="%{y:.1f}% (n=%{customdata})<extra>" + name + "</extra>"))
-    apply_layout(fig, f"Defense leaderboard: {rate_title(metric)}", "defense run", f"{rate_title(metric)} (%)",
-                 width=max(760, 150 * len(rows) + 200), height=520)
-    fig.update_layout(barmode="group")
-    fig.update_yaxes(range=[0, 105])
-    return fig
-
-
 # ------------------------------------------------------------------------------------ collect/export
 
 
@@ -410,9 +341,15 @@ def collect(root: str | Path, kinds: Iterable[str] = FIGURE_KINDS,
                 except Exception as err:
                     on_error(group, err)
     if "leaderboard" in kinds and keep("leaderboard"):
-        rows = leaderboard(root)
-        for metric in leaderboard_metrics(rows) if rows else []:
-            out[f"leaderboard/{metric}"] = plot_leaderboard(rows, metric)
+        from workbench.leaderboard import build
+        from workbench.plots.leaderboard import figures as board_figures
+
+        try:
+            board = build(root)
+        except ValueError:  # no attacked models under root: nothing to rank
+            board = None
+        for name, fig in board_figures(board).items() if board else ():
+            out[f"leaderboard/{name}"] = fig
     return out
 
 

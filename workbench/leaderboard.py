@@ -61,6 +61,11 @@ class Leaderboard:
     rows: list[Row]
     metrics: list[str]  # rate metrics present, in column order
 
+    def select(self, stages) -> "Leaderboard":
+        """The rows of these defense stages, plus the plain-SFT rows every stage is compared against."""
+        return Leaderboard([r for r in self.rows if r.stage in stages or (r.stage == "alignment" and r.defense == "sft")],
+                           self.metrics)
+
     def fa_metric(self) -> str | None:
         return next((m for m in self.metrics if m.startswith("fa_")), None)
 
@@ -258,8 +263,7 @@ def build(root: str | Path, stages: list[str] | None = None) -> Leaderboard:
     index = _Index(runs)
     rows = [_repair_row(r, index) if r.kind == "repair" else _fine_tuning_row(r, index)
             for r in runs if r.kind in ("attack", "defend", "repair")]
-    if stages:
-        rows = [r for r in rows if r.stage in stages or (r.stage == "alignment" and r.defense == "sft")]
+    rows = Leaderboard(rows, []).select(stages).rows if stages else rows
     if not rows:
         raise ValueError(f"no attacked models under {root}: the leaderboard reads attack, defend and repair runs "
                          f"(`workbench attack`, `workbench attack --defense`, `workbench repair`)")

@@ -1,8 +1,9 @@
-"""Defenses: a leaderboard of align / defend / repair runs, read from their metrics.json.
+"""Defenses: the defense leaderboard (`workbench.leaderboard.build`, the one `workbench leaderboard` writes).
 
-Each row is one defended model (alignment stage: `workbench align --defense`; fine-tuning stage:
-`workbench attack --defense`; post-fine-tuning: repair runs) with its rates and, when a harmful
-fine-tuning attack was run on top of it, the attacked model's rates: the number a defense is judged by.
+One row per attacked model, whatever stage defended it: an attack on an aligned model (alignment stage; `sft` is
+the baseline), a defended fine-tuning (`workbench attack --defense`) or a repair. Alignment-stage rows also carry
+the aligned model's own rates before the attack. Every attack (p, n) is its own group: a defense is judged
+against SFT under the same attack, never across attacks.
 """
 from __future__ import annotations
 
@@ -11,78 +12,72 @@ from pathlib import Path
 import streamlit as st
 
 from apps.tabs import common
-from workbench import figures as wf
+from workbench.leaderboard import STAGE_ORDER, Leaderboard, build, title
+from workbench.plots.leaderboard import plot_metric
 
 TITLE = "Defenses"
 LOWER_IS_BETTER = {"hs", "hs_plus", "refusal_benign"}
 
 
 @st.cache_data(show_spinner=False)
-def leaderboard(root: str, fp: tuple) -> list[dict]:
-    return wf.leaderboard(root)
+def leaderboard(root: str, fp: tuple) -> Leaderboard | None:
+    try:
+        return build(root)
+    except ValueError:  # no attacked models under this root
+        return None
 
 
 @st.cache_data(show_spinner=False)
-def paired_vs_sft(root: str, fp: tuple, metric: str) -> list[dict]:
+def paired_vs_sft(root: str, fp: tuple, stages: tuple, metric: str) -> list[dict]:
     """Each defended model after the attack against plain SFT after the same attack, on the same prompts."""
-    from workbench.leaderboard import build
-
-    try:
-        return build(root).vs_sft((metric,))
-    except ValueError:  # no attacked models under this root
-        return []
+    board = leaderboard(root, fp)
+    return board.select(stages).vs_sft((metric,)) if board else []
 
 
 def render(root: Path) -> None:
-    rows = leaderboard(str(root), common.fingerprint(root))
-    if not rows:
-        common.empty("align, defend or repair runs under this runs root",
-                     f"workbench align --model tiny-llama --defense sft --out {root}")
+    fp = common.fingerprint(root)
+    board = leaderboard(str(root), fp)
+    if board is None:
+        common.empty("attacked models (attack, defend or repair runs) under this runs root",
+                     f"workbench align --model tiny-llama --defense sft --out {root}  &&  "
+                     f"workbench attack --model <the align run folder> --out {root}")
         return
-    stages = [s for s in wf.STAGES.values() if any(r["stage"] == s for r in rows)]
+    present = [s for s in STAGE_ORDER if any(r.stage == s for r in board.rows)]
     c1, c2 = st.columns(2)
     with c1:
-        chosen = st.multiselect("Stage", list(wf.STAGES.values()), default=stages, key="def-stages")
-    rows = [r for r in rows if r["stage"] in chosen]
-    if not rows:
+        chosen = st.multiselect("Stage", present, default=present, key="def-stages",
+                                help="Plain-SFT rows stay: every defense is compared with SFT under the same attack.")
+    board = board.select(tuple(chosen))
+    if not board.rows:
         st.info("No runs of the chosen stages — widen the stage filter.", icon="ℹ️")
         return
-    metrics = wf.leaderboard_metrics(rows)
-    if not metrics:
-        st.info("These runs have no rate metrics in their metrics.json yet.", icon="ℹ️")
-        st.dataframe([{k: r[k] for k in ("defense", "stage", "base", "seed", "run")} for r in rows], hide_index=True)
-        return
     with c2:
-        metric = st.selectbox("Metric", metrics, format_func=wf.rate_title, key="def-metric")
-    if not any(k.startswith("attacked_") for r in rows for k in r):
-        st.caption("None of these defended models has been attacked yet: run "
-                   f"`workbench attack --model <defended run folder> --out {root}` to add the after-attack column.")
+        metric = st.selectbox("Metric", board.metrics, format_func=title, key="def-metric")
     lower_better = metric in LOWER_IS_BETTER
 
-    def robustness(r):  # the after-attack number when there is one, else the defended model's
-        v = r.get(f"attacked_{metric}", r.get(metric))
-        return float("inf") if v is None else (v if lower_better else -v)
+    def robustness(r):  # within an attack, the most robust defense first
+        v = (r.rates.get(metric) or {}).get("value")
+        return r.attack, r.p if r.p is not None else -1, float("inf") if v is None else (v if lower_better else -v)
 
-    rows = sorted(rows, key=robustness)
     table = []
-    for r in rows:
-        row = {"defense": r["defense"], "stage": r["stage"], "base": r["base"], "seed": r["seed"]}
-        for m in metrics:
-            row[wf.rate_title(m)] = r.get(m)
-            if f"attacked_{m}" in r:
-                row[f"after attack: {wf.rate_title(m)}"] = r.get(f"attacked_{m}")
-        row["run"] = r["run"]
-        row["attack run"] = r.get("attacked_run", "—")
-        table.append(row)
-    percent = {k for row in table for k in row if k.startswith("after attack: ")} | {wf.rate_title(m) for m in metrics}
+    for r in sorted(board.rows, key=robustness):
+        before, after = r.aligned_rates.get(metric), r.rates.get(metric)
+        table.append({"attack": r.attack, "p": r.p, "method": r.method, "stage": r.stage, "defense": r.defense,
+                      "aligned with": r.aligned_with, "seed": r.seed,
+                      f"before the attack: {title(metric)}": before["value"] if before else None,
+                      f"after the attack: {title(metric)}": after["value"] if after else None,
+                      "95 % low": after["low"] if after else None, "95 % high": after["high"] if after else None,
+                      "n": after.get("n") if after else None, "run": Path(r.run).name})
+    percent = [k for k in table[0] if k.startswith(("before", "after", "95 %"))]
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={k: st.column_config.NumberColumn(k, format="%.1f%%") for k in percent})
-    st.plotly_chart(wf.plot_leaderboard(rows, metric), theme=None, key=f"def-fig-{metric}", width="content")
-    st.caption("Bars: the defended model and, where one was run, the same model after the harmful fine-tuning "
-               "attack; whiskers are 95 % Wilson intervals. Sorted so the most robust defense comes first.")
-    paired = paired_vs_sft(str(root), common.fingerprint(root), metric)
+    st.plotly_chart(plot_metric(board, metric), theme=None, key=f"def-fig-{metric}", width="content")
+    st.caption("One panel per attack. Bars: each attacked model and, for alignment-stage defenses, the aligned "
+               "model before the attack; whiskers are 95 % Wilson intervals. `workbench leaderboard` writes the "
+               "same board as Markdown, CSV and figures.")
+    paired = paired_vs_sft(str(root), fp, tuple(chosen), metric)
     if paired:
-        st.subheader(f"After the attack, against SFT on the same prompts: {wf.rate_title(metric)}")
+        st.subheader(f"After the attack, against SFT on the same prompts: {title(metric)}")
         st.dataframe([{"defense": d["defense"], "stage": d["stage"], "attack": d["attack"], "p": d["p"],
                        "defense − SFT (points)": d["value"], "95 % low": d["low"], "95 % high": d["high"],
                        "flagged for the defense only": d["only_a"], "for SFT only": d["only_b"],

@@ -5,6 +5,8 @@
     plot_bars(board)    grouped bars: one group per defended model, one bar per headline rate (HS, HS+, FA,
                         benign and harmful refusal) with its 95 % interval; one panel per attack (p), so the
                         defenses of a stage read against the same attack side by side
+    plot_metric(board, m) one rate, one panel per attack: each attacked model, and for an alignment-stage row
+                        the aligned model before the attack next to it (the explorer's Defenses tab)
 """
 from __future__ import annotations
 
@@ -96,6 +98,42 @@ def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
     apply_layout(fig, "Defenses against the same attack: HS, HS+, FA, refusal (95 % intervals)", "", "%",
                  width=width, height=420 * len(attacks) + 120)
     fig.update_layout(barmode="group", bargap=0.25, bargroupgap=0.02)
+    fig.update_xaxes(tickangle=-35)
+    return fig
+
+
+def plot_metric(board, metric: str) -> go.Figure:
+    from workbench.leaderboard import title
+    from workbench.plots.style import MODEL_COLORS
+
+    attacks = list(dict.fromkeys(_attack_label(r) for r in board.rows))
+    fig = make_subplots(rows=len(attacks), cols=1, subplot_titles=attacks,
+                        vertical_spacing=0.3 / max(1, len(attacks)))
+    for i, attack in enumerate(attacks, start=1):
+        sel = [r for r in board.rows if _attack_label(r) == attack]
+        labels = [_row_label(r) for r in sel]
+        if len(set(labels)) < len(labels):
+            labels = [f"{label}<br>seed {r.seed}" for label, r in zip(labels, sel)]
+        for name, rates, color in (("aligned model, before the attack", [r.aligned_rates for r in sel],
+                                    MODEL_COLORS["aligned"]),
+                                   ("after the attack", [r.rates for r in sel], MODEL_COLORS["attacked"])):
+            vals = [rs.get(metric) for rs in rates]
+            if not any(vals):
+                continue
+            fig.add_trace(go.Bar(
+                x=labels, y=[v["value"] if v else None for v in vals], name=name, legendgroup=name,
+                showlegend=i == 1, marker_color=color,
+                text=[f"{v['value']:.0f}%" if v else "" for v in vals], textposition="outside",
+                error_y=dict(type="data", symmetric=False, color="#444", thickness=1.5, width=5,
+                             array=[v["high"] - v["value"] if v else None for v in vals],
+                             arrayminus=[v["value"] - v["low"] if v else None for v in vals]),
+                customdata=[v["n"] if v else None for v in vals],
+                hovertemplate="%{x}<br>%{y:.1f}% (n=%{customdata})<extra>" + name + "</extra>"), row=i, col=1)
+        fig.update_yaxes(title_text="%", range=[0, 110], row=i, col=1)
+    most = max((sum(_attack_label(r) == a for r in board.rows) for a in attacks), default=1)
+    apply_layout(fig, f"{title(metric)} before and after the attack (95 % intervals)", "", "%",
+                 width=min(1500, max(760, 110 * most + 200)), height=380 * len(attacks) + 120)
+    fig.update_layout(barmode="group")
     fig.update_xaxes(tickangle=-35)
     return fig
 
