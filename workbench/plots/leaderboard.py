@@ -68,19 +68,29 @@ def _row_label(row) -> str:
     return label + ("<br>full FT" if row.method == "full" else "")
 
 
-def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
-    from workbench.leaderboard import title
-
-    fa = board.fa_metric()
-    keys = [fa if m == "fa" else m for m in metrics if (fa if m == "fa" else m) in board.metrics]
+def _attack_panels(board) -> tuple[go.Figure, list[tuple[int, list, list[str]]]]:
+    """A figure with one stacked panel per attack, and per panel (row number, its board rows, bar labels):
+    defenses are only ever drawn next to others that faced the same attack."""
     attacks = list(dict.fromkeys(_attack_label(r) for r in board.rows))
     fig = make_subplots(rows=len(attacks), cols=1, subplot_titles=attacks,
                         vertical_spacing=0.3 / max(1, len(attacks)))
+    panels = []
     for i, attack in enumerate(attacks, start=1):
         sel = [r for r in board.rows if _attack_label(r) == attack]
         labels = [_row_label(r) for r in sel]
         if len(set(labels)) < len(labels):  # several seeds of one defense: keep their bars apart
             labels = [f"{label}<br>seed {r.seed}" for label, r in zip(labels, sel)]
+        panels.append((i, sel, labels))
+    return fig, panels
+
+
+def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
+    from workbench.leaderboard import title
+
+    fa = board.fa_metric()
+    keys = [fa if m == "fa" else m for m in metrics if (fa if m == "fa" else m) in board.metrics]
+    fig, panels = _attack_panels(board)
+    for i, sel, labels in panels:
         for j, key in enumerate(keys):
             vals = [r.rates.get(key) for r in sel]
             fig.add_trace(go.Bar(
@@ -93,10 +103,10 @@ def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
                 hovertemplate="%{x} (%{customdata[0]})<br>%{y:.1f}% (n=%{customdata[1]})<extra>" + title(key)
                               + "</extra>"), row=i, col=1)
         fig.update_yaxes(title_text="%", range=[0, 105], row=i, col=1)
-    most = max((sum(_attack_label(r) == a for r in board.rows) for a in attacks), default=1)
+    most = max((len(sel) for _, sel, _ in panels), default=1)
     width = min(1700, max(760, 18 * len(keys) * most + 200))  # a wide board squeezes bars, not the page
     apply_layout(fig, "Defenses against the same attack: HS, HS+, FA, refusal (95 % intervals)", "", "%",
-                 width=width, height=420 * len(attacks) + 120)
+                 width=width, height=420 * len(panels) + 120)
     fig.update_layout(barmode="group", bargap=0.25, bargroupgap=0.02)
     fig.update_xaxes(tickangle=-35)
     return fig
@@ -106,14 +116,8 @@ def plot_metric(board, metric: str) -> go.Figure:
     from workbench.leaderboard import title
     from workbench.plots.style import MODEL_COLORS
 
-    attacks = list(dict.fromkeys(_attack_label(r) for r in board.rows))
-    fig = make_subplots(rows=len(attacks), cols=1, subplot_titles=attacks,
-                        vertical_spacing=0.3 / max(1, len(attacks)))
-    for i, attack in enumerate(attacks, start=1):
-        sel = [r for r in board.rows if _attack_label(r) == attack]
-        labels = [_row_label(r) for r in sel]
-        if len(set(labels)) < len(labels):
-            labels = [f"{label}<br>seed {r.seed}" for label, r in zip(labels, sel)]
+    fig, panels = _attack_panels(board)
+    for i, sel, labels in panels:
         for name, rates, color in (("aligned model, before the attack", [r.aligned_rates for r in sel],
                                     MODEL_COLORS["aligned"]),
                                    ("after the attack", [r.rates for r in sel], MODEL_COLORS["attacked"])):
@@ -130,9 +134,9 @@ def plot_metric(board, metric: str) -> go.Figure:
                 customdata=[v["n"] if v else None for v in vals],
                 hovertemplate="%{x}<br>%{y:.1f}% (n=%{customdata})<extra>" + name + "</extra>"), row=i, col=1)
         fig.update_yaxes(title_text="%", range=[0, 110], row=i, col=1)
-    most = max((sum(_attack_label(r) == a for r in board.rows) for a in attacks), default=1)
+    most = max((len(sel) for _, sel, _ in panels), default=1)
     apply_layout(fig, f"{title(metric)} before and after the attack (95 % intervals)", "", "%",
-                 width=min(1500, max(760, 110 * most + 200)), height=380 * len(attacks) + 120)
+                 width=min(1500, max(760, 110 * most + 200)), height=380 * len(panels) + 120)
     fig.update_layout(barmode="group")
     fig.update_xaxes(tickangle=-35)
     return fig
