@@ -18,7 +18,8 @@ def rows(root: str | Path) -> list[dict]:
         sets = (run.config.get("spec") or {}).get("harmful_prompts", "")
         if not str(sets).startswith("validation"):
             continue
-        chain, _ = base_chain(run)  # evaluated model → attack run → align run → …
+        # evaluated model → attack run → align run → …; a base archived elsewhere under ROOT's parent is found there
+        chain, _ = base_chain(run, search=(Path(root).parent,))
         aligned = next((r for r in chain if r.kind == "align"), None)
         attack = next((r for r in chain if r.kind in ("attack", "defend")), None)
         p = ((attack.config["spec"].get("attack") or {}).get("data") or {}).get("p") if attack else None

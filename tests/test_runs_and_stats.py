@@ -39,6 +39,13 @@ def test_base_chain_walks_from_a_run_to_the_registered_model(tmp_path):
     assert base_chain(evaluated, max_depth=2)[0][-1].path == aligned
     with pytest.raises(ValueError, match="deeper than 1"):
         base_chain(evaluated, max_depth=1)
+    moved = tmp_path / "archive"  # the attack and align runs moved away (e.g. `workbench runs archive`)
+    moved.mkdir()
+    for path in (attacked, aligned):
+        path.rename(moved / path.name)
+    assert base_chain(evaluated)[0] == [] and base_chain(evaluated)[1] == str(attacked)  # no search: chain ends
+    chain, bottom = base_chain(evaluated, search=[moved])
+    assert [r.path for r in chain] == [moved / attacked.name, moved / aligned.name] and bottom == "tiny-llama"
 
 
 def test_failed_run_leaves_no_run_folder(tmp_path):

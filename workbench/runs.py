@@ -194,17 +194,35 @@ class Run:
         return self.path / "model"
 
 
-def base_chain(run: Run, max_depth: int = 8) -> tuple[list[Run], str | None]:
+def base_chain(run: Run, max_depth: int = 8, search: Iterable[str | Path] = ()) -> tuple[list[Run], str | None]:
     """The runs a run was trained from, nearest first (attack → align → …), and the reference at the bottom of
-    the chain: a registered model name, or a path that is not a run folder. Each run's base is `spec.model`."""
+    the chain: a registered model name, or a path that is not a run folder. Each run's base is `spec.model`.
+    A base run no longer where its config says (its root was moved, or archived with `workbench runs archive`
+    into a clean clone) is looked up by folder name under the `search` roots (`find_moved`)."""
     chain: list[Run] = []
     ref = (run.config.get("spec") or {}).get("model")
-    while ref and run_kind(ref) is not None:
+    while ref:
+        path = Path(ref) if run_kind(ref) is not None else find_moved(ref, search)
+        if path is None:
+            break
         if len(chain) >= max_depth:
             raise ValueError(f"{run.path}: the chain of base runs nests deeper than {max_depth} levels")
-        chain.append(Run(Path(ref)))
+        chain.append(Run(path))
         ref = (chain[-1].config.get("spec") or {}).get("model")
     return chain, ref
+
+
+def find_moved(ref: str | Path, roots: Iterable[str | Path]) -> Path | None:
+    """The finished run that an absolute run reference names, now under one of `roots`: run folder names are
+    unique (kind-name-timestamp), so the same name is the same run. None for a registered model name."""
+    if not Path(str(ref)).is_absolute():
+        return None
+    name = Path(str(ref)).name
+    for root in roots:
+        for cfg in sorted(Path(root).rglob(f"{name}/config.json")):
+            if INCOMPLETE not in cfg.parts and run_kind(cfg.parent) is not None:
+                return cfg.parent
+    return None
 
 
 def has_interrupted(root: str | Path) -> list[Path]:
