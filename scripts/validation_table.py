@@ -1,7 +1,8 @@
 """The validation table of a hyperparameter sweep: one row per `workbench eval --validation` run under ROOT, with the
 defense (and its parameters) of the align run under the evaluated model, and the validation rates.
 
-Usage: python scripts/validation_table.py ROOT    (see scripts/defense_param_sweep.sh)
+Usage: python scripts/validation_table.py ROOT [ROOT ...]    (see scripts/defense_param_sweep.sh); several roots
+give one table, e.g. the default-value runs next to a sweep's.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def markdown(table: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
-        sys.exit("usage: python scripts/validation_table.py ROOT  (a folder holding `eval --validation` runs)")
-    print(markdown(rows(sys.argv[1])))
+    roots = sys.argv[1:]
+    if not roots or not all(Path(r).is_dir() for r in roots):
+        sys.exit("usage: python scripts/validation_table.py ROOT [ROOT ...]  (folders holding `eval --validation` runs)")
+    print(markdown([row for root in roots for row in rows(root)]))

@@ -378,3 +378,34 @@ def test_defenses_list_prints_every_defense_and_filters_by_stage():
     assert res.exit_code == 0 and "vaccine" in res.output and "antidote" not in res.output
     res = CliRunner().invoke(app, ["defenses", "list", "--stage", "nope"], env=wide)
     assert res.exit_code == 2 and "alignment" in res.output
+
+
+def test_defense_param_sweep_script_aligns_attacks_and_validates_each_value(tmp_path):
+    """scripts/defense_param_sweep.sh on tiny-llama: per value align (with the EXTRA fixed params and MAX_STEPS) →
+    attack → `eval --validation`, then the validation table names each defense variant; a rerun redoes nothing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from workbench.runs import list_runs
+
+    repo = Path(__file__).resolve().parents[1]
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "MODEL": "tiny-llama", "PRESET": "tiny", "DEFENSE": "vaccine", "PARAM": "rho",
+           "VALUES": "0.5", "EXTRA": "site=resid_post", "MAX_STEPS": "2", "OUT": str(tmp_path),
+           "WB": str(bin_dir / "workbench"), "PY": sys.executable}
+    cmd = ["bash", str(repo / "scripts" / "defense_param_sweep.sh")]
+    res = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    folder = tmp_path / "rho=0.5,site=resid_post,max_steps=2"
+    (align,) = list_runs(folder / "align")
+    assert align.config["spec"]["align"]["defense"]["params"] == {"rho": 0.5, "site": "resid_post"}
+    assert align.metrics["train"]["steps"] == 2
+    (attack,) = list_runs(folder / "attack")
+    assert attack.config["spec"]["model"] == str(align.path)
+    (val,) = list_runs(folder / "validation")
+    assert val.config["spec"]["model"] == str(attack.path)
+    assert "| vaccine(rho=0.5, site=resid_post) | " in res.stdout
+    again = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("done already") == 3
