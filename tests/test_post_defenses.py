@@ -420,6 +420,23 @@ def test_defense_name_shows_given_params_so_variants_read_apart(runs_root, tmp_p
     assert defense_name(open_run(copy)) == "antidote(dense_ratio=0.05, utility_ratio=0.01)"
 
 
+def test_cli_leaderboard_reads_several_roots_as_one_board(runs_root, tmp_path):
+    """A sweep's runs kept apart from the grid (their own root) still pair with the grid's SFT row."""
+    import shutil
+
+    _, paths = runs_root
+    for key, folder in (("attacked", "grid"), ("defended", "sweep")):
+        shutil.copytree(paths[key], tmp_path / folder / paths[key].name)
+    res = CliRunner().invoke(app, ["leaderboard", "--runs", str(tmp_path / "grid"), "--runs", str(tmp_path / "sweep"),
+                                   "--out", str(tmp_path / "lb"), "--formats", "html"])
+    assert res.exit_code == 0, res.output
+    rows = {r["defense"]: r for r in csv.DictReader((tmp_path / "lb.csv").open())}
+    assert set(rows) == {"sft", "freeze"} and rows["freeze"]["aligned_with"] == "sft"
+    assert "| freeze |" in (tmp_path / "lb_vs_sft.md").read_text()  # paired across the two roots
+    res = CliRunner().invoke(app, ["leaderboard", "--runs", str(tmp_path / "grid"), "--runs", str(tmp_path / "nope")])
+    assert res.exit_code == 2 and "nope: no such folder" in text(res)
+
+
 def test_archive_keeps_records_and_lowrank_models_and_the_leaderboard_reads_it(runs_root, tmp_path):
     from workbench.leaderboard import _Index, build
     from workbench.runs import ARCHIVE_NOTE, list_runs

@@ -250,22 +250,25 @@ def _repair_row(run: Run, index: _Index) -> Row:
                under.finetune_s if under else None, str(run.path), under.method if under else _method_of(spec))
 
 
-def build(root: str | Path, stages: list[str] | None = None) -> Leaderboard:
-    """Every attack / defend / repair run under `root` as a leaderboard row, grouped by attack. `stages` keeps
-    the rows of those defense stages, plus the plain-SFT rows every stage is compared against."""
-    root = Path(root)
+def build(root: str | Path | list[str | Path], stages: list[str] | None = None) -> Leaderboard:
+    """Every attack / defend / repair run under `root` (one runs root, or several read as one board) as a
+    leaderboard row, grouped by attack. `stages` keeps the rows of those defense stages, plus the plain-SFT rows
+    every stage is compared against."""
+    roots = [Path(r) for r in root] if isinstance(root, (list, tuple)) else [Path(root)]
     unknown = set(stages or ()) - set(STAGE_ORDER)
     if unknown:  # before any run folder is read
         raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use {', '.join(STAGE_ORDER)}")
-    if not root.is_dir():
-        raise ValueError(f"--runs {root}: no such folder (a runs root holding attack / defend / repair runs)")
-    runs = list_runs(root)
+    for r in roots:
+        if not r.is_dir():
+            raise ValueError(f"--runs {r}: no such folder (a runs root holding attack / defend / repair runs)")
+    runs = [run for r in roots for run in list_runs(r)]
     index = _Index(runs)
     rows = [_repair_row(r, index) if r.kind == "repair" else _fine_tuning_row(r, index)
             for r in runs if r.kind in ("attack", "defend", "repair")]
     rows = Leaderboard(rows, []).select(stages).rows if stages else rows
     if not rows:
-        raise ValueError(f"no attacked models under {root}: the leaderboard reads attack, defend and repair runs "
+        raise ValueError(f"no attacked models under {', '.join(map(str, roots))}: the leaderboard reads attack, defend and "
+                         f"repair runs "
                          f"(`workbench attack`, `workbench attack --defense`, `workbench repair`)")
     present = {m for r in rows for m in r.rates}
     metrics = [m for h in HEADLINE for m in sorted(present) if m == h or (h == "fa" and m.startswith("fa_"))]

@@ -1,7 +1,8 @@
-"""`workbench leaderboard --runs DIR [--out PREFIX]`: every attacked model under DIR — undefended, or defended at
+"""`workbench leaderboard --runs DIR [--runs DIR2 ...] [--out PREFIX]`: every attacked model under the DIRs — undefended, or defended at
 the alignment, fine-tuning or post-fine-tuning stage — in one table (PREFIX.md, PREFIX.csv), grouped bars of
 HS/HS+/FA/benign refusal per attack (PREFIX_bars.html/png) and an HS-vs-FA figure (PREFIX_hs_fa.html/png),
-read from the run folders (`workbench.leaderboard`). `--stage` narrows it to one stage's comparison. With
+read from the run folders (`workbench.leaderboard`). Several roots make one board (e.g. a hyperparameter sweep's
+runs next to the grid whose SFT row they are paired with). `--stage` narrows it to one stage's comparison. With
 alignment-stage defenses, PREFIX_alignment.md puts each aligned model's own refusal / FA next to its attacked rates."""
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Optional
 import typer
 
 
-def leaderboard_cmd(runs: Path = typer.Option(..., "--runs", help="Runs root to read (searched recursively)."),
+def leaderboard_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root to read (searched recursively); "
+                                                                        "repeat to read several as one board."),
                     out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                                       help="File prefix (default RUNS/leaderboard)."),
+                                                       help="File prefix (default FIRST_RUNS/leaderboard)."),
                     formats: str = typer.Option("html,png", help="Figure formats, comma-separated (html,png,svg)."),
                     stage: Optional[list[str]] = typer.Option(
                         None, "--stage", help="Only these defense stages (repeatable): alignment, fine-tuning, "
@@ -24,7 +26,7 @@ def leaderboard_cmd(runs: Path = typer.Option(..., "--runs", help="Runs root to 
 
     def run():
         board = build(runs, stage)
-        return board, write(board, out or Path(runs) / "leaderboard", [f.strip() for f in formats.split(",")])
+        return board, write(board, out or Path(runs[0]) / "leaderboard", [f.strip() for f in formats.split(",")])
 
     board, written = _guard(run)
     typer.echo(board.to_markdown())
