@@ -20,11 +20,15 @@ def rows(root: str | Path) -> list[dict]:
         if not str(sets).startswith("validation"):
             continue
         # evaluated model → attack run → align run → …; a base archived elsewhere under ROOT's parent is found there
-        chain, _ = base_chain(run, search=(Path(root).parent,))
+        chain, bottom = base_chain(run, search=(Path(root).parent,))
         aligned = next((r for r in chain if r.kind == "align"), None)
+        under = chain[chain.index(aligned) + 1] if aligned and chain.index(aligned) + 1 < len(chain) else None
+        steps = ((aligned.metrics.get("train") or {}).get("steps") if aligned else None)
+        start = defense_name(under) if under is not None else Path(str(bottom)).name
         attack = next((r for r in chain if r.kind in ("attack", "defend")), None)
         p = ((attack.config["spec"].get("attack") or {}).get("data") or {}).get("p") if attack else None
-        out.append({"aligned with": defense_name(aligned) if aligned else "—", "attack p": p, "sets": sets,
+        out.append({"aligned with": defense_name(aligned) if aligned else "—",
+                    "align steps (on)": f"{steps} (on {start})" if aligned else "—", "attack p": p, "sets": sets,
                     "refusal harmful": run.metrics.get("refusal_harmful"), "HS": run.metrics.get("hs"),
                     "HS+": run.metrics.get("hs_plus"), "refusal benign": run.metrics.get("refusal_benign"),
                     "run": run.path.name})
