@@ -21,9 +21,10 @@ def rows(root: str | Path) -> list[dict]:
             continue
         # evaluated model → attack run → align run → …; a base archived elsewhere under ROOT's parent is found there
         chain, bottom = base_chain(run, search=(Path(root).parent,))
-        aligned = next((r for r in chain if r.kind == "align"), None)
-        under = chain[chain.index(aligned) + 1] if aligned and chain.index(aligned) + 1 < len(chain) else None
-        steps = ((aligned.metrics.get("train") or {}).get("steps") if aligned else None)
+        i = next((k for k, r in enumerate(chain) if r.kind == "align"), None)
+        aligned = chain[i] if i is not None else None
+        under = chain[i + 1] if i is not None and i + 1 < len(chain) else None  # an earlier alignment it continued
+        steps = (aligned.metrics.get("train") or {}).get("steps") if aligned else None
         start = defense_name(under) if under is not None else Path(str(bottom)).name
         attack = next((r for r in chain if r.kind in ("attack", "defend")), None)
         p = ((attack.config["spec"].get("attack") or {}).get("data") or {}).get("p") if attack else None

@@ -99,7 +99,7 @@ def test_figures_command_filters_and_fails_clearly(runs_root, tmp_path):
                                    "leaderboard", "--formats", "svg"])
     assert res.exit_code == 0, res.output
     svgs = sorted((tmp_path / "a").rglob("*.svg"))
-    assert [p.parent.name for p in svgs] == ["leaderboard"] * len([k for k in wf.collect(runs_root, ["leaderboard"])])
+    assert [p.parent.name for p in svgs] == ["leaderboard"] * len(wf.collect(runs_root, ["leaderboard"]))
     assert "bars.svg" in [p.name for p in svgs]
     assert all(p.read_text().startswith("<svg") for p in svgs)
     assert not list((tmp_path / "a").rglob("*.png"))

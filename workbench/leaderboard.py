@@ -63,8 +63,7 @@ class Leaderboard:
 
     def select(self, stages) -> "Leaderboard":
         """The rows of these defense stages, plus the plain-SFT rows every stage is compared against."""
-        return Leaderboard([r for r in self.rows if r.stage in stages or (r.stage == "alignment" and r.defense == "sft")],
-                           self.metrics)
+        return Leaderboard(_in_stages(self.rows, stages), self.metrics)
 
     def fa_metric(self) -> str | None:
         return next((m for m in self.metrics if m.startswith("fa_")), None)
@@ -160,6 +159,11 @@ class Leaderboard:
                      f"p = {d['p_value']:.2g})" if d else "—" for d in (by_metric.get(m) for m in metrics)]
             table.append([attack, _num(p), stage, defense, *cells])
         return markdown_table(head, table)
+
+
+def _in_stages(rows: list[Row], stages) -> list[Row]:
+    """The rows of these defense stages, plus the plain-SFT rows every stage is compared against."""
+    return [r for r in rows if r.stage in stages or (r.stage == "alignment" and r.defense == "sft")]
 
 
 def _short_rate(v) -> str:
@@ -265,11 +269,10 @@ def build(root: str | Path | list[str | Path], stages: list[str] | None = None) 
     index = _Index(runs)
     rows = [_repair_row(r, index) if r.kind == "repair" else _fine_tuning_row(r, index)
             for r in runs if r.kind in ("attack", "defend", "repair")]
-    rows = Leaderboard(rows, []).select(stages).rows if stages else rows
+    rows = _in_stages(rows, stages) if stages else rows
     if not rows:
-        raise ValueError(f"no attacked models under {', '.join(map(str, roots))}: the leaderboard reads attack, defend and "
-                         f"repair runs "
-                         f"(`workbench attack`, `workbench attack --defense`, `workbench repair`)")
+        raise ValueError(f"no attacked models under {', '.join(map(str, roots))}: the leaderboard reads attack, "
+                         f"defend and repair runs (`workbench attack`, `workbench attack --defense`, `workbench repair`)")
     present = {m for r in rows for m in r.rates}
     metrics = [m for h in HEADLINE for m in sorted(present) if m == h or (h == "fa" and m.startswith("fa_"))]
     metrics += sorted(present - set(metrics))
