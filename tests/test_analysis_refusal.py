@@ -404,3 +404,13 @@ def test_figures_export_png_when_a_browser_is_installed(tmp_path):
     assert [p.suffix for p in written] == [f".{f}" for f in formats]
     if "png" in formats:
         assert (tmp_path / "probe.png").read_bytes()[:4] == b"\x89PNG"
+    inline = (tmp_path / "probe.html").stat().st_size
+    # "shared": pages of one folder load one plotly.min.js beside them, written once
+    first = export_figure(fig, tmp_path / "docs", "a", ("html",), plotlyjs="shared")
+    second = export_figure(fig, tmp_path / "docs", "b", ("html",), plotlyjs="shared")
+    js = tmp_path / "docs" / "plotly.min.js"
+    assert first == [js, tmp_path / "docs" / "a.html"] and second == [tmp_path / "docs" / "b.html"]
+    page = (tmp_path / "docs" / "b.html").read_text()
+    assert 'src="plotly.min.js"' in page and (tmp_path / "docs" / "b.html").stat().st_size < inline / 50
+    with pytest.raises(ValueError, match="inline"):
+        export_figure(fig, tmp_path, "x", ("html",), plotlyjs="cdn")

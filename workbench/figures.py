@@ -389,19 +389,11 @@ def export(figures: dict[str, go.Figure], out: str | Path, formats: Iterable[str
 
 
 def _write_html(figures: dict[str, go.Figure], out: Path) -> list[Path]:
-    import os
+    from workbench.plots.export import write_html
 
-    from plotly.offline import get_plotlyjs
-
-    out.mkdir(parents=True, exist_ok=True)
-    js = out / "plotly.min.js"
-    js.write_text(get_plotlyjs(), encoding="utf-8")
-    written = [js]
+    written: list[Path] = []
     for key, fig in figures.items():
-        path = out / f"{key}.html"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.write_html(str(path), include_plotlyjs=os.path.relpath(js, path.parent), full_html=True)
-        written.append(path)
+        written += write_html(fig, out / f"{key}.html", shared_js=out / "plotly.min.js")
     return written
 
 

@@ -289,7 +289,8 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
     """PREFIX.md, PREFIX.csv, the grouped bars PREFIX_bars.<fmt> and the HS-vs-FA figure PREFIX_hs_fa.<fmt>
     (when both metrics are present); with alignment-stage defenses besides SFT, PREFIX_alignment.md (each aligned
     model before and after the attack, `Leaderboard.alignment_markdown`); with any defended row that has a plain-SFT
-    row of the same attack, PREFIX_vs_sft.md (paired differences on the same prompts, `Leaderboard.vs_sft`)."""
+    row of the same attack, PREFIX_vs_sft.md (paired differences on the same prompts, `Leaderboard.vs_sft`).
+    HTML pages share plotly.min.js beside them (a docs folder holds many)."""
     from workbench.plots.export import export_figure
     from workbench.plots.leaderboard import figures
 
@@ -309,5 +310,5 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
         path.write_text(board.vs_sft_markdown(rows=paired))
         written.append(path)
     for name, fig in figures(board).items():
-        written += export_figure(fig, prefix.parent, f"{prefix.name}_{name}", formats)
+        written += export_figure(fig, prefix.parent, f"{prefix.name}_{name}", formats, plotlyjs="shared")
     return written
