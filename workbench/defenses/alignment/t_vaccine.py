@@ -16,6 +16,9 @@ Defaults follow the authors' script (Llama-2-7B, 32 layers): ρ = 3, S = 8, J = 
 sample per probe (their probe loader has batch size 1), and only the sampled layers' trainable weights get
 gradients in the perturbed pass (`train_only_sampled`, the memory-saving half of the method). For SmolLM2
 (30 layers) S = 8 is kept (≈ the same 1/4 of the depth); S is capped at the number of layers.
+On SmolLM2 with LoRA the validation split chose `train_only_sampled=False` (the default half-trains the other
+layers' adapters and fails after the attack; with every layer training it is nearly Vaccine —
+docs/defenses-alignment.md). The default stays the authors' so that `t_vaccine` means their method.
 
 Deviations: as in `vaccine.py`, the default site is the decoder layer's output (`site="resid_post"`); the
 authors hook the attention module (`site="attn_out"`). The authors' code also adds layer i−1 to every sampled
