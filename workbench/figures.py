@@ -389,12 +389,11 @@ def export(figures: dict[str, go.Figure], out: str | Path, formats: Iterable[str
 
 
 def _write_html(figures: dict[str, go.Figure], out: Path) -> list[Path]:
-    from workbench.plots.export import write_html
+    from workbench.plots.export import write_html, write_shared_plotlyjs
 
-    written: list[Path] = []
-    for key, fig in figures.items():
-        written += write_html(fig, out / f"{key}.html", shared_js=out / "plotly.min.js")
-    return written
+    js = out / "plotly.min.js"
+    written = write_shared_plotlyjs(js)  # once for all pages
+    return written + [write_html(fig, out / f"{key}.html", shared_js=js) for key, fig in figures.items()]
 
 
 def _write_images(figs: list[go.Figure], paths: list[Path], fmt: str) -> None:

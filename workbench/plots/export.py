@@ -31,26 +31,29 @@ def _ensure_browser_env() -> bool:
     return False
 
 
-def write_html(fig: go.Figure, path: str | Path, shared_js: Path | None = None) -> list[Path]:
-    """fig as path; with shared_js, the page loads that plotly.min.js (written there unless it already holds this
-    plotly's copy) by a relative link instead of embedding it. Returns the files written."""
+def write_shared_plotlyjs(path: Path) -> list[Path]:
+    """plotly.js at path for pages that link to it, unless path already holds this plotly's copy. Returns the
+    files written (none or path)."""
+    from plotly.offline import get_plotlyjs
+
+    js = get_plotlyjs()
+    if path.exists() and path.read_text(encoding="utf-8") == js:
+        return []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(js, encoding="utf-8")
+    return [path]
+
+
+def write_html(fig: go.Figure, path: str | Path, shared_js: Path | None = None) -> Path:
+    """fig as path: self-contained, or with shared_js, loading that plotly.min.js (see `write_shared_plotlyjs`)
+    by a relative link instead of embedding it."""
     import os
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if shared_js is None:
-        fig.write_html(str(path), include_plotlyjs=True, full_html=True)
-        return [path]
-    from plotly.offline import get_plotlyjs
-
-    written = []
-    js = get_plotlyjs()
-    if not shared_js.exists() or shared_js.read_text(encoding="utf-8") != js:
-        shared_js.parent.mkdir(parents=True, exist_ok=True)
-        shared_js.write_text(js, encoding="utf-8")
-        written.append(shared_js)
-    fig.write_html(str(path), include_plotlyjs=os.path.relpath(shared_js, path.parent), full_html=True)
-    return [*written, path]
+    include = True if shared_js is None else os.path.relpath(shared_js, path.parent)
+    fig.write_html(str(path), include_plotlyjs=include, full_html=True)
+    return path
 
 
 def export_figure(fig: go.Figure, folder: str | Path, name: str, formats=("html", "png"),
@@ -63,8 +66,10 @@ def export_figure(fig: go.Figure, folder: str | Path, name: str, formats=("html"
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     if "html" in formats:
-        written += write_html(fig, folder / f"{name}.html",
-                              folder / "plotly.min.js" if plotlyjs == "shared" else None)
+        shared_js = folder / "plotly.min.js" if plotlyjs == "shared" else None
+        if shared_js is not None:
+            written += write_shared_plotlyjs(shared_js)
+        written.append(write_html(fig, folder / f"{name}.html", shared_js))
     static = [f for f in formats if f in ("png", "svg", "pdf")]
     if static:
         if not _ensure_browser_env():
