@@ -19,7 +19,7 @@ def validation_sets(preset_name: str, seed: int, n_harmful: int, n_benign: int) 
     """(harmful, benign) validation prompts for models aligned with `preset_name`'s alignment mix at `seed`."""
     from workbench.attacks.harmful_ft import harmful_pool, training_pool
     from workbench.defenses.alignment.data import alignment_samples
-    from workbench.pipeline import preset
+    from workbench.presets import preset
 
     align = preset(preset_name, seed).align
     trained = {s.uid for s in alignment_samples(align, seed)} | {s.uid for s in harmful_pool("harmful_qa")}
