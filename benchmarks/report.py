@@ -25,7 +25,7 @@ python -m benchmarks.run_all --quick    # tiny-llama, each benchmark under a min
 python -m benchmarks.run_all            # SmolLM2-135M-Instruct: the reported numbers (idle machine)
 ```
 
-Goals (issue #11): training tokens/s ≥ 1.0× Hugging Face Trainer (full and LoRA); cached activation
+Goals: training tokens/s ≥ 1.0× Hugging Face Trainer (full and LoRA); cached activation
 extraction ≤ 2× a bare forward pass; quickstart under a minute on tiny-llama. `quick` rows use tiny-llama,
 whose tiny matrices make Python overhead dominate: read the SmolLM2 rows for real ratios.
 """

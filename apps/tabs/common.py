@@ -89,7 +89,8 @@ def show_figures(figs: dict[str, go.Figure], key: str) -> None:
 
 
 def show_saved_figures(path: str, key: str) -> int:
-    """Figures the run folder already holds (for analyses not registered in this version). Returns how many."""
+    """Figures the run folder already holds: the fallback when its plots module cannot draw them, or for a run
+    whose analysis name is not in `ANALYSES` (a folder written by another workbench). Returns how many."""
     import streamlit.components.v1 as components
 
     saved = wf.saved_figures(Path(path))
@@ -128,11 +129,7 @@ def analysis_section(root: Path, name: str, title: str, command: str, key: str) 
     recs = [r for r in runs(root, "analysis") if wf.canonical(r["analysis"] or "") == wf.canonical(name)]
     registered = wf.registered_name(name) is not None
     if not recs:
-        if registered:
-            empty(f"{title.lower()} runs ({name} analysis)", command)
-        else:
-            st.info(f"No {title.lower()} runs yet — the `{name}` analysis is not registered in this version of "
-                    f"workbench; once it lands, run `{command}`", icon="ℹ️")
+        empty(f"{title.lower()} runs ({name} analysis)", command)
         return
     rec = pick_run(recs, f"{title} run", key=f"{key}-run")
     cfg = read_config(rec["path"]).get("spec", {})

@@ -54,7 +54,7 @@ def judge_missing() -> str | None:
     """None when the moderation judge can score without training; else why not (shown to the user)."""
     try:
         from workbench.evaluation import judge as J
-    except Exception as err:  # being finished by another engineer: never crash on it
+    except Exception as err:  # the judge is optional here (answers and refusal flags work without it)
         return f"the moderation judge is not available ({type(err).__name__})"
     if not all(hasattr(J, f) for f in ("load_judge", "judge_dir", "get_embedder")):
         return "the moderation judge has no scoring function in this version"

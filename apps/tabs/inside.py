@@ -1,9 +1,9 @@
 """Inside the model: what the mechanistic analyses found, read from analysis run folders.
 
 One section per analysis (probe accuracy, refusal signal, drift, activation patching, logit attribution),
-each drawn by the analysis' own plots module (`ANALYSES` in `workbench.analysis`). Analyses that are not
-registered yet say so, and still show any figures their run folders hold. Analyses registered later that no
-tab claims appear under "Other analyses".
+each drawn by the analysis' own plots module (`ANALYSES` in `workbench.analysis`). Registered analyses that no
+tab claims, and run folders of analyses this workbench does not register (shown with the figures they hold),
+appear under "Other analyses".
 """
 from __future__ import annotations
 
