@@ -9,8 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from workbench.figures import defense_name, fmt_rate, markdown_table
-from workbench.runs import base_chain, list_runs
+from workbench.runs import base_chain, defense_name, list_runs
+from workbench.tables import markdown_table
+from workbench.vocabulary import fmt_rate
 
 
 def rows(root: str | Path) -> list[dict]:
