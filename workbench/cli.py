@@ -222,9 +222,10 @@ def defenses_list(stage: Optional[str] = typer.Option(
 def runs_list(out: Path = OutOpt, kind: Optional[str] = typer.Option(None, help="Only runs of this kind.")):
     """Finished runs, oldest first, with their headline metrics."""
     from workbench.runs import has_interrupted, list_runs
+    from workbench.vocabulary import short_title
 
     table = Table(title=f"runs in {out}")
-    for c in ("run", "kind", "refusal harmful", "refusal benign", "FA"):
+    for c in ("run", "kind", short_title("refusal_harmful"), short_title("refusal_benign"), "FA"):
         table.add_column(c)
     for r in list_runs(out, kind):
         m = r.metrics
