@@ -21,7 +21,8 @@ SPELLINGS = {"finetune": "fine-tuning", "fine-tuning": "fine-tuning", "post": "p
 # ------------------------------------------------------------------------------------------- stages
 
 
-@pytest.mark.parametrize("name, stage", [*SPELLINGS.items(), ("Fine-Tuning", "fine-tuning"), (" post ", "post-fine-tuning")])
+@pytest.mark.parametrize("name, stage", [*SPELLINGS.items(), ("Fine-Tuning", "fine-tuning"),
+                                         (" post ", "post-fine-tuning")])
 def test_parse_stage_reads_the_canonical_and_the_older_spellings(name, stage):
     assert v.parse_stage(name) == stage
     assert v.parse_stage(name, none=True) == stage
@@ -120,9 +121,10 @@ def test_analysis_names_have_one_spelling_and_map_to_their_module_files():
     assert "refusal-direction" in ANALYSES and "refusal_direction" not in ANALYSES
     for name, (mod, plots) in ANALYSES.items():
         assert v.analysis_key(name) == name
-        assert mod == f"workbench.analysis.{v.analysis_module(name)}" and plots == f"workbench.plots.{v.analysis_module(name)}"
-        assert (repo / "workbench" / "analysis" / f"{v.analysis_module(name)}.py").is_file()
-        assert (repo / "workbench" / "plots" / f"{v.analysis_module(name)}.py").is_file()
+        module = v.analysis_module(name)
+        assert (mod, plots) == (f"workbench.analysis.{module}", f"workbench.plots.{module}")
+        assert (repo / "workbench" / "analysis" / f"{module}.py").is_file()
+        assert (repo / "workbench" / "plots" / f"{module}.py").is_file()
     for spelling in ("refusal-direction", "refusal_direction", "Refusal_Direction "):
         assert registered_name(spelling) == "refusal-direction"
     assert registered_name("patching-cross") is None

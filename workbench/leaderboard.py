@@ -158,8 +158,8 @@ class Leaderboard:
                         rows: list[dict] | None = None) -> str:
         """`vs_sft` as a table, one line per defended run; pass `rows` when `vs_sft(metrics)` was computed."""
         rows = self.vs_sft(metrics) if rows is None else rows
-        head = ["attack", "p", "stage", "defense", *[f"{short_title(m)} − SFT [95 %] (only defense / only SFT; McNemar p)"
-                                                     for m in metrics]]
+        head = ["attack", "p", "stage", "defense",
+                *[f"{short_title(m)} − SFT [95 %] (only defense / only SFT; McNemar p)" for m in metrics]]
         groups: dict[tuple, dict] = {}
         for d in rows:
             groups.setdefault((d["attack"], d["p"], d["stage"], d["defense"], d["run"]), {})[d["metric"]] = d

@@ -132,7 +132,7 @@ def report_cmd(embedder: EmbedderName = EmbedderOpt,
         for col in ("set", "FN", "FP"):
             t2.add_column(col)
         for name, r in _guard(secondary_reports, judge).items():
-            t2.add_row(name, fmt_rate(r.fn, counts=True) if r.fn.n else "—", fmt_rate(r.fp, counts=True) if r.fp.n else "—")
+            t2.add_row(name, *[fmt_rate(x, counts=True) if x.n else "—" for x in (r.fn, r.fp)])
         console.print(t2)
     if errors:
         for e in rep.errors:
