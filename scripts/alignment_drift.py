@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from workbench.figures import fmt_rate, markdown_table
 from workbench.runs import list_runs, open_run
+from workbench.tables import markdown_table
+from workbench.vocabulary import fmt_rate
 
 
 def last_run(folder: Path):

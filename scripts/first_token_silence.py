@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from workbench.data.chat import prompt_ids
-from workbench.figures import markdown_table
 from workbench.models import load_model
 from workbench.runs import list_runs
+from workbench.tables import markdown_table
 
 
 @torch.inference_mode()

@@ -9,8 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from workbench.figures import defense_name, fmt_rate, markdown_table
-from workbench.runs import base_chain, list_runs
+from workbench.runs import base_chain, defense_name, list_runs
+from workbench.tables import markdown_table
+from workbench.vocabulary import fmt_rate, short_title
 
 
 def rows(root: str | Path) -> list[dict]:
@@ -30,8 +31,8 @@ def rows(root: str | Path) -> list[dict]:
         p = ((attack.config["spec"].get("attack") or {}).get("data") or {}).get("p") if attack else None
         out.append({"aligned with": defense_name(aligned) if aligned else "—",
                     "align steps (on)": f"{steps} (on {start})" if aligned else "—", "attack p": p, "sets": sets,
-                    "refusal harmful": run.metrics.get("refusal_harmful"), "HS": run.metrics.get("hs"),
-                    "HS+": run.metrics.get("hs_plus"), "refusal benign": run.metrics.get("refusal_benign"),
+                    **{short_title(m): run.metrics.get(m) for m in ("refusal_harmful", "hs", "hs_plus",
+                                                                    "refusal_benign")},
                     "run": run.path.name})
     return out
 

@@ -283,7 +283,7 @@ def test_cli_antidote_repair_run_saves_exactly_the_pruned_weights(runs_root):
 
 @pytest.mark.parametrize("args, message", [
     (["--defense", "nope"], "'nope' is unknown; repair takes a post-fine-tuning defense: antidote, safelora"),
-    (["--defense", "lisa"], "'lisa' is a finetune-stage defense"),
+    (["--defense", "lisa"], "'lisa' is a fine-tuning-stage defense"),
     (["--defense", "safelora", "--param", "threshold=2"], "bad hyperparameters for defense 'safelora'"),
     (["--defense", "antidote", "--param", "ratio=0.1"], "it accepts: dense_ratio"),
     (["--defense", "antidote", "--param", "dense_ratio"], "--param expects KEY=VALUE"),

@@ -199,10 +199,13 @@ def defenses(ctx: typer.Context):
 
 
 @defenses_app.command("list")
-def defenses_list(stage: Optional[str] = typer.Option(None, help="Only this stage: alignment, finetune or post.")):
+def defenses_list(stage: Optional[str] = typer.Option(
+        None, help="Only this stage: alignment, fine-tuning or post-fine-tuning (also finetune, post).")):
     """List every defense with its stage and hyperparameters."""
     from workbench.defenses import DEFENSES
+    from workbench.vocabulary import parse_stage
 
+    stage = _guard(parse_stage, stage) if stage is not None else None
     infos = [i for i in DEFENSES.values() if stage is None or i.stage == stage]
     if not infos:
         _fail(f"no defenses of stage {stage!r}; stages: {sorted({i.stage for i in DEFENSES.values()})}")
@@ -219,9 +222,10 @@ def defenses_list(stage: Optional[str] = typer.Option(None, help="Only this stag
 def runs_list(out: Path = OutOpt, kind: Optional[str] = typer.Option(None, help="Only runs of this kind.")):
     """Finished runs, oldest first, with their headline metrics."""
     from workbench.runs import has_interrupted, list_runs
+    from workbench.vocabulary import short_title
 
     table = Table(title=f"runs in {out}")
-    for c in ("run", "kind", "refusal harmful", "refusal benign", "FA"):
+    for c in ("run", "kind", short_title("refusal_harmful"), short_title("refusal_benign"), "FA"):
         table.add_column(c)
     for r in list_runs(out, kind):
         m = r.metrics
@@ -291,9 +295,9 @@ def _read_prompts(path: Path):
 
 
 def _fmt_rate(r) -> str:
-    if not r:
-        return "—"
-    return f"{r['value']:.0f}% [{r['low']:.0f}–{r['high']:.0f}] n={r['n']}"
+    from workbench.vocabulary import fmt_rate
+
+    return fmt_rate(r, decimals=0)
 
 
 def _print_metrics(path: Path) -> None:

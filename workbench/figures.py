@@ -26,49 +26,11 @@ from typing import Iterable
 
 import plotly.graph_objects as go
 
-from workbench.runs import INCOMPLETE, Run, list_runs
+from workbench.analysis import ANALYSES
+from workbench.runs import INCOMPLETE, Run, base_of, defense_name, list_runs
+from workbench.vocabulary import analysis_key
 
-# headline rates, in display order (fa_<task> keys are added as found)
-RATE_TITLES = {"hs": "harmful score HS", "hs_plus": "HS+ (harmful or incoherent)",
-               "refusal_harmful": "refusal rate, harmful (RR)", "refusal_benign": "refusal rate, benign"}
-
-
-# ------------------------------------------------------------------------------------------ metrics
-
-
-def is_rate(v) -> bool:
-    """A metrics.json rate: {"value": %, "low": %, "high": %, "n": int, ...}."""
-    return isinstance(v, dict) and {"value", "low", "high"} <= set(v)
-
-
-def rate_keys(metrics_list: Iterable[dict]) -> list[str]:
-    """Rate metric names present in any of `metrics_list`, headline rates first."""
-    present = {k for m in metrics_list for k, v in m.items() if is_rate(v)}
-    ordered = [k for k in RATE_TITLES if k in present]
-    return ordered + sorted(present - set(ordered))
-
-
-def rate_title(key: str) -> str:
-    if key in RATE_TITLES:
-        return RATE_TITLES[key]
-    if key.startswith("fa_"):
-        return f"fine-tune accuracy {key[3:]} (FA)"
-    return key.replace("_", " ")
-
-
-def fmt_rate(v) -> str:
-    """"35.0% [20.1–52.3] n=40" for a rate, "—" for anything else."""
-    if not is_rate(v):
-        return "—"
-    n = f" n={v['n']}" if "n" in v else ""
-    return f"{v['value']:.1f}% [{v['low']:.1f}–{v['high']:.1f}]{n}"
-
-
-def markdown_table(head: list[str], rows: Iterable[Iterable]) -> str:
-    """A GitHub markdown table: the header, the rule, one line per row (cells written with str)."""
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+# ------------------------------------------------------------------------------------------ display
 
 
 def clean(obj):
@@ -88,12 +50,6 @@ def short_ref(ref) -> str:
         return "—"
     s = str(ref).rstrip("/")
     return s.rsplit("/", 1)[-1] if "/" in s else s
-
-
-def base_of(run: Run) -> str | None:
-    """The model a run started from (`spec.model`): registered name or absolute folder."""
-    spec = run.config.get("spec") or {}
-    return spec.get("model") if isinstance(spec, dict) else None
 
 
 def _same(a: str | None, b: str | Path | None) -> bool:
@@ -145,16 +101,10 @@ def pipeline_runs(root: str | Path, model: str | None = None) -> dict[str, Run]:
 # ------------------------------------------------------------------------------------ analysis runs
 
 
-def canonical(name: str) -> str:
-    """Analysis names compare without case and with '-' = '_' ("refusal-direction" = "refusal_direction")."""
-    return name.strip().lower().replace("-", "_")
-
-
 def registered_name(name: str) -> str | None:
-    """The ANALYSES key matching `name`, or None when that analysis is not registered (yet)."""
-    from workbench.analysis import ANALYSES
-
-    return next((k for k in ANALYSES if canonical(k) == canonical(name)), None)
+    """The ANALYSES key of `name` (either spelling), or None when that analysis is not registered (yet)."""
+    key = analysis_key(name)
+    return key if key in ANALYSES else None
 
 
 def analysis_name(run: Run) -> str | None:
@@ -168,7 +118,7 @@ def analysis_runs(root: str | Path, name: str | None = None) -> list[Run]:
     """Finished analysis runs under `root` (of analysis `name` when given), oldest first."""
     runs = [r for r in list_runs(root, "analysis") if (r.path / "result.json").is_file()]
     if name is not None:
-        runs = [r for r in runs if canonical(analysis_name(r) or "") == canonical(name)]
+        runs = [r for r in runs if analysis_key(analysis_name(r) or "") == analysis_key(name)]
     return runs
 
 
@@ -257,21 +207,6 @@ def sweep_figures(folder: str | Path) -> dict[str, go.Figure]:
 
     rows = sweep_rows(folder)
     return figures(rows) if rows else {}
-
-
-# -------------------------------------------------------------------------------------- leaderboard
-
-
-def defense_name(run: Run) -> str:
-    """The defense of an align / defend / repair run, with the parameters given on its command line (so a
-    variant such as `bea(n_safety=33)` reads apart from the defaults run); defaults are not repeated."""
-    spec = run.config.get("spec") or {}
-    defense = (spec.get("align") or {}).get("defense") if run.kind == "align" else spec.get("defense")
-    if not isinstance(defense, dict) or not defense.get("name"):
-        return run.name
-    given = defense.get("params") or {}
-    args = ", ".join(f"{k}={v}" for k, v in sorted(given.items()))
-    return f"{defense['name']}({args})" if args else defense["name"]
 
 
 # ------------------------------------------------------------------------------------ collect/export

@@ -24,10 +24,19 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.figures import base_of, defense_name, fmt_rate, is_rate, markdown_table
-from workbench.runs import Run, list_runs, open_run, run_kind
+from workbench.runs import Run, base_of, defense_name, list_runs, open_run, run_kind
+from workbench.tables import markdown_table
+from workbench.vocabulary import (
+    ALIGNMENT,
+    BOARD_STAGES,
+    FINE_TUNING,
+    NONE,
+    POST_FINE_TUNING,
+    fmt_rate,
+    is_rate,
+    short_title,
+)
 
-STAGE_ORDER = ("none", "alignment", "fine-tuning", "post-fine-tuning")
 HEADLINE = ("hs", "hs_plus", "fa", "refusal_benign", "refusal_harmful")  # "fa" stands for every fa_<task>
 
 
@@ -93,7 +102,7 @@ class Leaderboard:
 
     def to_markdown(self) -> str:
         head = ["attack", "p", "method", "stage", "defense", "aligned with", "fine-tuned with",
-                *map(title, self.metrics), "defense s", "fine-tune s", "run"]
+                *map(short_title, self.metrics), "defense s", "fine-tune s", "run"]
         return markdown_table(head, ([r.attack, _num(r.p), r.method or "—", r.stage, r.defense, r.aligned_with,
                                       r.finetune_defense, *[fmt_rate(r.rates.get(m)) for m in self.metrics],
                                       _num(r.defense_s), _num(r.finetune_s), Path(r.run).name] for r in self.rows))
@@ -101,20 +110,21 @@ class Leaderboard:
     def alignment_markdown(self) -> str:
         """Alignment-stage defenses before and after the attack, one row per (attack, p, defense): the aligned
         model's own refusal / FA next to the attacked model's rates; alignment seconds relative to plain SFT."""
-        rows = [r for r in self.rows if r.stage == "alignment"]
+        rows = [r for r in self.rows if r.stage == ALIGNMENT]
         fa = self.fa_metric()
         sft_s = {r.attack_key: r.defense_s for r in rows if r.defense == "sft"}
+        before = [m for m in ("refusal_harmful", "refusal_benign", fa) if m]
         after = [m for m in ("hs", "hs_plus", "refusal_harmful", "refusal_benign", fa) if m]
-        head = ["attack", "p", "defense", "starts from", "aligned: refusal harmful", "aligned: refusal benign",
-                *([f"aligned: {title(fa)}"] if fa else []), "align s (× sft)", *[f"attacked: {title(m)}" for m in after]]
+        head = ["attack", "p", "defense", "starts from", *[f"aligned: {short_title(m)}" for m in before],
+                "align s (× sft)", *[f"attacked: {short_title(m)}" for m in after]]
         table = []
         for r in rows:
             base_s = sft_s.get(r.attack_key)
             cost = _num(r.defense_s) if r.defense_s is None or not base_s else f"{r.defense_s:.0f} ({r.defense_s / base_s:.2f}×)"
             if r.aligned_from_run and r.defense_s is not None:  # a phase on top of an earlier alignment
                 cost = f"{r.aligned_from} + {cost}"
-            before = [_short_rate(r.aligned_rates.get(m)) for m in ("refusal_harmful", "refusal_benign", *([fa] if fa else []))]
-            table.append([r.attack, _num(r.p), r.defense, r.aligned_from, *before, cost,
+            table.append([r.attack, _num(r.p), r.defense, r.aligned_from,
+                          *[_short_rate(r.aligned_rates.get(m)) for m in before], cost,
                           *[_short_rate(r.rates.get(m)) for m in after]])
         return markdown_table(head, table)
 
@@ -124,7 +134,7 @@ class Leaderboard:
         interval, the discordant counts and the exact McNemar p. Reads each run's samples.jsonl."""
         from workbench.evaluation.paired import compare_samples
 
-        sft = {r.attack_key: r for r in self.rows if r.stage == "alignment" and r.defense == "sft"}
+        sft = {r.attack_key: r for r in self.rows if r.stage == ALIGNMENT and r.defense == "sft"}
         samples: dict[str, list[dict]] = {}
 
         def read(run: str) -> list[dict]:
@@ -135,7 +145,7 @@ class Leaderboard:
         out = []
         for r in self.rows:
             base = sft.get(r.attack_key)
-            if base is None or base is r or r.stage == "none":  # "none": an attack on a non-aligned model
+            if base is None or base is r or r.stage == NONE:  # an attack on a non-aligned model
                 continue
             for m in metrics:
                 if m in r.rates and m in base.rates:
@@ -148,8 +158,8 @@ class Leaderboard:
                         rows: list[dict] | None = None) -> str:
         """`vs_sft` as a table, one line per defended run; pass `rows` when `vs_sft(metrics)` was computed."""
         rows = self.vs_sft(metrics) if rows is None else rows
-        head = ["attack", "p", "stage", "defense", *[f"{title(m)} − SFT [95 %] (only defense / only SFT; McNemar p)"
-                                                     for m in metrics]]
+        head = ["attack", "p", "stage", "defense",
+                *[f"{short_title(m)} − SFT [95 %] (only defense / only SFT; McNemar p)" for m in metrics]]
         groups: dict[tuple, dict] = {}
         for d in rows:
             groups.setdefault((d["attack"], d["p"], d["stage"], d["defense"], d["run"]), {})[d["metric"]] = d
@@ -163,19 +173,12 @@ class Leaderboard:
 
 def _in_stages(rows: list[Row], stages) -> list[Row]:
     """The rows of these defense stages, plus the plain-SFT rows every stage is compared against."""
-    return [r for r in rows if r.stage in stages or (r.stage == "alignment" and r.defense == "sft")]
+    return [r for r in rows if r.stage in stages or (r.stage == ALIGNMENT and r.defense == "sft")]
 
 
 def _short_rate(v) -> str:
     """"51 [41–61]" (%, 95 % interval); n is the same within a table and said next to it."""
-    return f"{v['value']:.0f} [{v['low']:.0f}–{v['high']:.0f}]" if is_rate(v) else "—"
-
-
-TITLES = {"hs": "HS", "hs_plus": "HS+", "refusal_benign": "refusal benign", "refusal_harmful": "refusal harmful"}
-
-
-def title(metric: str) -> str:
-    return TITLES.get(metric) or (f"FA {metric[3:]}" if metric.startswith("fa_") else metric.replace("_", " "))
+    return fmt_rate(v, decimals=0, percent=False, n=False)
 
 
 def _num(x) -> str:
@@ -225,11 +228,11 @@ def _fine_tuning_row(run: Run, index: _Index) -> Row:
     if run.kind == "defend":
         train = run.metrics.get("train") or {}
         cost = None if train.get("train_seconds") is None else train["train_seconds"] + train.get("data_defense_seconds", 0)
-        stage, defense, ft_defense = "fine-tuning", defense_name(run), defense_name(run)
+        stage, defense, ft_defense = FINE_TUNING, defense_name(run), defense_name(run)
     elif base is not None and base.kind == "align":
-        stage, defense, ft_defense, cost = "alignment", aligned, "—", _seconds(base, "train")
+        stage, defense, ft_defense, cost = ALIGNMENT, aligned, "—", _seconds(base, "train")
     else:
-        stage, defense, ft_defense, cost = "none", "none", "—", None
+        stage, defense, ft_defense, cost = NONE, "none", "—", None
     attack, p, n = _attack_of(spec)
     aligned_rates, aligned_from, from_run = {}, "—", False
     if base is not None and base.kind == "align":
@@ -248,7 +251,7 @@ def _repair_row(run: Run, index: _Index) -> Row:
     under = _fine_tuning_row(target, index) if target is not None and target.kind in ("attack", "defend") else None
     attack, p, n = _attack_of(spec) if spec.get("attack") else (
         (under.attack, under.p, under.n) if under else ("unknown", None, None))
-    return Row("post-fine-tuning", defense_name(run), under.aligned_with if under else "—",
+    return Row(POST_FINE_TUNING, defense_name(run), under.aligned_with if under else "—",
                under.finetune_defense if under else "—", attack, p, n, run.config.get("seed"),
                {k: v for k, v in run.metrics.items() if is_rate(v)}, _seconds(run, "repair"),
                under.finetune_s if under else None, str(run.path), under.method if under else _method_of(spec))
@@ -256,12 +259,13 @@ def _repair_row(run: Run, index: _Index) -> Row:
 
 def build(root: str | Path | list[str | Path], stages: list[str] | None = None) -> Leaderboard:
     """Every attack / defend / repair run under `root` (one runs root, or several read as one board) as a
-    leaderboard row, grouped by attack. `stages` keeps the rows of those defense stages, plus the plain-SFT rows
-    every stage is compared against."""
+    leaderboard row, grouped by attack. `stages` (canonical names, `vocabulary.BOARD_STAGES`) keeps the rows of
+    those defense stages, plus the plain-SFT rows every stage is compared against."""
     roots = [Path(r) for r in root] if isinstance(root, (list, tuple)) else [Path(root)]
-    unknown = set(stages or ()) - set(STAGE_ORDER)
+    unknown = set(stages or ()) - set(BOARD_STAGES)
     if unknown:  # before any run folder is read
-        raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use {', '.join(STAGE_ORDER)}")
+        raise ValueError(f"unknown stage(s) {', '.join(sorted(unknown))}; use {', '.join(BOARD_STAGES)} "
+                         f"(`vocabulary.parse_stage` reads the older spellings)")
     for r in roots:
         if not r.is_dir():
             raise ValueError(f"--runs {r}: no such folder (a runs root holding attack / defend / repair runs)")
@@ -279,7 +283,7 @@ def build(root: str | Path | list[str | Path], stages: list[str] | None = None) 
 
     def key(r: Row):
         hs = (r.rates.get("hs") or {}).get("value")
-        return (r.attack, r.p if r.p is not None else -1, r.n or 0, r.method or "", STAGE_ORDER.index(r.stage),
+        return (r.attack, r.p if r.p is not None else -1, r.n or 0, r.method or "", BOARD_STAGES.index(r.stage),
                 hs if hs is not None else float("inf"), r.defense)
 
     return Leaderboard(sorted(rows, key=key), metrics)
@@ -300,7 +304,7 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
     md.write_text(board.to_markdown())
     table.write_text(board.to_csv())
     written = [md, table]
-    if any(r.stage == "alignment" and r.defense != "sft" for r in board.rows):  # defenses to put before / after
+    if any(r.stage == ALIGNMENT and r.defense != "sft" for r in board.rows):  # defenses to put before / after
         aligned = prefix.with_name(prefix.name + "_alignment.md")
         aligned.write_text(board.alignment_markdown())
         written.append(aligned)

@@ -11,6 +11,7 @@ from pathlib import Path
 from workbench import steps
 from workbench.presets import default_preset, preset
 from workbench.runs import open_run
+from workbench.vocabulary import short_title
 
 
 def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | None = None,
@@ -29,8 +30,7 @@ def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | No
     return paths
 
 
-METRIC_COLUMNS = [("refusal_harmful", "refusal, harmful (RR)"), ("refusal_benign", "refusal, benign"),
-                  ("hs", "harmful score (HS)"), ("hs_plus", "HS+ (harmful or incoherent)"), ("fa_sst2", "fine-tune acc. sst2 (FA)")]
+METRIC_COLUMNS = ("refusal_harmful", "refusal_benign", "hs", "hs_plus", "fa_sst2")  # titled by `short_title`
 
 
 def results_table(paths: dict[str, Path]) -> list[dict]:
@@ -40,6 +40,6 @@ def results_table(paths: dict[str, Path]) -> list[dict]:
         if label.startswith("_"):
             continue
         metrics = open_run(path).metrics
-        cells = {title: metrics.get(key) for key, title in METRIC_COLUMNS if key in metrics}
+        cells = {short_title(key): metrics.get(key) for key in METRIC_COLUMNS if key in metrics}
         rows.append({"model": label, "run": str(path), **cells})
     return rows

@@ -345,3 +345,24 @@ def _archive_lowrank(run_path: Path, folder: Path) -> dict:
         raise ValueError(f"{run_path}: cannot archive its weights as a low-rank delta: {err}") from None
     save_lowrank(factors, base, folder)
     return {"base": base, **report}
+
+
+# ----------------------------------------------------------------------------- what a run was made from
+
+
+def base_of(run: Run) -> str | None:
+    """The model a run started from (`spec.model`): registered name or absolute folder."""
+    spec = run.config.get("spec") or {}
+    return spec.get("model") if isinstance(spec, dict) else None
+
+
+def defense_name(run: Run) -> str:
+    """The defense of an align / defend / repair run, with the parameters given on its command line (so a
+    variant such as `bea(n_safety=33)` reads apart from the defaults run); defaults are not repeated."""
+    spec = run.config.get("spec") or {}
+    defense = (spec.get("align") or {}).get("defense") if run.kind == "align" else spec.get("defense")
+    if not isinstance(defense, dict) or not defense.get("name"):
+        return run.name
+    given = defense.get("params") or {}
+    args = ", ".join(f"{k}={v}" for k, v in sorted(given.items()))
+    return f"{defense['name']}({args})" if args else defense["name"]

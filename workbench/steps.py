@@ -93,7 +93,7 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
     if defense is not None and defense.name not in ("none", ""):
         from workbench.defenses import get_defense, parse_params
 
-        info = get_defense(defense.name, "finetune")
+        info = get_defense(defense.name, "fine-tuning")
         params = parse_params(info, defense.params)
         resolved = params.model_dump()
         context = {"samples": samples, "model": model, "seed": seed, "train": spec.train, "notes": {}}
@@ -154,7 +154,7 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
     from workbench.defenses.post.common import RepairContext
     from workbench.models import save_model
 
-    info = get_defense(defense, "post")
+    info = get_defense(defense, "post-fine-tuning")
     resolved = parse_params(info, params)
     run = _run_of(model)
     if run is not None and run.kind not in REPAIRABLE:

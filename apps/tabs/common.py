@@ -15,6 +15,7 @@ import streamlit as st
 
 from workbench import figures as wf
 from workbench.runs import INCOMPLETE, Run, list_runs
+from workbench.vocabulary import analysis_key, fmt_rate, is_rate
 
 
 def fingerprint(root: Path) -> tuple:
@@ -107,8 +108,8 @@ def metrics_table(metrics: dict) -> None:
     """Headline numbers of a run as a two-column table (rates as 'v% [lo–hi] n')."""
     rows = []
     for k, v in metrics.items():
-        if wf.is_rate(v):
-            rows.append({"metric": k, "value": wf.fmt_rate(v)})
+        if is_rate(v):
+            rows.append({"metric": k, "value": fmt_rate(v)})
         elif isinstance(v, (int, float, str, bool)) or v is None:
             rows.append({"metric": k, "value": "—" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))})
         else:
@@ -126,7 +127,7 @@ def pick_run(recs: list[dict], title: str, key: str) -> dict:
 
 def analysis_section(root: Path, name: str, title: str, command: str, key: str) -> None:
     """Pick one run of analysis `name`, show its headline numbers and figures; an empty state when none."""
-    recs = [r for r in runs(root, "analysis") if wf.canonical(r["analysis"] or "") == wf.canonical(name)]
+    recs = [r for r in runs(root, "analysis") if analysis_key(r["analysis"] or "") == analysis_key(name)]
     registered = wf.registered_name(name) is not None
     if not recs:
         empty(f"{title.lower()} runs ({name} analysis)", command)

@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from apps.tabs import common
-from workbench import figures as wf
+from workbench.vocabulary import fmt_rate, long_title
 
 TITLE = "Compare"
 SLOTS = (("aligned", "Aligned"), ("attacked", "Attacked"), ("repaired", "Repaired"))
@@ -175,5 +175,5 @@ def render(root: Path) -> None:
                         st.badge(f"judge P(harmful) = {score:.2f}", color="red" if score >= 0.5 else "gray")
             st.text(text or "(empty answer)")
             m = rec["metrics"]
-            st.caption(" · ".join(f"{wf.rate_title(k)}: {wf.fmt_rate(m[k])}" for k in ("refusal_harmful", "hs")
+            st.caption(" · ".join(f"{long_title(k)}: {fmt_rate(m[k])}" for k in ("refusal_harmful", "hs")
                                   if k in m) or "no metrics")

@@ -12,8 +12,9 @@ from pathlib import Path
 import streamlit as st
 
 from apps.tabs import common
-from workbench.leaderboard import STAGE_ORDER, Leaderboard, build, title
+from workbench.leaderboard import Leaderboard, build
 from workbench.plots.leaderboard import plot_metric
+from workbench.vocabulary import BOARD_STAGES, short_title
 
 TITLE = "Defenses"
 LOWER_IS_BETTER = {"hs", "hs_plus", "refusal_benign"}
@@ -42,7 +43,7 @@ def render(root: Path) -> None:
                      f"workbench align --model tiny-llama --defense sft --out {root}  &&  "
                      f"workbench attack --model <the align run folder> --out {root}")
         return
-    present = [s for s in STAGE_ORDER if any(r.stage == s for r in board.rows)]
+    present = [s for s in BOARD_STAGES if any(r.stage == s for r in board.rows)]
     c1, c2 = st.columns(2)
     with c1:
         chosen = st.multiselect("Stage", present, default=present, key="def-stages",
@@ -52,7 +53,7 @@ def render(root: Path) -> None:
         st.info("No runs of the chosen stages — widen the stage filter.", icon="ℹ️")
         return
     with c2:
-        metric = st.selectbox("Metric", board.metrics, format_func=title, key="def-metric")
+        metric = st.selectbox("Metric", board.metrics, format_func=short_title, key="def-metric")
     lower_better = metric in LOWER_IS_BETTER
 
     def robustness(r):  # within an attack, the most robust defense first
@@ -64,8 +65,8 @@ def render(root: Path) -> None:
         before, after = r.aligned_rates.get(metric), r.rates.get(metric)
         table.append({"attack": r.attack, "p": r.p, "method": r.method, "stage": r.stage, "defense": r.defense,
                       "aligned with": r.aligned_with, "seed": r.seed,
-                      f"before the attack: {title(metric)}": before["value"] if before else None,
-                      f"after the attack: {title(metric)}": after["value"] if after else None,
+                      f"before the attack: {short_title(metric)}": before["value"] if before else None,
+                      f"after the attack: {short_title(metric)}": after["value"] if after else None,
                       "95 % low": after["low"] if after else None, "95 % high": after["high"] if after else None,
                       "n": after.get("n") if after else None, "run": Path(r.run).name})
     percent = [k for k in table[0] if k.startswith(("before", "after", "95 %"))]
@@ -77,7 +78,7 @@ def render(root: Path) -> None:
                "same board as Markdown, CSV and figures.")
     paired = paired_vs_sft(str(root), fp, tuple(chosen), metric)
     if paired:
-        st.subheader(f"After the attack, against SFT on the same prompts: {title(metric)}")
+        st.subheader(f"After the attack, against SFT on the same prompts: {short_title(metric)}")
         st.dataframe([{"defense": d["defense"], "stage": d["stage"], "attack": d["attack"], "p": d["p"],
                        "defense − SFT (points)": d["value"], "95 % low": d["low"], "95 % high": d["high"],
                        "flagged for the defense only": d["only_a"], "for SFT only": d["only_b"],

@@ -13,16 +13,17 @@ import streamlit as st
 
 from apps.tabs import common
 from workbench import figures as wf
+from workbench.vocabulary import analysis_key
 
 TITLE = "Inside the model"
 # (analysis name, section title, what it shows)
 SECTIONS = (
     ("probing", "Probe accuracy", "Linear probes per layer: where harmful and harmless requests separate."),
-    ("refusal_direction", "Refusal signal", "The refusal direction, its ablation/addition effects and the "
+    ("refusal-direction", "Refusal signal", "The refusal direction, its ablation/addition effects and the "
                                             "refusal signal of each model per layer."),
     ("drift", "Drift", "How far the hidden states moved between two models (or along fine-tuning)."),
     ("patching", "Activation patching", "Which layers, positions and heads carry refusal."),
-    ("logit_attribution", "Logit attribution", "Direct contributions of components to the refusal logit difference."),
+    ("logit-attribution", "Logit attribution", "Direct contributions of components to the refusal logit difference."),
 )
 ELSEWHERE = {"landscape", "wanda"}  # shown in the Landscape and Parameters tabs
 
@@ -36,9 +37,9 @@ def command(name: str, root: Path) -> str:
 def render(root: Path) -> None:
     from workbench.analysis import ANALYSES
 
-    known = {wf.canonical(n) for n, _, _ in SECTIONS} | ELSEWHERE
-    found = {wf.canonical(r["analysis"] or "") for r in common.runs(root, "analysis")}
-    others = sorted(n for n in (found | {wf.canonical(n) for n in ANALYSES}) - known if n)
+    known = {n for n, _, _ in SECTIONS} | ELSEWHERE
+    found = {analysis_key(r["analysis"] or "") for r in common.runs(root, "analysis")}
+    others = sorted(n for n in (found | set(ANALYSES)) - known if n)
     titles = [t for _, t, _ in SECTIONS] + (["Other analyses"] if others else [])
     section = st.segmented_control("Section", titles, default=titles[0], key="inside-section",
                                    label_visibility="collapsed") or titles[0]
@@ -49,6 +50,6 @@ def render(root: Path) -> None:
             common.analysis_section(root, name, title, command(name, root), key=f"inside-{name}")
     if section == "Other analyses":
         for name in others:
-            st.subheader(name.replace("_", " "))
-            common.analysis_section(root, name, name.replace("_", " ").capitalize(), command(name, root),
+            st.subheader(name.replace("-", " "))
+            common.analysis_section(root, name, name.replace("-", " ").capitalize(), command(name, root),
                                     key=f"inside-{name}")

@@ -11,6 +11,7 @@ import streamlit as st
 
 from apps.tabs import common
 from workbench import figures as wf
+from workbench.vocabulary import analysis_key
 
 TITLE = "Landscape"
 SCORES = (("visage_1d", "VISAGE 1D"), ("visage_2d", "VISAGE 2D"), ("basin_2d_fraction", "basin, share of 2D grid"),
@@ -19,7 +20,7 @@ SCORES = (("visage_1d", "VISAGE 1D"), ("visage_2d", "VISAGE 2D"), ("basin_2d_fra
 
 
 def render(root: Path) -> None:
-    recs = [r for r in common.runs(root, "analysis") if wf.canonical(r["analysis"] or "") == "landscape"]
+    recs = [r for r in common.runs(root, "analysis") if analysis_key(r["analysis"] or "") == "landscape"]
     if recs:
         st.markdown("**VISAGE scores of every landscape run** (mean safety inside the basin; higher = a wider, "
                     "safer basin around the model)")

@@ -12,6 +12,7 @@ import streamlit as st
 
 from apps.tabs import common
 from workbench import figures as wf
+from workbench.vocabulary import analysis_key
 
 TITLE = "Parameters"
 COLUMNS = (("score", "score"), ("q", "q"), ("p", "p"), ("n_masked", "weights in mask"),
@@ -21,7 +22,7 @@ COLUMNS = (("score", "score"), ("q", "q"), ("p", "p"), ("n_masked", "weights in 
 
 
 def render(root: Path) -> None:
-    recs = [r for r in common.runs(root, "analysis") if wf.canonical(r["analysis"] or "") == "wanda"]
+    recs = [r for r in common.runs(root, "analysis") if analysis_key(r["analysis"] or "") == "wanda"]
     if recs:
         st.markdown("**Harmful-parameter location runs**")
         table = []

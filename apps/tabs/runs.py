@@ -8,8 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from apps.tabs import common
-from workbench import figures as wf
 from workbench.plots.training import plot_training, training_series
+from workbench.vocabulary import fmt_rate, long_title, rate_keys
 
 TITLE = "Runs"
 
@@ -42,9 +42,9 @@ def render(root: Path) -> None:
     if not recs:
         st.info("No runs match these filters.", icon="ℹ️")
         return
-    keys = wf.rate_keys([r["metrics"] for r in recs])[:5]
+    keys = rate_keys([r["metrics"] for r in recs])[:5]
     table = [{"folder": r["folder"], "kind": r["kind"], "name": r["name"], "created": r["created"], "seed": r["seed"],
-              **{wf.rate_title(k): wf.fmt_rate(r["metrics"].get(k)) for k in keys}} for r in reversed(recs)]
+              **{long_title(k): fmt_rate(r["metrics"].get(k)) for k in keys}} for r in reversed(recs)]
     st.dataframe(table, hide_index=True, width="stretch", height=min(420, 38 + 35 * len(table)))
 
     rec = common.pick_run(recs, "Run", key="runs-pick")

@@ -12,6 +12,7 @@ import streamlit as st
 
 from apps.tabs import common
 from workbench import figures as wf
+from workbench.vocabulary import axis_title, fmt_rate
 
 TITLE = "Threat model"
 
@@ -42,12 +43,12 @@ def render(root: Path) -> None:
         st.info("This sweep has no finished cells yet — rerun the same `workbench figure2` / `workbench sweep` "
                 "command to continue it.", icon="ℹ️")
         return
-    from workbench.plots.threat import METRIC_TITLES, plot_metric_vs_p
+    from workbench.plots.threat import METRICS, plot_metric_vs_p
 
-    present = [m for m in METRIC_TITLES if any(m in r for r in rows)]
+    present = [m for m in METRICS if any(m in r for r in rows)]
     safety = next((m for m in ("hs", "refusal_harmful") if m in present), None)
     default = [m for m in (safety, "fa_sst2") if m in present] or present[:2]
-    chosen = st.multiselect("Metrics", present, default=default, format_func=METRIC_TITLES.get, key="threat-metrics")
+    chosen = st.multiselect("Metrics", present, default=default, format_func=axis_title, key="threat-metrics")
     if "hs" not in present:
         st.caption("HS is not in these runs' metrics (the judge was not part of their evaluation); the refusal "
                    "rate on harmful prompts is the keyword-based counterpart.")
@@ -56,6 +57,6 @@ def render(root: Path) -> None:
     table = []
     for r in sorted(rows, key=lambda r: (r["model_label"], r["attack"], r["p"], r["seed"])):
         table.append({"model": r["model_label"], "attack": r["attack"], "p": r["p"], "seed": r["seed"],
-                      **{METRIC_TITLES.get(m, m): wf.fmt_rate(r.get(m)) for m in present},
+                      **{axis_title(m): fmt_rate(r.get(m)) for m in present},
                       "run": Path(r["run"]).name})
     st.dataframe(table, hide_index=True, width="stretch")

@@ -4,7 +4,7 @@
     run(ctx: AnalysisContext, spec) -> <Name>Result   (a frozen AnalysisResult dataclass)
 
 and a plot module `workbench/plots/<name>.py` with pure `plot_*(result) -> go.Figure` functions and a
-`figures(result) -> dict[name, Figure]` collecting them. Adding one = two files + one line in ANALYSES.
+`figures(result) -> dict[name, Figure]` collecting them. Adding one = two files + its name in NAMES.
 `workbench analyze NAME --model M [--compare M2] --out DIR` writes DIR/result.json, tensors and figures.
 """
 from __future__ import annotations
@@ -13,15 +13,14 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.vocabulary import analysis_key, analysis_module
+
+# The registered analyses, by their CLI name (`workbench.vocabulary.analysis_key` spelling: "refusal-direction");
+# each is workbench/analysis/<module>.py with its figures in workbench/plots/<module>.py (`analysis_module`).
+NAMES = ("drift", "landscape", "wanda", "patching", "probing", "refusal-direction", "logit-attribution")
 # name -> (analysis module, plots module); modules are imported lazily (they pull in heavy libraries).
 ANALYSES: dict[str, tuple[str, str]] = {
-    "drift": ("workbench.analysis.drift", "workbench.plots.drift"),
-    "landscape": ("workbench.analysis.landscape", "workbench.plots.landscape"),
-    "wanda": ("workbench.analysis.wanda", "workbench.plots.wanda"),
-    "patching": ("workbench.analysis.patching", "workbench.plots.patching"),
-    "probing": ("workbench.analysis.probing", "workbench.plots.probing"),
-    "refusal-direction": ("workbench.analysis.refusal_direction", "workbench.plots.refusal_direction"),
-    "logit-attribution": ("workbench.analysis.logit_attribution", "workbench.plots.logit_attribution"),
+    name: (f"workbench.analysis.{analysis_module(name)}", f"workbench.plots.{analysis_module(name)}") for name in NAMES
 }
 
 
@@ -48,7 +47,8 @@ class AnalysisContext:
 
 
 def get_analysis(name: str):
-    """(module, plots module) of a registered analysis."""
+    """(module, plots module) of a registered analysis (either spelling of its name)."""
+    name = analysis_key(name)
     if name not in ANALYSES:
         raise ValueError(f"unknown analysis {name!r}; known analyses: {', '.join(sorted(ANALYSES)) or 'none yet'}")
     mod, plots = ANALYSES[name]

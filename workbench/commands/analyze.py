@@ -33,7 +33,9 @@ def run_analysis(name: str, model: str, compare: str | None, seed: int, out: Pat
     from workbench.plots.export import export_all
     from workbench.runs import RunWriter
     from workbench.steps import model_ref, seed_everything
+    from workbench.vocabulary import analysis_key
 
+    name = analysis_key(name)  # recorded in the one spelling, whichever the command line used
     mod, plots = get_analysis(name)
     try:
         spec = mod.Spec(**params)

@@ -93,10 +93,6 @@ def score_cmd(src: Path = typer.Argument(..., metavar="IN.jsonl", help="Records 
     console.print(f"{k} of {n} responses flagged harmful → {dst}")
 
 
-def _fmt(r) -> str:
-    return f"{r.value:5.1f} %  [{r.low:.1f}, {r.high:.1f}]  ({r.k}/{r.n})"
-
-
 @judge_app.command("report")
 def report_cmd(embedder: EmbedderName = EmbedderOpt,
                errors: bool = typer.Option(False, "--errors", help="List the misclassified held-out rows."),
@@ -107,6 +103,7 @@ def report_cmd(embedder: EmbedderName = EmbedderOpt,
 
     from workbench.cli import _guard, console
     from workbench.evaluation.judge import heldout_report, load_judge, secondary_reports
+    from workbench.vocabulary import fmt_rate
 
     judge = _guard(load_judge, embedder.value)
     rep = _guard(heldout_report, judge)
@@ -114,8 +111,8 @@ def report_cmd(embedder: EmbedderName = EmbedderOpt,
     table = Table(title=f"moderation judge ({w.embedder}) on held-out judge_labelled (n={rep.fn.n + rep.fp.n})")
     for c in ("rate", "ours (Wilson 95 %)", f"anchor: {rep.anchor['source']}"):
         table.add_column(c)
-    table.add_row("FN (harmful missed)", _fmt(rep.fn), f"{rep.anchor['fn']:.2f} %")
-    table.add_row("FP (benign flagged)", _fmt(rep.fp), f"{rep.anchor['fp']:.2f} %")
+    table.add_row("FN (harmful missed)", fmt_rate(rep.fn, counts=True), f"{rep.anchor['fn']:.2f} %")
+    table.add_row("FP (benign flagged)", fmt_rate(rep.fp, counts=True), f"{rep.anchor['fp']:.2f} %")
     console.print(table)
     c = rep.confusion
     cm = Table(title="confusion matrix (rows: human label, columns: judge)")
@@ -135,7 +132,7 @@ def report_cmd(embedder: EmbedderName = EmbedderOpt,
         for col in ("set", "FN", "FP"):
             t2.add_column(col)
         for name, r in _guard(secondary_reports, judge).items():
-            t2.add_row(name, _fmt(r.fn) if r.fn.n else "—", _fmt(r.fp) if r.fp.n else "—")
+            t2.add_row(name, *[fmt_rate(x, counts=True) if x.n else "—" for x in (r.fn, r.fp)])
         console.print(t2)
     if errors:
         for e in rep.errors:

@@ -18,14 +18,16 @@ def leaderboard_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs ro
                                                        help="File prefix (default FIRST_RUNS/leaderboard)."),
                     formats: str = typer.Option("html,png", help="Figure formats, comma-separated (html,png,svg)."),
                     stage: Optional[list[str]] = typer.Option(
-                        None, "--stage", help="Only these defense stages (repeatable): alignment, fine-tuning, "
-                                              "post-fine-tuning; plain SFT rows stay as the baseline.")):
+                        None, "--stage", help="Only these defense stages (repeatable): none, alignment, fine-tuning, "
+                                              "post-fine-tuning (also finetune, post); plain SFT rows stay as the "
+                                              "baseline.")):
     """Leaderboard of all defenses of all three stages against the same attacks: HS, HS+, FA, refusal, cost."""
     from workbench.cli import _guard, console
     from workbench.leaderboard import build, write
+    from workbench.vocabulary import parse_stage
 
     def run():
-        board = build(runs, stage)
+        board = build(runs, [parse_stage(s, none=True) for s in stage] if stage else None)
         return board, write(board, out or Path(runs[0]) / "leaderboard", [f.strip() for f in formats.split(",")])
 
     board, written = _guard(run)

@@ -26,8 +26,9 @@ def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tun
 
     def run():
         from workbench.defenses import DEFENSES
+        from workbench.vocabulary import POST_FINE_TUNING
 
-        post = sorted(n for n, d in DEFENSES.items() if d.stage == "post")
+        post = sorted(n for n, d in DEFENSES.items() if d.stage == POST_FINE_TUNING)
         if defense not in post:
             stage = f" is a {DEFENSES[defense].stage}-stage defense;" if defense in DEFENSES else " is unknown;"
             raise ValueError(f"--defense {defense!r}{stage} repair takes a post-fine-tuning defense: {', '.join(post)}")

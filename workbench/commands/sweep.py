@@ -83,20 +83,19 @@ def figure2_cmd(aligned: str = typer.Option(..., help="Aligned model (an align r
 
 def write_figure2(out: Path) -> tuple[list[Path], str]:
     """Read the sweep's run folders, write figures (HTML + PNG) and a markdown table."""
-    from workbench.figures import markdown_table
     from workbench.plots.export import export_all
-    from workbench.plots.threat import METRIC_TITLES, figures
+    from workbench.plots.threat import METRICS, figures
     from workbench.sweep import results
+    from workbench.tables import markdown_table
+    from workbench.vocabulary import fmt_rate
 
     rows = results(out)
     if not rows:
         raise ValueError(f"no finished cells under {out}")
     paths = export_all(figures(rows), Path(out) / "figures")
-    metrics = [m for m in METRIC_TITLES if any(m in r for r in rows)]
+    metrics = [m for m in METRICS if any(m in r for r in rows)]
     table = markdown_table(["model", "p", "seed", *metrics], (
-        [r["model_label"], f"{r['p']:g}", r["seed"],
-         *[f"{r[m]['value']:.1f} [{r[m]['low']:.1f}, {r[m]['high']:.1f}] (n={r[m]['n']})" if m in r else "—"
-           for m in metrics]]
+        [r["model_label"], f"{r['p']:g}", r["seed"], *[fmt_rate(r.get(m)) for m in metrics]]
         for r in sorted(rows, key=lambda r: (r["model_label"], r["p"], r["seed"]))))
     (Path(out) / "figure2.md").write_text(table)
     return paths, table

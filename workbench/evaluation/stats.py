@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from workbench.vocabulary import fmt_rate
+
 Z95 = 1.959963984540054
 
 
@@ -23,7 +25,7 @@ class Rate:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"{self.value:.1f}% [{self.low:.1f}, {self.high:.1f}] (n={self.n})"
+        return fmt_rate(self)
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:

@@ -1,4 +1,5 @@
-"""Figures of the defense leaderboard (`workbench.leaderboard.Leaderboard`).
+"""Figures of the defense leaderboard (`workbench.leaderboard.Leaderboard`, read duck-typed: `rows`, `metrics`,
+`fa_metric()`; this module never imports the leaderboard).
 
     plot_hs_fa(board)   HS (x) vs FA (y), one marker per attacked model with 95 % error bars both ways;
                         colour = defense stage, symbol = attack; the good corner is top left
@@ -10,12 +11,25 @@
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from workbench.plots.style import PALETTE, apply_layout
+from workbench.vocabulary import (
+    ALIGNMENT,
+    FINE_TUNING,
+    NONE,
+    POST_FINE_TUNING,
+    axis_title,
+    short_title,
+)
 
-STAGE_COLORS = {"none": "#7f7f7f", "alignment": PALETTE[0], "fine-tuning": PALETTE[1], "post-fine-tuning": PALETTE[2]}
+if TYPE_CHECKING:
+    from workbench.leaderboard import Leaderboard
+
+STAGE_COLORS = {NONE: "#7f7f7f", ALIGNMENT: PALETTE[0], FINE_TUNING: PALETTE[1], POST_FINE_TUNING: PALETTE[2]}
 SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon"]
 
 
@@ -23,7 +37,7 @@ def _attack_label(row) -> str:
     return row.attack if row.p is None else f"{row.attack} p={row.p:g}"
 
 
-def plot_hs_fa(board, hs: str = "hs", fa: str | None = None) -> go.Figure:
+def plot_hs_fa(board: Leaderboard, hs: str = "hs", fa: str | None = None) -> go.Figure:
     fa = fa or board.fa_metric()
     rows = [r for r in board.rows if hs in r.rates and fa in r.rates]
     attacks = list(dict.fromkeys(_attack_label(r) for r in rows))
@@ -47,7 +61,7 @@ def plot_hs_fa(board, hs: str = "hs", fa: str | None = None) -> go.Figure:
                 hovertemplate="%{customdata[0]} (aligned with %{customdata[1]})<br>HS %{x:.1f}% (n=%{customdata[2]})"
                               "<br>FA %{y:.1f}% (n=%{customdata[3]})<extra>" + attack + "</extra>"))
     apply_layout(fig, "Defenses against harmful fine-tuning: harm vs fine-tune accuracy",
-                 "harmful score HS (%) — lower is safer", f"fine-tune accuracy {fa[3:] if fa else ''} (%)",
+                 f"{axis_title(hs)} — lower is safer", axis_title(fa) if fa else "fine-tune accuracy (%)",
                  width=860, height=560)
     fig.update_xaxes(range=[-3, 103])
     fig.update_yaxes(range=[-3, 103])
@@ -60,15 +74,15 @@ BAR_METRICS = ("hs", "hs_plus", "fa", "refusal_benign", "refusal_harmful")
 def _row_label(row) -> str:
     """The defense, with what is not evident: the stage of a repair, a non-SFT alignment under a fine-tuning
     defense, and full fine-tuning (the default is LoRA)."""
-    label = "sft (baseline)" if row.stage == "alignment" and row.defense == "sft" else row.defense
-    if row.stage == "fine-tuning" and row.aligned_with not in ("sft", "—"):
+    label = "sft (baseline)" if row.stage == ALIGNMENT and row.defense == "sft" else row.defense
+    if row.stage == FINE_TUNING and row.aligned_with not in ("sft", "—"):
         label += f"<br>on {row.aligned_with}"
-    if row.stage == "post-fine-tuning":
+    if row.stage == POST_FINE_TUNING:
         label += "<br>(repair)"
     return label + ("<br>full FT" if row.method == "full" else "")
 
 
-def _attack_panels(board) -> tuple[go.Figure, list[tuple[int, list, list[str]]]]:
+def _attack_panels(board: Leaderboard) -> tuple[go.Figure, list[tuple[int, list, list[str]]]]:
     """A figure with one stacked panel per attack, and per panel (row number, its board rows, bar labels):
     defenses are only ever drawn next to others that faced the same attack."""
     attacks = list(dict.fromkeys(_attack_label(r) for r in board.rows))
@@ -84,9 +98,7 @@ def _attack_panels(board) -> tuple[go.Figure, list[tuple[int, list, list[str]]]]
     return fig, panels
 
 
-def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
-    from workbench.leaderboard import title
-
+def plot_bars(board: Leaderboard, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
     fa = board.fa_metric()
     keys = [fa if m == "fa" else m for m in metrics if (fa if m == "fa" else m) in board.metrics]
     fig, panels = _attack_panels(board)
@@ -94,13 +106,13 @@ def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
         for j, key in enumerate(keys):
             vals = [r.rates.get(key) for r in sel]
             fig.add_trace(go.Bar(
-                x=labels, y=[v["value"] if v else None for v in vals], name=title(key), legendgroup=key,
+                x=labels, y=[v["value"] if v else None for v in vals], name=short_title(key), legendgroup=key,
                 showlegend=i == 1, marker_color=PALETTE[j % len(PALETTE)],
                 error_y=dict(type="data", symmetric=False, color="#444", thickness=1.2, width=3,
                              array=[v["high"] - v["value"] if v else None for v in vals],
                              arrayminus=[v["value"] - v["low"] if v else None for v in vals]),
                 customdata=[[r.stage, v["n"] if v else None] for r, v in zip(sel, vals)],
-                hovertemplate="%{x} (%{customdata[0]})<br>%{y:.1f}% (n=%{customdata[1]})<extra>" + title(key)
+                hovertemplate="%{x} (%{customdata[0]})<br>%{y:.1f}% (n=%{customdata[1]})<extra>" + short_title(key)
                               + "</extra>"), row=i, col=1)
         fig.update_yaxes(title_text="%", range=[0, 105], row=i, col=1)
     most = max((len(sel) for _, sel, _ in panels), default=1)
@@ -112,8 +124,7 @@ def plot_bars(board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
     return fig
 
 
-def plot_metric(board, metric: str) -> go.Figure:
-    from workbench.leaderboard import title
+def plot_metric(board: Leaderboard, metric: str) -> go.Figure:
     from workbench.plots.style import MODEL_COLORS
 
     fig, panels = _attack_panels(board)
@@ -135,14 +146,14 @@ def plot_metric(board, metric: str) -> go.Figure:
                 hovertemplate="%{x}<br>%{y:.1f}% (n=%{customdata})<extra>" + name + "</extra>"), row=i, col=1)
         fig.update_yaxes(title_text="%", range=[0, 110], row=i, col=1)
     most = max((len(sel) for _, sel, _ in panels), default=1)
-    apply_layout(fig, f"{title(metric)} before and after the attack (95 % intervals)", "", "%",
+    apply_layout(fig, f"{short_title(metric)} before and after the attack (95 % intervals)", "", "%",
                  width=min(1500, max(760, 110 * most + 200)), height=380 * len(panels) + 120)
     fig.update_layout(barmode="group")
     fig.update_xaxes(tickangle=-35)
     return fig
 
 
-def figures(board) -> dict:
+def figures(board: Leaderboard) -> dict:
     """{name: Figure} of what the board's metrics allow (HS vs FA needs both)."""
     fa = board.fa_metric()
     out = {"bars": plot_bars(board)} if board.rows else {}

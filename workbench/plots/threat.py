@@ -6,10 +6,9 @@ import plotly.graph_objects as go
 
 from workbench.evaluation.stats import wilson
 from workbench.plots.style import PALETTE, apply_layout
+from workbench.vocabulary import axis_title
 
-METRIC_TITLES = {"hs": "Harmful score HS (%)", "hs_plus": "HS+ harmful or incoherent (%)",
-                 "refusal_harmful": "Refusal rate on harmful prompts (%)", "fa_sst2": "Fine-tune accuracy, SST-2 (%)",
-                 "refusal_benign": "Refusal rate on benign prompts (%)"}
+METRICS = ("hs", "hs_plus", "refusal_harmful", "fa_sst2", "refusal_benign")  # drawn against p, in this order
 
 
 def _series(rows: list[dict], metric: str):
@@ -43,8 +42,8 @@ def plot_metric_vs_p(rows: list[dict], metric: str, title: str | None = None) ->
     """Mean over seeds per (model, p); the band is the Wilson interval of the pooled counts."""
     fig = go.Figure()
     _add_series(fig, rows, metric)
-    apply_layout(fig, title or f"{METRIC_TITLES.get(metric, metric)} vs harmful ratio p",
-                 "harmful ratio p in the fine-tuning data", METRIC_TITLES.get(metric, metric))
+    apply_layout(fig, title or f"{axis_title(metric)} vs harmful ratio p",
+                 "harmful ratio p in the fine-tuning data", axis_title(metric))
     fig.update_yaxes(range=[-2, 102])
     return fig
 
@@ -53,7 +52,7 @@ def plot_figure2(rows: list[dict]) -> go.Figure:
     """The survey's Figure 2 in one picture: HS (left) and FA (right) vs p, one line per base model."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(METRIC_TITLES["hs"], METRIC_TITLES["fa_sst2"]),
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(axis_title("hs"), axis_title("fa_sst2")),
                         horizontal_spacing=0.1)
     _add_series(fig, rows, "hs", row=1, col=1)
     _add_series(fig, rows, "fa_sst2", legend=False, row=1, col=2)
@@ -66,7 +65,7 @@ def plot_figure2(rows: list[dict]) -> go.Figure:
 
 def figures(rows: list[dict]) -> dict[str, go.Figure]:
     present = {k for r in rows for k in r}
-    out = {f"{m}_vs_p": plot_metric_vs_p(rows, m) for m in METRIC_TITLES if m in present}
+    out = {f"{m}_vs_p": plot_metric_vs_p(rows, m) for m in METRICS if m in present}
     if {"hs", "fa_sst2"} <= present:
         out["figure2"] = plot_figure2(rows)
     return out
