@@ -92,8 +92,7 @@ def short_ref(ref) -> str:
 
 def base_of(run: Run) -> str | None:
     """The model a run started from (`spec.model`): registered name or absolute folder."""
-    spec = run.config.get("spec") or {}
-    return spec.get("model") if isinstance(spec, dict) else None
+    return run.base
 
 
 def _same(a: str | None, b: str | Path | None) -> bool:
@@ -136,7 +135,7 @@ def pipeline_runs(root: str | Path, model: str | None = None) -> dict[str, Run]:
     if (a := latest(aligns)) is not None:
         out["aligned"] = a
         attacks = [r for r in runs if r.kind == "attack" and _same(base_of(r), a.path)
-                   and (r.config.get("spec", {}).get("attack") or {}).get("name", "harmful_ft") == "harmful_ft"]
+                   and (r.attack.name if r.attack is not None else "harmful_ft") == "harmful_ft"]
         if (t := latest(attacks)) is not None:
             out["attacked"] = t
     return out
@@ -160,8 +159,7 @@ def registered_name(name: str) -> str | None:
 def analysis_name(run: Run) -> str | None:
     if run.kind != "analysis":
         return None
-    spec = run.config.get("spec") or {}
-    return spec.get("analysis") or run.name
+    return run.spec.analysis or run.name
 
 
 def analysis_runs(root: str | Path, name: str | None = None) -> list[Run]:
@@ -181,12 +179,12 @@ def find_analysis(root: str | Path, name: str, model: str | None = None, compare
         return json.loads(json.dumps(v, default=str))
 
     for run in reversed(analysis_runs(root, name)):
-        spec = run.config.get("spec") or {}
-        if model is not None and not _same(spec.get("model"), model_ref(model)):
+        spec = run.spec
+        if model is not None and not _same(spec.model, model_ref(model)):
             continue
-        if compare is not None and not _same(spec.get("compare"), model_ref(compare)):
+        if compare is not None and not _same(spec.compare, model_ref(compare)):
             continue
-        have = spec.get("params") or {}
+        have = spec.params
         if params and any(norm(have.get(k)) != norm(v) for k, v in params.items()):
             continue
         return run
@@ -265,13 +263,11 @@ def sweep_figures(folder: str | Path) -> dict[str, go.Figure]:
 def defense_name(run: Run) -> str:
     """The defense of an align / defend / repair run, with the parameters given on its command line (so a
     variant such as `bea(n_safety=33)` reads apart from the defaults run); defaults are not repeated."""
-    spec = run.config.get("spec") or {}
-    defense = (spec.get("align") or {}).get("defense") if run.kind == "align" else spec.get("defense")
-    if not isinstance(defense, dict) or not defense.get("name"):
+    defense = run.defense_spec
+    if defense is None or not defense.name:
         return run.name
-    given = defense.get("params") or {}
-    args = ", ".join(f"{k}={v}" for k, v in sorted(given.items()))
-    return f"{defense['name']}({args})" if args else defense["name"]
+    args = ", ".join(f"{k}={v}" for k, v in sorted(defense.params.items()))
+    return f"{defense.name}({args})" if args else defense.name
 
 
 # ------------------------------------------------------------------------------------ collect/export
