@@ -127,7 +127,7 @@ def run_spec(kind: str, spec: Any) -> _RunSpec:
     if isinstance(spec, cls):
         return spec
     if isinstance(spec, BaseModel):
-        raise ValueError(f"a '{kind}' run's spec is a {cls.__name__}, not a {type(spec).__name__}")
+        raise ValueError(f"the spec of a run of kind '{kind}' must be {cls.__name__}, got {type(spec).__name__}")
     try:
         return cls.model_validate(spec)
     except ValidationError as err:

@@ -335,10 +335,11 @@ def list_runs(root: str | Path = "runs", kind: str | None = None) -> list[Run]:
             continue
         run = Run(cfg.parent)
         try:
-            if kind is None or run.kind == kind:
-                runs.append(run)
+            record = run.record
         except ValueError:  # not a run's config.json (e.g. a model folder's), or a damaged record: open_run says
             continue
+        if kind is None or record.kind == kind:
+            runs.append(run)
     return sorted(runs, key=lambda r: r.created)
 
 
