@@ -5,7 +5,8 @@ A run is built in `<root>/.incomplete/<kind>-<name>-<spec hash>/` and renamed to
 among the finished ones; its staging folder keeps the training checkpoint so `--resume` can continue.
 
 Layout of a finished run:
-    config.json     spec, seed, git hash, package versions, created time
+    config.json     the run record (`workbench.record.RunRecord`): schema version, kind, name, seed, the spec
+                    (typed by kind), git hash, package versions, created time; read it through `Run`
     metrics.json    flat-ish dict of numbers (each rate with n and a 95 % interval)
     samples.jsonl   one record per evaluated sample
     model/          safetensors + tokenizer, or a LoRA adapter + base reference
