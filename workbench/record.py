@@ -24,7 +24,7 @@ This module sits at the layer of `workbench.runs`: it imports pydantic and `work
 """
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
@@ -103,7 +103,7 @@ class AnalysisRunSpec(_RunSpec):
     compare: str | None = None
 
 
-RunSpec = Union[AlignRunSpec, AttackRunSpec, RepairRunSpec, EvalRunSpec, AnalysisRunSpec]
+RunSpec = AlignRunSpec | AttackRunSpec | RepairRunSpec | EvalRunSpec | AnalysisRunSpec  # one per kind: SPEC_OF_KIND
 
 SPEC_OF_KIND: dict[str, type[_RunSpec]] = {
     "align": AlignRunSpec, "attack": AttackRunSpec, "defend": AttackRunSpec, "repair": RepairRunSpec,
