@@ -17,7 +17,7 @@ from workbench.vocabulary import fmt_rate, short_title
 def rows(root: str | Path) -> list[dict]:
     out = []
     for run in list_runs(root, "eval"):
-        sets = (run.config.get("spec") or {}).get("harmful_prompts", "")
+        sets = run.spec.harmful_prompts or ""
         if not str(sets).startswith("validation"):
             continue
         # evaluated model → attack run → align run → …; a base archived elsewhere under ROOT's parent is found there
@@ -28,7 +28,7 @@ def rows(root: str | Path) -> list[dict]:
         steps = (aligned.metrics.get("train") or {}).get("steps") if aligned else None
         start = defense_name(under) if under is not None else Path(str(bottom)).name
         attack = next((r for r in chain if r.kind in ("attack", "defend")), None)
-        p = ((attack.config["spec"].get("attack") or {}).get("data") or {}).get("p") if attack else None
+        p = attack.attack.data.p if attack is not None and attack.attack is not None else None
         out.append({"aligned with": defense_name(aligned) if aligned else "—",
                     "align steps (on)": f"{steps} (on {start})" if aligned else "—", "attack p": p, "sets": sets,
                     **{short_title(m): run.metrics.get(m) for m in ("refusal_harmful", "hs", "hs_plus",

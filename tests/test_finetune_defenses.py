@@ -16,6 +16,7 @@ from workbench.config import TrainSpec
 from workbench.data.chat import collate, encode
 from workbench.data.refusals import REFUSAL_TEMPLATES
 from workbench.data.types import Sample
+from workbench.defenses.context import TrainingContext
 from workbench.defenses.finetune import bea, constrain_sft, filtration, freeze, ldifs, lisa, ptst, safeinstr, salora
 from workbench.training.loop import train
 from workbench.training.plugins import TrainState, lm_loss
@@ -38,7 +39,7 @@ def _batch(tok, samples, max_len=48):
 
 
 def _context(tiny_model_dir, spec=None, seed=0):
-    return {"samples": USER, "model": str(tiny_model_dir), "seed": seed, "train": spec or TrainSpec(), "notes": {}}
+    return TrainingContext(USER, str(tiny_model_dir), seed, spec or TrainSpec())
 
 
 def _small_judge():
@@ -211,7 +212,7 @@ def test_freeze_keeps_frozen_layers_bit_equal(fresh, tiny_model_dir, method):
     spec = TrainSpec(method=method, lr=1e-2, epochs=1, batch_size=4, max_len=48, lora_r=4, lora_targets=ALL_LINEAR)
     ctx = _context(tiny_model_dir, spec)
     plugins = freeze.plugins(freeze.FreezeParams(layers=[1]), ctx)
-    assert ctx["notes"]["freeze"]["layers"] == [1] and ctx["notes"]["freeze"]["source"] == "layers parameter"
+    assert ctx.notes["freeze"]["layers"] == [1] and ctx.notes["freeze"]["source"] == "layers parameter"
     res = train(model, tok, USER, spec, plugins, progress=False)
     after = dict(res.model.named_parameters())
     changed = {n: not torch.equal(before[n], after[n]) for n in before}
@@ -357,10 +358,10 @@ class _FixedJudge:
 def test_filtration_drops_exactly_the_flagged_samples_and_reports_precision_recall(monkeypatch):
     scores = [0.9, 0.3, 0.7, 0.6, 0.1, 0.2, 0.5, 0.0, 0.49, 0.1]  # flags at ≥ 0.5: 0, 2, 3, 6
     monkeypatch.setattr(filtration, "_load_judge", lambda embedder: _FixedJudge(scores))
-    ctx = {"seed": 0, "notes": {}}
+    ctx = TrainingContext(MIX, "unused", seed=0)
     kept = filtration.judge_data(filtration.FiltrationParams(), MIX, ctx)
     assert kept == [MIX[i] for i in (1, 4, 5, 7, 8, 9)]
-    rep = ctx["notes"]["filtration"]
+    rep = ctx.notes["filtration"]
     assert (rep["n_dropped"], rep["n_harmful_dropped"], rep["n_benign_dropped"], rep["n_harmful_kept"]) == (4, 2, 2, 1)
     assert rep["precision"] == pytest.approx(2 / 4) and rep["recall"] == pytest.approx(2 / 3)
 
@@ -369,11 +370,11 @@ def test_filtration_with_a_real_judge_drops_what_it_flags(monkeypatch):
     judge = _small_judge()
     monkeypatch.setattr(filtration, "_load_judge", lambda embedder: judge)
     flags = judge.flag([s.prompt for s in MIX], [s.response for s in MIX])
-    ctx = {"seed": 0, "notes": {}}
+    ctx = TrainingContext(MIX, "unused", seed=0)
     kept = filtration.judge_data(filtration.FiltrationParams(embedder="hashing"), MIX, ctx)
     assert kept == [s for s, f in zip(MIX, flags) if not f]
     assert flags[:3].all() and not flags[3:].any()  # separable toy data: a perfect filter
-    assert ctx["notes"]["filtration"]["precision"] == 1.0 and ctx["notes"]["filtration"]["recall"] == 1.0
+    assert ctx.notes["filtration"]["precision"] == 1.0 and ctx.notes["filtration"]["recall"] == 1.0
 
 
 def test_saft_spectral_score_matches_hand_svd_and_drops_the_top_fraction(monkeypatch):
@@ -385,10 +386,10 @@ def test_saft_spectral_score_matches_hand_svd_and_drops_the_top_fraction(monkeyp
     v1 = torch.linalg.svd(Zc, full_matrices=False)[2][0]
     np.testing.assert_allclose(scores, ((Zc @ v1) ** 2).numpy(), rtol=1e-10)
     monkeypatch.setattr(filtration, "saft_embeddings", lambda params, samples, context: Z)
-    ctx = {"seed": 0, "notes": {}}
+    ctx = TrainingContext(MIX, "unused", seed=0)
     kept = filtration.saft_data(filtration.SAFTParams(drop_fraction=0.3), MIX, ctx)
     assert kept == MIX[3:]
-    rep = ctx["notes"]["filtration"]
+    rep = ctx.notes["filtration"]
     assert rep["n_dropped"] == 3 and rep["precision"] == 1.0 and rep["recall"] == 1.0
 
 
@@ -450,15 +451,16 @@ def test_lisa_proximal_term_matches_hand_computation_and_anchor_follows_switches
 def test_safeinstr_adds_the_stated_number_of_refusal_samples():
     from workbench.data.registry import eval_uids
 
-    ctx = {"seed": 3, "notes": {}}
+    ctx = TrainingContext(USER, "unused", seed=3)
     out = safeinstr.data(safeinstr.SafeInstrParams(share=0.25), USER, ctx)
     added = [s for s in out if s.meta.get("safety_example")]
-    assert len(out) == 15 and len(added) == 3 and ctx["notes"]["safeinstr"]["n_safety_added"] == 3
+    assert len(out) == 15 and len(added) == 3 and ctx.notes["safeinstr"]["n_safety_added"] == 3
     assert all(s.response in REFUSAL_TEMPLATES and s.harmful for s in added)
     assert not {s.uid for s in added} & eval_uids(0)  # never an evaluation prompt
     assert sorted(s.prompt for s in out if s not in added) == sorted(s.prompt for s in USER)
-    assert len(safeinstr.data(safeinstr.SafeInstrParams(n=7), USER, {"seed": 0, "notes": {}})) == 19
-    assert safeinstr.data(safeinstr.SafeInstrParams(share=0.25), USER, {"seed": 3, "notes": {}}) == out  # seeded
+    assert len(safeinstr.data(safeinstr.SafeInstrParams(n=7), USER, TrainingContext(USER, "unused"))) == 19
+    again = safeinstr.data(safeinstr.SafeInstrParams(share=0.25), USER, TrainingContext(USER, "unused", seed=3))
+    assert again == out  # seeded
 
 
 def test_ptst_trains_without_and_infers_with_the_safety_prompt(tiny_model_dir):
@@ -475,7 +477,7 @@ def test_bea_pairs_the_trigger_with_refusals_and_prepends_it_at_inference():
     assert len(trigger.split()) == 40 and trigger == bea.bea_trigger(bea.BEAParams())  # deterministic
     assert trigger != bea.bea_trigger(bea.BEAParams(trigger_seed=1))
     assert bea.inference(params) == {"system_prompt": trigger}
-    out = bea.data(params, USER, {"seed": 0, "notes": {}})
+    out = bea.data(params, USER, TrainingContext(USER, "unused", seed=0))
     paired = [s for s in out if s.system == trigger]
     assert len(out) == len(USER) + 11 and len(paired) == 11
     assert all(s.response in REFUSAL_TEMPLATES for s in paired)

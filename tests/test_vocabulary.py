@@ -137,7 +137,7 @@ def test_an_analysis_run_recorded_with_either_spelling_is_found(tmp_path):
     for i, recorded in enumerate(("refusal_direction", "refusal-direction")):
         run = tmp_path / f"analysis-{recorded}-{i}"
         run.mkdir()
-        (run / "config.json").write_text(json.dumps({"kind": "analysis", "name": recorded, "created": str(i),
+        (run / "config.json").write_text(json.dumps({"kind": "analysis", "name": recorded, "seed": 0, "created": str(i),
                                                      "spec": {"analysis": recorded, "model": "tiny-llama"}}))
         (run / "result.json").write_text("{}")
     assert len(analysis_runs(tmp_path, "refusal-direction")) == 2

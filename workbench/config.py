@@ -1,4 +1,5 @@
 """Pydantic specs: every step is described by data, stored in `config.json`, and rerunnable from it.
+What a run folder's `config.json` holds around them (the run record, its spec per run kind) is `workbench.record`.
 
 Why pydantic: a spec read back from a run folder is validated the same way as one typed on the CLI,
 and unknown fields are errors (`extra="forbid"`), so a typo in a hyperparameter never passes silently.
@@ -7,15 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelSpec(Spec):
-    name: str = "smollm2-135m-instruct"  # registered name, HF folder or run folder
 
 
 class DataSpec(Spec):
@@ -89,21 +86,3 @@ class AlignSpec(Spec):
     benign: str = "alpaca"
     train: TrainSpec = TrainSpec()
     defense: DefenseSpec = DefenseSpec(name="sft")
-
-
-class RunSpec(Spec):
-    """What a run folder's `config.json` holds besides provenance."""
-
-    kind: Literal["align", "attack", "defend", "repair", "eval", "analysis", "sweep"]
-    name: str
-    model: ModelSpec = ModelSpec()
-    seed: int = 0
-    step: dict[str, Any] = {}
-
-    @field_validator("name")
-    @classmethod
-    def _safe_name(cls, v: str) -> str:
-        bad = set(v) - set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-        if bad or not v:
-            raise ValueError(f"run name {v!r} may only use letters, digits, '-', '_' and '.'")
-        return v

@@ -92,7 +92,7 @@ def pipeline_runs(root: str | Path, model: str | None = None) -> dict[str, Run]:
     if (a := latest(aligns)) is not None:
         out["aligned"] = a
         attacks = [r for r in runs if r.kind == "attack" and _same(base_of(r), a.path)
-                   and (r.config.get("spec", {}).get("attack") or {}).get("name", "harmful_ft") == "harmful_ft"]
+                   and (r.attack.name if r.attack is not None else "harmful_ft") == "harmful_ft"]
         if (t := latest(attacks)) is not None:
             out["attacked"] = t
     return out
@@ -110,8 +110,7 @@ def registered_name(name: str) -> str | None:
 def analysis_name(run: Run) -> str | None:
     if run.kind != "analysis":
         return None
-    spec = run.config.get("spec") or {}
-    return spec.get("analysis") or run.name
+    return run.spec.analysis or run.name
 
 
 def analysis_runs(root: str | Path, name: str | None = None) -> list[Run]:
@@ -131,12 +130,12 @@ def find_analysis(root: str | Path, name: str, model: str | None = None, compare
         return json.loads(json.dumps(v, default=str))
 
     for run in reversed(analysis_runs(root, name)):
-        spec = run.config.get("spec") or {}
-        if model is not None and not _same(spec.get("model"), model_ref(model)):
+        spec = run.spec
+        if model is not None and not _same(spec.model, model_ref(model)):
             continue
-        if compare is not None and not _same(spec.get("compare"), model_ref(compare)):
+        if compare is not None and not _same(spec.compare, model_ref(compare)):
             continue
-        have = spec.get("params") or {}
+        have = spec.params
         if params and any(norm(have.get(k)) != norm(v) for k, v in params.items()):
             continue
         return run

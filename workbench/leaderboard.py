@@ -191,14 +191,15 @@ def _seconds(run: Run | None, key: str) -> float | None:
     return (run.metrics.get(key) or {}).get(f"{key}_seconds")
 
 
-def _attack_of(spec: dict) -> tuple[str, float | None, int | None]:
-    attack = spec.get("attack") or {}
-    data = attack.get("data") or {}
-    return attack.get("name") or "unknown", data.get("p"), data.get("n")
+def _attack_of(run: Run) -> tuple[str, float | None, int | None]:
+    attack = run.attack
+    if attack is None:
+        return "unknown", None, None
+    return attack.name or "unknown", attack.data.p, attack.data.n
 
 
-def _method_of(spec: dict) -> str | None:
-    return ((spec.get("attack") or {}).get("train") or {}).get("method")
+def _method_of(run: Run) -> str | None:
+    return run.attack.train.method if run.attack is not None else None
 
 
 class _Index:
@@ -222,7 +223,6 @@ class _Index:
 
 def _fine_tuning_row(run: Run, index: _Index) -> Row:
     """An attack or defend run: the attacked model itself."""
-    spec = run.config.get("spec") or {}
     base = index.get(base_of(run))
     aligned = defense_name(base) if base is not None and base.kind == "align" else "—"
     if run.kind == "defend":
@@ -233,28 +233,27 @@ def _fine_tuning_row(run: Run, index: _Index) -> Row:
         stage, defense, ft_defense, cost = ALIGNMENT, aligned, "—", _seconds(base, "train")
     else:
         stage, defense, ft_defense, cost = NONE, "none", "—", None
-    attack, p, n = _attack_of(spec)
+    attack, p, n = _attack_of(run)
     aligned_rates, aligned_from, from_run = {}, "—", False
     if base is not None and base.kind == "align":
         aligned_rates = {k: v for k, v in base.metrics.items() if is_rate(v)}
         under = index.get(base_of(base))
         from_run = under is not None and under.kind == "align"
         aligned_from = defense_name(under) if under is not None else Path(str(base_of(base))).name
-    return Row(stage, defense, aligned, ft_defense, attack, p, n, run.config.get("seed"),
+    return Row(stage, defense, aligned, ft_defense, attack, p, n, run.seed,
                {k: v for k, v in run.metrics.items() if is_rate(v)}, cost, _seconds(run, "train"), str(run.path),
-               _method_of(spec), aligned_rates, aligned_from, from_run)
+               _method_of(run), aligned_rates, aligned_from, from_run)
 
 
 def _repair_row(run: Run, index: _Index) -> Row:
-    spec = run.config.get("spec") or {}
     target = index.get(base_of(run))
     under = _fine_tuning_row(target, index) if target is not None and target.kind in ("attack", "defend") else None
-    attack, p, n = _attack_of(spec) if spec.get("attack") else (
+    attack, p, n = _attack_of(run) if run.attack is not None else (
         (under.attack, under.p, under.n) if under else ("unknown", None, None))
     return Row(POST_FINE_TUNING, defense_name(run), under.aligned_with if under else "—",
-               under.finetune_defense if under else "—", attack, p, n, run.config.get("seed"),
+               under.finetune_defense if under else "—", attack, p, n, run.seed,
                {k: v for k, v in run.metrics.items() if is_rate(v)}, _seconds(run, "repair"),
-               under.finetune_s if under else None, str(run.path), under.method if under else _method_of(spec))
+               under.finetune_s if under else None, str(run.path), under.method if under else _method_of(run))
 
 
 def build(root: str | Path | list[str | Path], stages: list[str] | None = None) -> Leaderboard:

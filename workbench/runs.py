@@ -5,7 +5,8 @@ A run is built in `<root>/.incomplete/<kind>-<name>-<spec hash>/` and renamed to
 among the finished ones; its staging folder keeps the training checkpoint so `--resume` can continue.
 
 Layout of a finished run:
-    config.json     spec, seed, git hash, package versions, created time
+    config.json     the run record (`workbench.record.RunRecord`): schema version, kind, name, seed, the spec
+                    (typed by kind), git hash, package versions, created time; read it through `Run`
     metrics.json    flat-ish dict of numbers (each rate with n and a 95 % interval)
     samples.jsonl   one record per evaluated sample
     model/          safetensors + tokenizer, or a LoRA adapter + base reference
@@ -22,9 +23,13 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable
+
+from workbench.config import AttackSpec, DefenseSpec
+from workbench.record import SCHEMA_VERSION, AlignRunSpec, RunRecord, RunSpec, parse_record, run_spec
 
 INCOMPLETE = ".incomplete"
 _PACKAGES = ("torch", "transformers", "peft", "transformer-lens", "scikit-learn", "sentence-transformers")
@@ -86,9 +91,10 @@ class RunWriter:
     run.final_path                # set after a clean exit
     """
 
-    def __init__(self, root: str | Path, kind: str, name: str, spec: dict, seed: int = 0,
+    def __init__(self, root: str | Path, kind: str, name: str, spec: RunSpec | dict, seed: int = 0,
                  resume: bool = False, final: str | Path | None = None):
-        """`final` publishes to that exact folder (which must not exist) instead of a timestamped name."""
+        """`spec`: the run spec of `kind` (`workbench.record`), or a dict validated into it (ValueError when it is
+        not one). `final` publishes to that exact folder (which must not exist) instead of a timestamped name."""
         self.fixed_final = Path(final) if final is not None else None
         if self.fixed_final is not None:
             if self.fixed_final.exists() and any(self.fixed_final.iterdir()):
@@ -97,8 +103,9 @@ class RunWriter:
             root = self.fixed_final.parent
         self.root = Path(root)
         self.kind, self.name, self.seed = kind, name, seed
-        self.spec = spec
-        self.stage_id = f"{kind}-{name}-{spec_hash({'spec': spec, 'seed': seed})}"
+        self.spec = run_spec(kind, spec)
+        # the staging folder's name: the same spec and seed resume the same folder (dumped as it is written)
+        self.stage_id = f"{kind}-{name}-{spec_hash({'spec': self.spec.model_dump(), 'seed': seed})}"
         self.path = self.root / INCOMPLETE / self.stage_id
         self.resume = resume
         self.final_path: Path | None = None
@@ -111,11 +118,10 @@ class RunWriter:
         if self.path.exists() and not self.resume:
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.path / "config.json", {
-            "kind": self.kind, "name": self.name, "seed": self.seed, "spec": self.spec,
-            "git_hash": git_hash(), "versions": package_versions(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        })
+        self.record = RunRecord(schema_version=SCHEMA_VERSION, kind=self.kind, name=self.name, seed=self.seed,
+                                spec=self.spec, git_hash=git_hash(), versions=package_versions(),
+                                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        write_json(self.path / "config.json", self.record.model_dump())
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -162,21 +168,68 @@ class RunWriter:
 
 @dataclass(frozen=True)
 class Run:
-    """A finished run folder, read-only."""
+    """A finished run folder, read-only. Its record (config.json) is read once, typed (`RunRecord`); the
+    attributes below are what readers need from it, so none digs the JSON."""
 
     path: Path
 
     @property
     def config(self) -> dict:
+        """config.json as the raw JSON (for display); read the typed attributes instead."""
         return json.loads((self.path / "config.json").read_text())
+
+    @cached_property
+    def record(self) -> RunRecord:
+        """The parsed record; ValueError saying why when config.json is missing, damaged or not a run's."""
+        return read_record(self.path)
 
     @property
     def kind(self) -> str:
-        return self.config["kind"]
+        return self.record.kind
 
     @property
     def name(self) -> str:
-        return self.config["name"]
+        return self.record.name
+
+    @property
+    def seed(self) -> int:
+        return self.record.seed
+
+    @property
+    def created(self) -> str:
+        return self.record.created
+
+    @property
+    def spec(self) -> RunSpec:
+        """What the step ran, typed by kind (`workbench.record`)."""
+        return self.record.spec
+
+    @property
+    def base(self) -> str | None:
+        """The model the run was trained from / evaluated on (`spec.model`): a registered name or a folder."""
+        return self.spec.model
+
+    @property
+    def defense_spec(self) -> DefenseSpec | None:
+        """The defense of an align run (its alignment method), a defend run or a repair run; None otherwise."""
+        if isinstance(self.spec, AlignRunSpec):
+            return self.spec.align.defense if self.spec.align is not None else None
+        return self.spec.defense if self.kind in ("defend", "repair") else None
+
+    @property
+    def defense(self) -> str | None:
+        """The defense's name (see `defense_spec`)."""
+        return self.defense_spec.name if self.defense_spec is not None else None
+
+    @property
+    def attack(self) -> AttackSpec | None:
+        """The attack of an attack / defend run, or the one a repair run's target faced (copied when recorded)."""
+        return self.spec.attack if self.kind in ("attack", "defend", "repair") else None
+
+    @property
+    def stage(self) -> str | None:
+        """The defense stage: "alignment" (align), "fine-tuning" (defend), "post-fine-tuning" (repair); else None."""
+        return self.record.stage
 
     @property
     def metrics(self) -> dict:
@@ -200,7 +253,7 @@ def base_chain(run: Run, max_depth: int = 8, search: Iterable[str | Path] = ()) 
     A base run no longer where its config says (its root was moved, or archived with `workbench runs archive`
     into a clean clone) is looked up by folder name under the `search` roots (`find_moved`)."""
     chain: list[Run] = []
-    ref = (run.config.get("spec") or {}).get("model")
+    ref = run.base
     while ref:
         path = Path(ref) if run_kind(ref) is not None else find_moved(ref, search)
         if path is None:
@@ -208,7 +261,7 @@ def base_chain(run: Run, max_depth: int = 8, search: Iterable[str | Path] = ()) 
         if len(chain) >= max_depth:
             raise ValueError(f"{run.path}: the chain of base runs nests deeper than {max_depth} levels")
         chain.append(Run(path))
-        ref = (chain[-1].config.get("spec") or {}).get("model")
+        ref = chain[-1].base
     return chain, ref
 
 
@@ -245,9 +298,9 @@ def run_kind(folder: str | Path) -> str | None:
     return config["kind"] if is_run_config(config) else None
 
 
-def open_run(path: str | Path, kind: str | None = None) -> Run:
-    """Open a finished run folder, checking it is one (and of `kind` when given)."""
-    p = Path(path)
+def read_record(folder: str | Path) -> RunRecord:
+    """The run record in `folder`/config.json; ValueError saying why when there is none or it is not valid."""
+    p = Path(folder)
     if not (p / "config.json").is_file():
         raise ValueError(f"{p} is not a run folder: no config.json (finished runs live directly under the "
                          f"runs root; '{INCOMPLETE}/' holds interrupted ones)")
@@ -257,9 +310,18 @@ def open_run(path: str | Path, kind: str | None = None) -> Run:
         raise ValueError(f"{p}/config.json is not valid JSON ({err}): a damaged run folder") from None
     if not is_run_config(config):
         raise ValueError(f"{p} is not a run folder: its config.json is not a run config (a model folder?)")
-    run = Run(p)
-    if kind is not None and run.kind != kind:
-        raise ValueError(f"{p} is a '{run.kind}' run, expected a '{kind}' run")
+    try:
+        return parse_record(config)
+    except ValueError as err:
+        raise ValueError(f"{p}/config.json is not a valid run record ({err}): a damaged run folder") from None
+
+
+def open_run(path: str | Path, kind: str | None = None) -> Run:
+    """Open a finished run folder, checking it is one, that its record is valid (and of `kind` when given)."""
+    run = Run(Path(path))
+    record = run.record  # read and validated now: a damaged record is one clear error here, not in a reader later
+    if kind is not None and record.kind != kind:
+        raise ValueError(f"{run.path} is a '{record.kind}' run, expected a '{kind}' run")
     return run
 
 
@@ -272,13 +334,14 @@ def list_runs(root: str | Path = "runs", kind: str | None = None) -> list[Run]:
     for cfg in sorted(root.rglob("config.json")):
         if INCOMPLETE in cfg.parts or cfg.parent.name in ("model", "checkpoint"):
             continue
+        run = Run(cfg.parent)
         try:
-            run = Run(cfg.parent)
-            if kind is None or run.kind == kind:
-                runs.append(run)
-        except (json.JSONDecodeError, KeyError):
+            record = run.record
+        except ValueError:  # not a run's config.json (e.g. a model folder's), or a damaged record: open_run says
             continue
-    return sorted(runs, key=lambda r: r.config.get("created", ""))
+        if kind is None or record.kind == kind:
+            runs.append(run)
+    return sorted(runs, key=lambda r: r.created)
 
 
 ARCHIVE_NOTE = "archive.json"  # written into each archived copy: where it came from and what was left behind
@@ -352,17 +415,14 @@ def _archive_lowrank(run_path: Path, folder: Path) -> dict:
 
 def base_of(run: Run) -> str | None:
     """The model a run started from (`spec.model`): registered name or absolute folder."""
-    spec = run.config.get("spec") or {}
-    return spec.get("model") if isinstance(spec, dict) else None
+    return run.base
 
 
 def defense_name(run: Run) -> str:
     """The defense of an align / defend / repair run, with the parameters given on its command line (so a
     variant such as `bea(n_safety=33)` reads apart from the defaults run); defaults are not repeated."""
-    spec = run.config.get("spec") or {}
-    defense = (spec.get("align") or {}).get("defense") if run.kind == "align" else spec.get("defense")
-    if not isinstance(defense, dict) or not defense.get("name"):
+    defense = run.defense_spec
+    if defense is None or not defense.name:
         return run.name
-    given = defense.get("params") or {}
-    args = ", ".join(f"{k}={v}" for k, v in sorted(given.items()))
-    return f"{defense['name']}({args})" if args else defense["name"]
+    args = ", ".join(f"{k}={v}" for k, v in sorted(defense.params.items()))
+    return f"{defense.name}({args})" if args else defense.name

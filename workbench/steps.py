@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from workbench.config import AlignSpec, AttackSpec, DefenseSpec, EvalSpec, TrainSpec
 from workbench.data.types import Sample
 from workbench.evaluation.harness import evaluate
+from workbench.record import AlignRunSpec, AttackedRun, AttackRunSpec, EvalRunSpec, RepairRunSpec, RunSpec
 from workbench.runs import RunWriter
 from workbench.training.loop import train
 
@@ -32,7 +34,7 @@ def model_ref(name_or_path: str) -> str:
 
 
 def _train_and_eval(kind: str, name: str, base: str, samples: list[Sample], train_spec: TrainSpec,
-                    eval_spec: EvalSpec, spec: dict, out: str | Path, seed: int, plugins: list = (),
+                    eval_spec: EvalSpec, spec: RunSpec, out: str | Path, seed: int, plugins: list = (),
                     resume: bool = False, progress: bool = True, notes: dict | None = None) -> Path:
     from workbench.models import load_model, save_model
 
@@ -58,11 +60,12 @@ def alignment_inputs(spec: AlignSpec, model: str, seed: int = 0) -> tuple:
     with, and what the defense-cost benchmark times on the same data."""
     from workbench.defenses import get_defense, parse_params
     from workbench.defenses.alignment.data import alignment_samples
+    from workbench.defenses.context import TrainingContext
 
     info = get_defense(spec.defense.name, "alignment")
     params = parse_params(info, spec.defense.params)
     samples = alignment_samples(spec, seed)
-    plugins = info.plugins(params, {"samples": samples, "model": model, "seed": seed, "train": spec.train})
+    plugins = info.plugins(params, TrainingContext(samples, model, seed, spec.train))
     return params, samples, plugins
 
 
@@ -71,8 +74,8 @@ def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec
     from workbench.defenses.alignment.data import REFUSAL_SOURCE
 
     params, samples, plugins = alignment_inputs(spec, model, seed)
-    full = {"align": spec.model_dump(), "eval": eval_spec.model_dump(), "model": model_ref(model),
-            "refusals": REFUSAL_SOURCE, "defense_params": params.model_dump()}  # resolved defaults too
+    full = AlignRunSpec(align=spec, eval=eval_spec, model=model_ref(model), refusals=REFUSAL_SOURCE,
+                        defense_params=params.model_dump())  # resolved defaults too
     return _train_and_eval("align", spec.defense.name, model, samples, spec.train, eval_spec, full, out, seed,
                            plugins, resume, progress)
 
@@ -92,29 +95,29 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
     kind, resolved = "attack", None
     if defense is not None and defense.name not in ("none", ""):
         from workbench.defenses import get_defense, parse_params
+        from workbench.defenses.context import TrainingContext
 
         info = get_defense(defense.name, "fine-tuning")
         params = parse_params(info, defense.params)
         resolved = params.model_dump()
-        context = {"samples": samples, "model": model, "seed": seed, "train": spec.train, "notes": {}}
+        context = TrainingContext(samples, model, seed, spec.train)
         if info.data is not None:
             started = time.perf_counter()
             samples = info.data(params, samples, context)
-            context["samples"] = samples
+            context = replace(context, samples=samples)
             # a data defense (filtration judge, SAFT embeddings, …) runs before the training loop, so its
             # seconds are not in the loop's train_seconds; the leaderboard adds them to the defense's cost
-            context["notes"]["data_defense_seconds"] = round(time.perf_counter() - started, 3)
+            context.notes["data_defense_seconds"] = round(time.perf_counter() - started, 3)
         plugins = info.plugins(params, context)
         if info.inference is not None:
             gen = eval_spec.generation.model_copy(update=info.inference(params))
             eval_spec = eval_spec.model_copy(update={"generation": gen})
-        notes.update(context["notes"])
+        notes.update(context.notes)
         kind, name = "defend", f"{defense.name}-{name}"
     notes.update(n_harmful_trained=sum(bool(s.harmful) and not s.meta.get("safety_example") for s in samples),
                  n_safety_examples=sum(bool(s.meta.get("safety_example")) for s in samples), n_trained=len(samples))
-    full = {"attack": spec.model_dump(), "eval": eval_spec.model_dump(), "model": model_ref(model),
-            "defense": defense.model_dump() if defense else None,
-            "defense_params": resolved}
+    full = AttackRunSpec(attack=spec, eval=eval_spec, model=model_ref(model), defense=defense,
+                         defense_params=resolved)
     return _train_and_eval(kind, name, model, samples, spec.train, eval_spec, full, out, seed, plugins,
                            resume, progress, notes=notes)
 
@@ -128,8 +131,8 @@ def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSp
 
     seed_everything(seed)
     m, tok = load_model(model)
-    full = {"eval": eval_spec.model_dump(), "model": model_ref(model),
-            "harmful_prompts": sets or ("custom" if harmful is not None else "advbench eval split")}
+    full = EvalRunSpec(eval=eval_spec, model=model_ref(model),
+                       harmful_prompts=sets or ("custom" if harmful is not None else "advbench eval split"))
     name = name or Path(str(model)).name.replace("_", "-")
     with RunWriter(out, "eval", name, full, seed=seed) as run:
         ev = evaluate(m, tok, eval_spec, harmful=harmful, benign=benign, progress=progress, label=name)
@@ -160,17 +163,16 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
     if run is not None and run.kind not in REPAIRABLE:
         raise ValueError(f"{model} is a '{run.kind}' run; repair takes the fine-tuned model of an "
                          f"{' or '.join(repr(k) for k in REPAIRABLE)} run (or any HF / LoRA adapter folder)")
-    spec = (run.config.get("spec") or {}) if run is not None else {}
-    refs = _repair_references(info, model, spec, aligned, unaligned)
-    recorded = EvalSpec(**spec["eval"]) if spec.get("eval") else None
+    refs = _repair_references(info, model, run.base if run is not None else None, aligned, unaligned)
+    recorded = run.spec.eval if run is not None else None
     if eval_spec is None:
         eval_spec = recorded or EvalSpec()
     elif recorded is not None and recorded.generation.system_prompt and not eval_spec.generation.system_prompt:
         # the attacker's persona / the defense's inference prompt stays part of how this model is queried
         gen = eval_spec.generation.model_copy(update={"system_prompt": recorded.generation.system_prompt})
         eval_spec = eval_spec.model_copy(update={"generation": gen})
-    train = (spec.get("attack") or {}).get("train") or {}
-    adapted = train.get("lora_targets") if train.get("method", "lora") == "lora" else None
+    train = run.attack.train if run is not None and run.attack is not None else None
+    adapted = train.lora_targets if train is not None and train.method == "lora" else None
 
     seed_everything(seed)
     ctx = RepairContext(attacked=str(model), aligned=refs.get("aligned"), unaligned=refs.get("unaligned"),
@@ -180,10 +182,11 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
     seconds = round(time.perf_counter() - t0, 2)
 
     name = f"{defense}-{run.name if run is not None else Path(str(model)).name}".replace("_", "-")
-    full = {"defense": {"name": defense, "params": params}, "defense_params": resolved.model_dump(),
-            "model": model_ref(model), **{k: model_ref(v) if v else None for k, v in refs.items()},
-            "attacked_run": {"kind": run.kind, "name": run.name, "defense": spec.get("defense")} if run else None,
-            "attack": spec.get("attack"), "eval": eval_spec.model_dump()}
+    full = RepairRunSpec(
+        defense=DefenseSpec(name=defense, params=params), defense_params=resolved.model_dump(),
+        model=model_ref(model), **{k: model_ref(v) if v else None for k, v in refs.items()},
+        attacked_run=AttackedRun(kind=run.kind, name=run.name, defense=run.spec.defense) if run else None,
+        attack=run.attack if run else None, eval=eval_spec)
     with RunWriter(out, "repair", name, full, seed=seed) as writer:
         save_model(result.model, result.tokenizer, writer.path / "model")
         writer.write_json("model/base.json", {"base": model_ref(model), "method": f"repair:{defense}"})
@@ -203,7 +206,7 @@ def _run_of(model: str | Path):
     return open_run(model) if run_kind(Path(str(model))) is not None else None
 
 
-def _repair_references(info, model, spec: dict, aligned: str | None, unaligned: str | None) -> dict:
+def _repair_references(info, model, base: str | None, aligned: str | None, unaligned: str | None) -> dict:
     """aligned / unaligned for a post-stage defense: given, or read from the run folders; explicit errors."""
     from workbench.models.registry import MODELS, _base_reference, model_folder
 
@@ -220,14 +223,14 @@ def _repair_references(info, model, spec: dict, aligned: str | None, unaligned: 
         folder = model_folder(model)
         if (folder / "adapter_config.json").exists():
             aligned = _base_reference(folder)
-        elif spec.get("model"):
-            aligned = spec["model"]
+        elif base:  # the model the attack run fine-tuned
+            aligned = base
         else:
             raise ValueError(f"{info.name} needs --aligned: {model} is not a run folder that records the model it "
                              f"was fine-tuned from; pass that aligned model (name, HF folder or align run folder)")
     if unaligned is None:
         aligned_run = _run_of(aligned)
-        unaligned = ((aligned_run.config.get("spec") or {}).get("model") if aligned_run is not None else None)
+        unaligned = aligned_run.base if aligned_run is not None else None
         if not unaligned:
             raise ValueError(f"{info.name} needs --unaligned: the aligned model {aligned} is not a run folder that "
                              f"records its base; pass the model before safety alignment (e.g. smollm2-135m-instruct)")

@@ -37,12 +37,11 @@ def runs_index(root: str, fp: tuple) -> list[dict]:
     """One record per finished run under `root`, oldest first (fp: `fingerprint(root)`, the cache key)."""
     out = []
     for r in list_runs(root):
-        cfg = r.config
         out.append({
             "path": str(r.path), "folder": str(r.path.relative_to(root)), "kind": r.kind, "name": r.name,
-            "created": cfg.get("created", ""), "seed": cfg.get("seed"), "has_model": r.model_dir.is_dir(),
+            "created": r.created, "seed": r.seed, "has_model": r.model_dir.is_dir(),
             "base": wf.base_of(r), "analysis": wf.analysis_name(r), "metrics": wf.clean(r.metrics),
-            "attack": ((cfg.get("spec") or {}).get("attack") or {}).get("name"),
+            "attack": r.attack.name if r.attack is not None else None,
         })
     return out
 
@@ -53,7 +52,14 @@ def runs(root: Path, kind: str | None = None) -> list[dict]:
 
 @st.cache_data(show_spinner=False)
 def read_config(path: str) -> dict:
+    """config.json as it is on disk, for display; read fields through `read_spec` / the runs index."""
     return wf.clean(Run(Path(path)).config)
+
+
+@st.cache_data(show_spinner=False)
+def read_spec(path: str):
+    """The run's typed spec (`Run.spec`, `workbench.record`)."""
+    return Run(Path(path)).spec
 
 
 @st.cache_data(show_spinner=False)
@@ -133,13 +139,13 @@ def analysis_section(root: Path, name: str, title: str, command: str, key: str) 
         empty(f"{title.lower()} runs ({name} analysis)", command)
         return
     rec = pick_run(recs, f"{title} run", key=f"{key}-run")
-    cfg = read_config(rec["path"]).get("spec", {})
-    st.caption(f"model: `{wf.short_ref(cfg.get('model'))}`"
-               + (f" · compare: `{wf.short_ref(cfg.get('compare'))}`" if cfg.get("compare") else "")
+    spec = read_spec(rec["path"])
+    st.caption(f"model: `{wf.short_ref(spec.model)}`"
+               + (f" · compare: `{wf.short_ref(spec.compare)}`" if spec.compare else "")
                + f" · run folder: `{rec['path']}`")
     with st.expander("headline numbers and parameters", expanded=False):
         metrics_table(rec["metrics"])
-        st.json(cfg.get("params", {}), expanded=False)
+        st.json(wf.clean(spec.params), expanded=False)
     if registered:
         figs, err = analysis_figures(rec["path"])
         if err:

@@ -26,9 +26,8 @@ def render(root: Path) -> None:
                     "safer basin around the model)")
         table = []
         for r in reversed(recs):
-            spec = common.read_config(r["path"]).get("spec", {})
-            row = {"run": r["folder"], "model": wf.short_ref(spec.get("model")),
-                   "compare": wf.short_ref(spec.get("compare"))}
+            spec = common.read_spec(r["path"])
+            row = {"run": r["folder"], "model": wf.short_ref(spec.model), "compare": wf.short_ref(spec.compare)}
             row.update({title: r["metrics"].get(key) for key, title in SCORES})
             table.append(row)
         st.dataframe(table, hide_index=True, width="stretch")

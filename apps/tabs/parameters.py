@@ -27,9 +27,8 @@ def render(root: Path) -> None:
         st.markdown("**Harmful-parameter location runs**")
         table = []
         for r in reversed(recs):
-            spec = common.read_config(r["path"]).get("spec", {})
-            row = {"run": r["folder"], "model": wf.short_ref(spec.get("model")),
-                   "safety data": (spec.get("params") or {}).get("safety_data")}
+            spec = common.read_spec(r["path"])
+            row = {"run": r["folder"], "model": wf.short_ref(spec.model), "safety data": spec.params.get("safety_data")}
             row.update({title: r["metrics"].get(key) for key, title in COLUMNS})
             table.append(row)
         st.dataframe(table, hide_index=True, width="stretch")

@@ -27,10 +27,10 @@ class DefenseInfo:
     name: str
     stage: Stage  # `workbench.vocabulary` spelling; an older one ("finetune", "post") is read as it
     params: type[Spec]
-    plugins: Callable  # (params, context) -> list[TrainPlugin]
+    plugins: Callable  # (params, TrainingContext) -> list[TrainPlugin]
     paper: str = ""
-    # Fine-tuning-stage extras. context holds {"samples", "model", "seed", "train", "notes": dict}; a defense
-    # writes what it wants reported (e.g. filtration precision/recall) into context["notes"].
+    # Fine-tuning-stage extras. The context is a `workbench.defenses.context.TrainingContext` (samples, model, seed,
+    # train, notes); a defense writes what it wants reported (e.g. filtration precision/recall) into context.notes.
     data: Callable | None = None  # (params, samples, context) -> samples: filtration, SafeInstr, BEA
     inference: Callable | None = None  # (params) -> GenerationSpec updates: PTST / BEA system prompts
     # Post-fine-tuning stage: repair(params, RepairContext) -> RepairResult (`workbench.defenses.post.common`);

@@ -31,6 +31,7 @@ from pydantic import Field
 from workbench.config import Spec
 from workbench.defenses.alignment.common import (
     Functional, HarmfulBatches, add_grads, device_of, harmful_batches, trainable)
+from workbench.defenses.context import TrainingContext
 from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
 
 
@@ -80,5 +81,5 @@ class BoosterPlugin(TrainPlugin):
         return loss.item()
 
 
-def plugins(params: BoosterParams, context: dict) -> list[TrainPlugin]:
+def plugins(params: BoosterParams, context: TrainingContext) -> list[TrainPlugin]:
     return [BoosterPlugin(params, harmful_batches(params, context, params.harmful_batch_size))]

@@ -23,6 +23,7 @@ from torch.func import functional_call
 
 from workbench.data.chat import IGNORE, collate, encode
 from workbench.data.types import Sample
+from workbench.defenses.context import TrainingContext
 
 SITES = ("resid_post", "attn_out", "mlp_out")
 
@@ -183,11 +184,10 @@ def device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def harmful_batches(params, context: dict, batch_size: int | None = None, stream: int = 0) -> HarmfulBatches:
+def harmful_batches(params, context: TrainingContext, batch_size: int | None = None,
+                    stream: int = 0) -> HarmfulBatches:
     """HarmfulBatches for a defense spec with a `harmful` dataset field, sized like the training batches."""
-    from workbench.config import TrainSpec
-
-    train: TrainSpec = context.get("train") or TrainSpec()
+    train = context.train
     return HarmfulBatches(harmful_pool(params.harmful), batch_size or train.batch_size,
-                          seed=int(context.get("seed", train.seed)), max_len=train.max_len,
+                          seed=context.seed, max_len=train.max_len,
                           system_prompt=train.system_prompt, stream=stream)

@@ -34,6 +34,7 @@ from pydantic import Field
 from workbench.config import Spec
 from workbench.defenses.alignment.common import (
     HarmfulBatches, answer_mask, backbone, capture, device_of, harmful_batches, site_modules)
+from workbench.defenses.context import TrainingContext
 from workbench.training.plugins import TrainPlugin, TrainState
 
 
@@ -108,6 +109,6 @@ class RepNoisePlugin(TrainPlugin):
         return p.beta * noise - p.alpha * torch.log1p(harmful_ce)
 
 
-def plugins(params: RepNoiseParams, context: dict) -> list[TrainPlugin]:
+def plugins(params: RepNoiseParams, context: TrainingContext) -> list[TrainPlugin]:
     return [RepNoisePlugin(params, harmful_batches(params, context, params.harmful_batch_size),
-                           seed=int(context.get("seed", 0)))]
+                           seed=context.seed)]

@@ -37,6 +37,7 @@ from workbench.config import Spec
 from workbench.defenses.alignment.common import (
     HarmfulBatches, add_to_outputs, capture, decoder_layers, device_of, harmful_batches, site_modules)
 from workbench.defenses.alignment.vaccine import perturbation
+from workbench.defenses.context import TrainingContext
 from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
 
 
@@ -116,6 +117,6 @@ class TVaccinePlugin(TrainPlugin):
         return clean
 
 
-def plugins(params: TVaccineParams, context: dict) -> list[TrainPlugin]:
+def plugins(params: TVaccineParams, context: TrainingContext) -> list[TrainPlugin]:
     probe = harmful_batches(params, context, batch_size=params.probe_batch_size, stream=1)
-    return [TVaccinePlugin(params, probe, seed=int(context.get("seed", 0)))]
+    return [TVaccinePlugin(params, probe, seed=context.seed)]

@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from workbench.config import Spec, TrainSpec
+from workbench.config import Spec
 from workbench.defenses.alignment.common import (
     Functional, HarmfulBatches, add_grads, answer_mask, device_of, harmful_pool, trainable)
+from workbench.defenses.context import TrainingContext
 from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
 
 
@@ -121,9 +122,8 @@ class TARPlugin(TrainPlugin):
         return loss.item()
 
 
-def plugins(params: TARParams, context: dict) -> list[TrainPlugin]:
-    train: TrainSpec = context.get("train") or TrainSpec()
-    seed = int(context.get("seed", train.seed))
+def plugins(params: TARParams, context: TrainingContext) -> list[TrainPlugin]:
+    train, seed = context.train, context.seed
     pool = harmful_pool(params.harmful)
     size = params.harmful_batch_size or train.batch_size
 

@@ -36,6 +36,7 @@ from pydantic import Field
 
 from workbench.config import Spec
 from workbench.defenses.alignment.common import add_to_outputs, capture, site_modules
+from workbench.defenses.context import TrainingContext
 from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
 
 
@@ -83,5 +84,5 @@ class VaccinePlugin(TrainPlugin):
         return clean
 
 
-def plugins(params: VaccineParams, context: dict) -> list[TrainPlugin]:
+def plugins(params: VaccineParams, context: TrainingContext) -> list[TrainPlugin]:
     return [VaccinePlugin(params)]

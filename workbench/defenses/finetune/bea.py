@@ -25,6 +25,7 @@ from pydantic import Field
 
 from workbench.config import Spec
 from workbench.data.types import Sample
+from workbench.defenses.context import TrainingContext
 from workbench.defenses.finetune.common import refusal_samples
 from workbench.defenses.finetune.safeinstr import mix_in
 
@@ -44,11 +45,11 @@ def bea_trigger(params: BEAParams) -> str:
                     for _ in range(params.trigger_words))
 
 
-def data(params: BEAParams, samples: list[Sample], context: dict) -> list[Sample]:
-    seed = int(context.get("seed", 0))
+def data(params: BEAParams, samples: list[Sample], context: TrainingContext) -> list[Sample]:
+    seed = context.seed
     safety = refusal_samples(params.n_safety, seed, system=bea_trigger(params), source="bea")
-    context.setdefault("notes", {})["bea"] = {"n_safety_added": len(safety), "trigger_words": params.trigger_words
-                                              if not params.trigger else len(params.trigger.split())}
+    context.notes["bea"] = {"n_safety_added": len(safety), "trigger_words": params.trigger_words
+                            if not params.trigger else len(params.trigger.split())}
     return mix_in(samples, safety, seed)
 
 
@@ -56,5 +57,5 @@ def inference(params: BEAParams) -> dict:
     return {"system_prompt": bea_trigger(params)}
 
 
-def plugins(params: BEAParams, context: dict) -> list:
+def plugins(params: BEAParams, context: TrainingContext) -> list:
     return []

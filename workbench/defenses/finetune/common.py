@@ -1,6 +1,6 @@
 """Pieces shared by the fine-tuning-stage defenses.
 
-- `reference_model(ref, device)`: a frozen copy of the aligned model (the attack step's `context["model"]`),
+- `reference_model(ref, device)`: a frozen copy of the aligned model (the attack step's `context.model`),
   for the defenses that compare against it (LDIFS, Constrain-SFT).
 - `refusal_samples(n, seed)`: the safety examples SafeInstr / BEA / SaLoRA / Freeze's probe use — AdvBench
   TRAIN prompts (never an eval prompt of any dataset) answered with the refusal templates of

@@ -15,7 +15,7 @@ small after them.
 
 Defaults are the paper's (Llama-2-7B-Chat): β_1 = 0.5, β_t = 2 for 2 ≤ t ≤ 5, β_t = 0.1 for t > 5
 (`betas = [0.5, 2, 2, 2, 2]`, `beta_rest = 0.1`). t counts answer tokens from 1 (the end-of-turn token that
-closes the answer is an answer token too). π_aligned is a frozen copy of `context["model"]`.
+closes the answer is an answer token too). π_aligned is a frozen copy of `context.model`.
 
 Implementation: a `backward` plugin — one trainable forward and one no-grad reference forward per micro-batch.
 The per-token losses are averaged over the batch's answer tokens (like the loop's `lm_loss`, so learning rates
@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from workbench.config import Spec
+from workbench.defenses.context import TrainingContext
 from workbench.defenses.finetune.common import device_of, dtype_of, reference_model
 from workbench.training.plugins import TrainPlugin, TrainState
 
@@ -92,5 +93,5 @@ class ConstrainSFTPlugin(TrainPlugin):
         return ce
 
 
-def plugins(params: ConstrainSFTParams, context: dict) -> list[TrainPlugin]:
-    return [ConstrainSFTPlugin(params, str(context["model"]))]
+def plugins(params: ConstrainSFTParams, context: TrainingContext) -> list[TrainPlugin]:
+    return [ConstrainSFTPlugin(params, str(context.model))]

@@ -34,6 +34,7 @@ from pydantic import Field
 
 from workbench.config import Spec
 from workbench.data.types import Sample
+from workbench.defenses.context import TrainingContext
 
 
 class FiltrationParams(Spec):
@@ -62,9 +63,9 @@ def filtration_report(samples: list[Sample], dropped: list[bool], method: str, *
             "recall": tp / n_harmful if n_harmful else None, **extra}
 
 
-def _apply(samples: list[Sample], dropped: list[bool], context: dict, report: dict) -> list[Sample]:
+def _apply(samples: list[Sample], dropped: list[bool], context: TrainingContext, report: dict) -> list[Sample]:
     kept = [s for s, d in zip(samples, dropped) if not d]
-    context.setdefault("notes", {})["filtration"] = report
+    context.notes["filtration"] = report
     if not kept:
         raise ValueError(f"{report['method']} dropped all {len(samples)} user samples: nothing left to fine-tune "
                          "on; raise the threshold / lower drop_fraction")
@@ -85,7 +86,7 @@ def judge_flags(judge, samples: list[Sample], threshold: float) -> tuple[list[bo
     return [bool(x >= threshold) for x in scores], scores
 
 
-def judge_data(params: FiltrationParams, samples: list[Sample], context: dict) -> list[Sample]:
+def judge_data(params: FiltrationParams, samples: list[Sample], context: TrainingContext) -> list[Sample]:
     dropped, scores = judge_flags(_load_judge(params.embedder), samples, params.threshold)
     report = filtration_report(samples, dropped, "judge", threshold=params.threshold, embedder=params.embedder,
                                mean_score=float(scores.mean()) if len(scores) else None)
@@ -136,18 +137,18 @@ def model_embeddings(model_ref: str, samples: list[Sample], layer: int | None, m
     return out
 
 
-def saft_embeddings(params: SAFTParams, samples: list[Sample], context: dict) -> np.ndarray:
+def saft_embeddings(params: SAFTParams, samples: list[Sample], context: TrainingContext) -> np.ndarray:
     if params.features == "model":
-        train = context.get("train")
-        return model_embeddings(str(context["model"]), samples, params.layer, train.max_len if train else 256,
-                                train.system_prompt if train else None, params.batch_size)
+        train = context.train
+        return model_embeddings(str(context.model), samples, params.layer, train.max_len, train.system_prompt,
+                                params.batch_size)
     from workbench.evaluation.embeddings import get_embedder
 
     return np.asarray(get_embedder(params.features).encode([f"{s.prompt}\n{s.response or ''}" for s in samples]),
                       dtype=np.float64)
 
 
-def saft_data(params: SAFTParams, samples: list[Sample], context: dict) -> list[Sample]:
+def saft_data(params: SAFTParams, samples: list[Sample], context: TrainingContext) -> list[Sample]:
     scores = spectral_scores(saft_embeddings(params, samples, context))
     dropped = top_fraction_mask(scores, params.drop_fraction)
     report = filtration_report(samples, dropped, "saft", drop_fraction=params.drop_fraction,
@@ -155,5 +156,5 @@ def saft_data(params: SAFTParams, samples: list[Sample], context: dict) -> list[
     return _apply(samples, dropped, context, report)
 
 
-def plugins(params, context: dict) -> list:
+def plugins(params, context: TrainingContext) -> list:
     return []

@@ -43,6 +43,7 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.config import Spec
+from workbench.defenses.context import TrainingContext
 from workbench.defenses.finetune.common import layer_index, matches, refusal_samples
 from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
 
@@ -164,9 +165,9 @@ def n_layers_of(model_ref: str) -> int:
     return int(model.config.num_hidden_layers)
 
 
-def select_layers(params: SelectionParams, context: dict) -> tuple[list[int], str]:
+def select_layers(params: SelectionParams, context: TrainingContext) -> tuple[list[int], str]:
     """(safety-critical layers, source) for a spec, validated against the model's depth."""
-    ref = str(context["model"])
+    ref = str(context.model)
     n = n_layers_of(ref)
     if params.layers is not None:
         layers, source = sorted(set(params.layers)), "layers parameter"
@@ -174,9 +175,8 @@ def select_layers(params: SelectionParams, context: dict) -> tuple[list[int], st
         layers, source = layers_from_analysis(params.analysis, params.top_k)
         source = f"{source} in {params.analysis}"
     else:
-        train = context.get("train")
-        layers = probe_layers(ref, params.top_k or default_top_k(n), params.n_probe, int(context.get("seed", 0)),
-                              train.max_len if train else 256)
+        layers = probe_layers(ref, params.top_k or default_top_k(n), params.n_probe, context.seed,
+                              context.train.max_len)
         source = f"probe: mean |W·∇W| on {params.n_probe} safety examples"
     bad = [l for l in layers if not 0 <= l < n]
     if bad:
@@ -240,29 +240,29 @@ def _target_frozen(target: str, plus: list[str]) -> bool:
     return target in plus or _PARENT.get(target) in plus
 
 
-def _plugins(params: SelectionParams, context: dict, name: str, plus: list[str] | None = None,
+def _plugins(params: SelectionParams, context: TrainingContext, name: str, plus: list[str] | None = None,
              lr_factor: float = 0.0) -> list[TrainPlugin]:
-    train = context.get("train")
-    if plus is not None and train is not None and train.method == "lora":  # fail before the probe runs
+    train = context.train
+    if plus is not None and train.method == "lora":  # fail before the probe runs
         if all(_target_frozen(t, plus) for t in train.lora_targets):
             raise ValueError(f"{name} freezes {plus} everywhere, but LoRA only adapts {list(train.lora_targets)}: "
                              "nothing would train; use --method full or LoRA targets including MLP projections "
                              "(gate_proj, up_proj, down_proj)")
     layers, source = select_layers(params, context)
-    report = context.setdefault("notes", {}).setdefault(name, {})
+    report = context.notes.setdefault(name, {})
     report.update(layers=layers, source=source, modules=params.modules, plus_modules=plus, lr_factor=lr_factor)
     plugin = LayerLRPlugin(layers, params.modules, plus, lr_factor, report)
     plugin.name = name
     return [plugin]
 
 
-def plugins(params: FreezeParams, context: dict) -> list[TrainPlugin]:
+def plugins(params: FreezeParams, context: TrainingContext) -> list[TrainPlugin]:
     return _plugins(params, context, "freeze")
 
 
-def plugins_plus(params: FreezePlusParams, context: dict) -> list[TrainPlugin]:
+def plugins_plus(params: FreezePlusParams, context: TrainingContext) -> list[TrainPlugin]:
     return _plugins(params, context, "freeze_plus", plus=list(params.plus_modules))
 
 
-def plugins_ml_lr(params: MLLRParams, context: dict) -> list[TrainPlugin]:
+def plugins_ml_lr(params: MLLRParams, context: TrainingContext) -> list[TrainPlugin]:
     return _plugins(params, context, "ml_lr", lr_factor=params.lr_factor)

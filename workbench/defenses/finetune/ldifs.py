@@ -12,7 +12,7 @@ f = the task (LM) loss on the user's batch x; φ_l = `hidden_states[l]` of the H
 (`[batch, pos, d_model]`): l = 1..L−1 are the outputs of decoder layers 0..L−2 and l = L is the last layer's
 output after the final norm, as HF returns them (l = 0, the embeddings, is left out by default). Tokens are
 every non-padding position of prompt + answer (`tokens="all"`) or only the positions that predict answer
-tokens (`tokens="answer"`). w_aligned is a frozen copy of `context["model"]`, so d_l = 0 at w = w_aligned.
+tokens (`tokens="answer"`). w_aligned is a frozen copy of `context.model`, so d_l = 0 at w = w_aligned.
 
 Deviation to know: the paper concatenates the features of all blocks of an image encoder into one vector per
 input; we average over token positions and divide by d_model (a per-element mean squared distance) so that λ
@@ -27,6 +27,7 @@ import torch
 from pydantic import Field
 
 from workbench.config import Spec
+from workbench.defenses.context import TrainingContext
 from workbench.defenses.finetune.common import device_of, dtype_of, reference_model
 from workbench.training.plugins import TrainPlugin, TrainState
 
@@ -92,6 +93,6 @@ class LDIFSPlugin(TrainPlugin):
         self.report.update(last_feature_distance=self.last.get("feature_distance"))
 
 
-def plugins(params: LDIFSParams, context: dict) -> list[TrainPlugin]:
-    report = context.setdefault("notes", {}).setdefault("ldifs", {"lamb": params.lamb})
-    return [LDIFSPlugin(params, str(context["model"]), report)]
+def plugins(params: LDIFSParams, context: TrainingContext) -> list[TrainPlugin]:
+    report = context.notes.setdefault("ldifs", {"lamb": params.lamb})
+    return [LDIFSPlugin(params, str(context.model), report)]

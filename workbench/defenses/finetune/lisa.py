@@ -34,6 +34,7 @@ import torch
 from pydantic import Field
 
 from workbench.config import AlignSpec, Spec
+from workbench.defenses.context import TrainingContext
 from workbench.training.plugins import TrainPlugin, TrainState
 
 
@@ -112,13 +113,11 @@ class LisaPlugin(TrainPlugin):
         self.report.update(ex)
 
 
-def plugins(params: LisaParams, context: dict) -> list[TrainPlugin]:
-    from workbench.config import TrainSpec
+def plugins(params: LisaParams, context: TrainingContext) -> list[TrainPlugin]:
     from workbench.defenses.alignment.common import HarmfulBatches
     from workbench.defenses.alignment.data import alignment_samples
 
-    train: TrainSpec = context.get("train") or TrainSpec()
-    seed = int(context.get("seed", 0))
+    train, seed = context.train, context.seed
     batches = None
     if params.align_steps > 0:
         mix = alignment_samples(AlignSpec(n_harmful=params.n_align_harmful, n_benign=params.n_align_benign), seed)
@@ -126,5 +125,5 @@ def plugins(params: LisaParams, context: dict) -> list[TrainPlugin]:
             raise ValueError("lisa: the alignment mix is empty; set n_align_harmful / n_align_benign > 0")
         batches = HarmfulBatches(mix, train.batch_size, seed=seed, max_len=train.max_len,
                                  system_prompt=train.system_prompt, stream=11)
-    report = context.setdefault("notes", {}).setdefault("lisa", {})
+    report = context.notes.setdefault("lisa", {})
     return [LisaPlugin(params, batches, report)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from workbench.config import Spec
+from workbench.defenses.context import TrainingContext
 
 LLAMA2_SAFETY_PROMPT = (
     "You are a helpful, respectful and honest assistant. Always answer as helpfully as possible, while being "
@@ -37,10 +38,9 @@ def inference(params: PTSTParams) -> dict:
     return {"system_prompt": safety_prompt(params)}
 
 
-def plugins(params: PTSTParams, context: dict) -> list:
-    train = context.get("train")
-    if train is not None and train.system_prompt == safety_prompt(params):
+def plugins(params: PTSTParams, context: TrainingContext) -> list:
+    if context.train.system_prompt == safety_prompt(params):
         raise ValueError("ptst fine-tunes *without* the safety prompt, but the training system prompt is the "
                          "safety prompt; train with another (or no) system prompt")
-    context.setdefault("notes", {})["ptst"] = {"inference_system_prompt": safety_prompt(params)}
+    context.notes["ptst"] = {"inference_system_prompt": safety_prompt(params)}
     return []

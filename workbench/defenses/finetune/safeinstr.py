@@ -20,6 +20,7 @@ from pydantic import Field
 
 from workbench.config import Spec
 from workbench.data.types import Sample
+from workbench.defenses.context import TrainingContext
 from workbench.defenses.finetune.common import refusal_samples
 
 
@@ -41,12 +42,12 @@ def mix_in(samples: list[Sample], extra: list[Sample], seed: int) -> list[Sample
     return out
 
 
-def data(params: SafeInstrParams, samples: list[Sample], context: dict) -> list[Sample]:
-    seed = int(context.get("seed", 0))
+def data(params: SafeInstrParams, samples: list[Sample], context: TrainingContext) -> list[Sample]:
+    seed = context.seed
     k = n_safety(params, len(samples))
-    context.setdefault("notes", {})["safeinstr"] = {"n_safety_added": k, "share": params.share}
+    context.notes["safeinstr"] = {"n_safety_added": k, "share": params.share}
     return mix_in(samples, refusal_samples(k, seed, source="safeinstr"), seed)
 
 
-def plugins(params, context: dict) -> list:
+def plugins(params, context: TrainingContext) -> list:
     return []

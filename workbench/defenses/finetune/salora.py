@@ -31,6 +31,7 @@ from pydantic import Field
 
 from workbench.config import Spec
 from workbench.data.chat import collate, encode
+from workbench.defenses.context import TrainingContext
 from workbench.defenses.finetune.common import device_of, refusal_samples, strip_peft
 from workbench.training.plugins import TrainPlugin, TrainState
 
@@ -128,11 +129,10 @@ class SaLoRAPlugin(TrainPlugin):
         self.project()
 
 
-def plugins(params: SaLoRAParams, context: dict) -> list[TrainPlugin]:
-    train = context.get("train")
-    if train is not None and train.method != "lora":
+def plugins(params: SaLoRAParams, context: TrainingContext) -> list[TrainPlugin]:
+    train = context.train
+    if train.method != "lora":
         raise ValueError("salora projects LoRA updates: use --method lora (it cannot run with --method full)")
-    report = context.setdefault("notes", {}).setdefault("salora", {})
-    samples = refusal_samples(params.n_safety, int(context.get("seed", 0)))
-    return [SaLoRAPlugin(params, samples, train.max_len if train else 256, train.system_prompt if train else None,
-                         report)]
+    report = context.notes.setdefault("salora", {})
+    samples = refusal_samples(params.n_safety, context.seed)
+    return [SaLoRAPlugin(params, samples, train.max_len, train.system_prompt, report)]
