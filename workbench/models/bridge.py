@@ -67,6 +67,10 @@ def boot_bridge(model, tokenizer, *, device: str | torch.device | None = None,
     hf_model = copy.deepcopy(model)
     if isinstance(hf_model, PeftModel):
         hf_model = hf_model.merge_and_unload()
+    if not getattr(hf_model.config, "architectures", None):
+        # A model built in memory (not read from a folder) has no `architectures`, which TransformerLens reads
+        # to pick its adapter for some families (Gemma 3's model_type "gemma3_text" is not in its fallback map).
+        hf_model.config.architectures = [type(hf_model).__name__]
     param = next(hf_model.parameters())
     device = torch.device(device) if device is not None else param.device
     dtype = dtype or param.dtype
