@@ -10,6 +10,7 @@ tied embeddings, sliding window 4 < the prompt length, so the sliding-window mas
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -106,16 +107,10 @@ def _raw_hook_capture(name: str, model, ids):
 
 def _sites_capture(model, ids):
     sites = sites_of(model)
-    with torch.no_grad(), sites.capture(model, "embed") as emb:
-        stack = [sites.capture(model, k) for k in PER_LAYER]
-        stores = [cm.__enter__() for cm in stack]
-        try:
-            logits = model(ids).logits
-        finally:
-            for cm in reversed(stack):
-                cm.__exit__(None, None, None)
-    got = dict(zip(PER_LAYER, stores))
-    got["embed"] = emb[None]
+    with torch.no_grad(), contextlib.ExitStack() as stack:
+        got = {k: stack.enter_context(sites.capture(model, k)) for k in (*PER_LAYER, "embed")}
+        logits = model(ids).logits
+    got["embed"] = got["embed"][None]
     return got, logits
 
 
