@@ -22,6 +22,7 @@ from workbench.models.sites import (
     LINEAR_TYPES,
     LLAMA,
     layer_of,
+    linear_modules,
     sites_of,
     strip_peft,
 )
@@ -137,16 +138,18 @@ def test_table_describes_the_model(family):
             assert sites.module(model, t, L) is getattr(layer.self_attn, t)
         for t in ("gate_proj", "up_proj", "down_proj"):
             assert sites.module(model, t, L) is getattr(layer.mlp, t)
-    linears = sites.linears(model)
-    want = {n: m for n, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in LINEAR_TYPES}
-    assert list(linears) == list(want) and all(linears[n] is want[n] for n in want)  # same names, same order
+    # the linear types scored / projected by default are exactly the table's per-layer linears, in layer order
+    linears = linear_modules(model)
+    want = [(sites.module_path(t, L), sites.module(model, t, L))
+            for L in range(sites.n_layers) for t in sites.arch.linear_types]
+    assert [(n, id(m)) for n, m in linears.items()] == [(n, id(m)) for n, m in want]
+    assert set(LINEAR_TYPES) == set(sites.arch.linear_types)
     with pytest.raises(ValueError, match="layer must be in"):
         sites.hook_name("resid_post", sites.n_layers)
     with pytest.raises(ValueError, match="unknown site"):
         sites.hook_name("resid_mid", 0)
     with pytest.raises(ValueError, match="no linear modules named"):
-        sites.linears(model, ["q_proj", "qkv_proj"])
+        linear_modules(model, ["qkv_proj"])
 
 
 def test_sites_equal_raw_forward_hooks_and_the_residual_identities(family):

@@ -21,7 +21,7 @@ Site kinds (per decoder layer L unless marked global; all `[batch, pos, d_model]
 
 Modules (`Sites.module(model, kind, layer)`): every site kind above with an HF module, plus "layers" (the
 decoder ModuleList), "layer", "attn", "mlp" (per layer), "final_norm", "lm_head", and each linear sublayer type
-("q_proj", ..., "down_proj"; per layer). `Sites.linears(model, types)` lists linear sublayers by name.
+("q_proj", ..., "down_proj"; per layer). `linear_modules(model, types)` lists linear sublayers by type.
 
     sites = sites_of(model)                    # HF causal LM, a peft (LoRA) wrapper of one, or a TransformerBridge
     sites.n_layers, sites.n_heads, sites.head_dim, sites.tied_embeddings
@@ -207,6 +207,20 @@ def layer_of(name: str) -> int | None:
     return None
 
 
+def linear_modules(model, types: tuple[str, ...] | list[str] = LINEAR_TYPES) -> dict[str, torch.nn.Linear]:
+    """`nn.Linear` modules whose last name component is one of `types`, by module name, in module order.
+
+    Selected by type name, as peft's `target_modules` are, so it works on any module tree (names are those of
+    `model.named_modules()`); for the families in the table the default types are exactly each decoder layer's
+    attention and MLP linears (tests/test_model_sites.py). ValueError when none matches.
+    """
+    wanted = set(types)
+    out = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in wanted}
+    if not out:
+        raise ValueError(f"no linear modules named {list(types)} in the model")
+    return out
+
+
 def container_of(linear: str) -> str | None:
     """The block module ("self_attn" or "mlp") holding a linear sublayer type, when every family agrees."""
     found = {a.container_of(linear) for a in ARCHITECTURES} - {None}
@@ -302,26 +316,6 @@ class Sites:
     def modules(self, model, kind: str) -> list[torch.nn.Module]:
         """One module per decoder layer for a per-layer site kind or module name."""
         return [self.module(model, kind, l) for l in range(self.n_layers)]
-
-    def linears(self, model, types: tuple[str, ...] | list[str] | None = None) -> dict[str, torch.nn.Module]:
-        """Linear sublayers of the given types (default `LINEAR_TYPES`), by module name in the causal LM, layer
-        by layer in module order; "lm_head" may be asked for too (last). ValueError for a type the family lacks."""
-        a = self.arch
-        wanted = set(LINEAR_TYPES if types is None else types)
-        unknown = sorted(wanted - set(a.linear_types) - {"lm_head"})
-        if unknown:
-            raise ValueError(f"no linear modules named {unknown} in {a.family} models; they have "
-                             f"{list(a.linear_types)} (and lm_head)")
-        base = unwrap(model)
-        out = {}
-        for l in range(self.n_layers):
-            for t in a.linear_types:
-                if t in wanted:
-                    path = self.module_path(t, l)
-                    out[path] = base.get_submodule(path)
-        if "lm_head" in wanted:
-            out[a.lm_head] = base.get_submodule(a.lm_head)
-        return out
 
     def final_norm_gain(self, model) -> torch.Tensor:
         """The final RMSNorm's elementwise gain `[d_model]` (weight, or offset + weight for Gemma), detached."""
