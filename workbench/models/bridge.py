@@ -15,6 +15,9 @@ the HF tokenizer (Llama/SmolLM2 tokenizers add no BOS; the chat template already
 `<|im_start|>`). Best practice: build ids with the HF tokenizer / chat template and pass the id tensor
 `[batch, pos]` to `bridge(...)`, `run_with_cache`, `run_with_hooks`.
 
+Which hook name holds which site (resid_pre / resid_post / attn_out / mlp_out / head_in) for a model family:
+`workbench.models.sites` (`sites_of(model).hook_name(kind, layer)`); analyses ask it rather than spell names.
+
 Hook names exposed (tiny-llama: n_layers 4, d_model 64, n_heads 4, n_kv_heads 2, d_head 16, d_mlp 176,
 d_vocab 512; SmolLM2 has the same names with L < 30). Shapes for input `[batch, pos]`:
 
