@@ -198,6 +198,9 @@ def test_bridge_hook_names_read_the_same_activations(family, bridge):
     last = want["resid_post"][sites.n_layers - 1]
     rms = (last.pow(2).mean(-1, keepdim=True) + model.config.rms_norm_eps).sqrt()
     torch.testing.assert_close(cache[sites.hook_name("final_norm_scale")], rms, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():  # ... and the final norm is last / rms · gain (Gemma: gain = 1 + weight)
+        normed = sites.module(model, "final_norm")(last)
+    torch.testing.assert_close(normed, last / rms * sites.final_norm_gain(model), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="TransformerLens side only"):
         sites.module(model, "final_norm_scale")
 
