@@ -22,17 +22,17 @@ import statistics
 import torch
 
 from workbench.data.chat import collate, encode
-from workbench.defenses.alignment.common import add_to_outputs, capture, site_modules
 from workbench.defenses.alignment.data import alignment_samples
 from workbench.models import load_model
+from workbench.models.sites import sites_of
 from workbench.pipeline import preset
 from workbench.training.plugins import lm_loss
 
 
 def measure(model, batch: dict, rhos: list[float], layers: list[int], site: str = "resid_post") -> dict:
     """One batch: hidden-state scale, gradient norm, and the perturbed loss for every ρ."""
-    modules = site_modules(model, site)
-    with capture(modules, layers) as outs:
+    sites = sites_of(model)
+    with sites.capture(model, site, layers) as outs:
         loss, _ = lm_loss(model, batch)
     grads = torch.autograd.grad(loss, [outs[l] for l in layers], allow_unused=True)
     grads = [torch.zeros_like(outs[l]) if g is None else g.detach() for l, g in zip(layers, grads)]
@@ -48,7 +48,7 @@ def measure(model, batch: dict, rhos: list[float], layers: list[int], site: str 
     with torch.no_grad():
         for rho in rhos:
             eps = {l: rho * g / (g_norm + 1e-7) for l, g in zip(layers, grads)}
-            with add_to_outputs(modules, eps):
+            with sites.add_to_outputs(model, site, eps):
                 perturbed, _ = lm_loss(model, batch)
             row["rhos"][rho] = {"relative_size": rho / e_norm, "loss_increase": perturbed.item() - loss.item(),
                                 "first_order": rho * g_norm,
@@ -63,7 +63,7 @@ def main(model_name: str, rhos: list[float], n_batches: int, layers: list[int] |
     samples = alignment_samples(p.align, seed)[: n_batches * p.align.train.batch_size]
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     enc = [encode(tok, s, p.align.train.max_len) for s in samples]
-    n_layers = len(site_modules(model, "resid_post"))
+    n_layers = sites_of(model).n_layers
     layers = list(range(n_layers)) if layers is None else layers
     rows = [measure(model, collate(enc[i:i + p.align.train.batch_size], pad), rhos, layers)
             for i in range(0, len(enc), p.align.train.batch_size)]

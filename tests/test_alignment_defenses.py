@@ -15,11 +15,12 @@ from workbench.config import TrainSpec
 from workbench.data.chat import collate, encode
 from workbench.data.types import Sample
 from workbench.defenses.alignment.booster import BoosterParams, BoosterPlugin
-from workbench.defenses.alignment.common import HarmfulBatches, decoder_layers, site_modules
+from workbench.defenses.alignment.common import HarmfulBatches
 from workbench.defenses.alignment.repnoise import RepNoiseParams, RepNoisePlugin, mmd, noise_loss
 from workbench.defenses.alignment.t_vaccine import TVaccineParams, TVaccinePlugin, sample_layers
 from workbench.defenses.alignment.tar import TARParams, TARPlugin, adam_step
 from workbench.defenses.alignment.vaccine import VaccineParams, VaccinePlugin, perturbation
+from workbench.models.sites import sites_of
 from workbench.training.loop import train
 from workbench.training.plugins import TrainState, lm_loss
 from train_helpers import StopAt
@@ -139,7 +140,7 @@ def test_vaccine_perturbation_has_joint_norm_rho_along_the_hidden_gradient(full_
 
     # hand computation: retain_grad on the hooked outputs of layers 0, 2, 3
     outs = {}
-    mods = site_modules(model, site)
+    mods = sites_of(model).modules(model, site)
     hooks = [mods[l].register_forward_hook(
         lambda m, a, o, l=l: outs.__setitem__(l, (o[0] if isinstance(o, tuple) else o))) for l in (0, 2, 3)]
     ref_loss, _ = lm_loss(model, batch)
@@ -171,7 +172,7 @@ def test_vaccine_backward_trains_on_the_perturbed_loss_and_keeps_param_grads_cle
 
     # reference: gradient of the perturbed loss only (the clean pass must not leak into .grad)
     _, eps = perturbation(model, batch, 2.0, "resid_post", [0, 1, 2, 3])
-    mods = site_modules(model, "resid_post")
+    mods = sites_of(model).modules(model, "resid_post")
     hooks = [mods[l].register_forward_hook(lambda m, a, o, e=e: o + e) for l, e in eps.items()]
     model.zero_grad(set_to_none=True)
     perturbed, _ = lm_loss(model, batch)
@@ -199,7 +200,7 @@ def test_t_vaccine_perturbs_and_trains_only_the_sampled_layers(full_model):
     chosen = ex["layers"]
     assert sorted(plugin.last["eps_norms"]) == chosen  # only the sampled layers are perturbed ...
     assert sum(v ** 2 for v in plugin.last["eps_norms"].values()) ** 0.5 == pytest.approx(3.0, rel=1e-5)
-    blocks = decoder_layers(model)
+    blocks = sites_of(model).layers(model)
     for l, block in enumerate(blocks):  # ... and only their weights receive gradients
         has_grad = [p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters()]
         assert all(has_grad) if l in chosen else not any(has_grad), l

@@ -438,8 +438,9 @@ def test_cli_leaderboard_reads_several_roots_as_one_board(runs_root, tmp_path):
 
 
 def test_archive_keeps_records_and_lowrank_models_and_the_leaderboard_reads_it(runs_root, tmp_path):
+    from workbench.archive import ARCHIVE_NOTE
     from workbench.leaderboard import _Index, build
-    from workbench.runs import ARCHIVE_NOTE, list_runs
+    from workbench.runs import list_runs
 
     root, paths = runs_root
     res = CliRunner().invoke(app, ["runs", "archive", "--runs", str(root), "--out", str(tmp_path / "arch"),

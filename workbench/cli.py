@@ -256,7 +256,7 @@ def runs_archive(runs: Path = typer.Option(..., "--runs", help="Runs root to arc
     """Copy every finished run's records (config, metrics, samples, curves; no full weights) to OUT, e.g. to commit
     the numbers behind a doc. `workbench leaderboard --runs OUT` reads the copy like the original; with
     --lowrank align, the aligned models can be attacked again from the copy."""
-    from workbench.runs import ARCHIVE_NOTE, archive_runs
+    from workbench.archive import ARCHIVE_NOTE, archive_runs
 
     copied = _guard(archive_runs, runs, out, int(max_file_mb * 1e6), lowrank)
     for path in copied:

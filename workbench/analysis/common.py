@@ -134,15 +134,6 @@ def position_labels(tokenizer, batch: PromptBatch, k: int) -> list[str]:
 # ------------------------------------------------------------------------------------------ activations
 
 
-def hf_decoder_layers(model) -> torch.nn.ModuleList:
-    """The decoder layers of a Llama-family HF causal LM (`model.model.layers`)."""
-    base = getattr(model, "model", None)
-    layers = getattr(base, "layers", None)
-    if layers is None:
-        raise ValueError(f"{type(model).__name__}: expected Llama-style decoder layers at model.model.layers")
-    return layers
-
-
 @torch.inference_mode()
 def collect(bridge, batch: PromptBatch, names: list[str], last: int | None = 1, batch_size: int = 16,
             with_logits: bool = False):

@@ -31,6 +31,7 @@ from pydantic import Field
 
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
+from workbench.models.sites import sites_of
 from workbench.config import Spec as _Spec
 
 SETS = ("harmful", "harmless")
@@ -104,34 +105,36 @@ def attribute(model, bridge, batch: common.PromptBatch, tokens: common.RefusalTo
     Returns score, weighted, embed [n]; attn, mlp [n, L]; heads [n, L, H]; lens [n, L] (float64).
     `model` is the HF model the bridge was booted from (final norm and unembedding for the logit lens).
     """
-    L, H = bridge.cfg.n_layers, bridge.cfg.n_heads
-    names = (["hook_embed", "ln_final.hook_scale"] + [f"blocks.{i}.hook_attn_out" for i in range(L)]
-             + [f"blocks.{i}.hook_mlp_out" for i in range(L)] + [f"blocks.{i}.attn.hook_z" for i in range(L)]
-             + [f"blocks.{i}.hook_resid_post" for i in range(L)])
+    sites = sites_of(model)
+    L = sites.n_layers
+    embed, scale_name = sites.hook_name("embed"), sites.hook_name("final_norm_scale")
+    attn_n, mlp_n, z_n, resid_n = (sites.hook_names(k) for k in ("attn_out", "mlp_out", "head_in", "resid_post"))
+    names = [embed, scale_name] + attn_n + mlp_n + z_n + resid_n
     acts, logits = common.collect(bridge, batch, names, last=1, batch_size=batch_size, with_logits=True)
     a = {k: v[:, -1].double() for k, v in acts.items()}  # [n, ...] at the last position
-    norm_w = model.model.norm.weight.detach().double().cpu()  # [d_model]
-    W_U = model.get_output_embeddings().weight.detach().double().cpu().T  # [d_model, d_vocab]
+    final_norm, lm_head = sites.module(model, "final_norm"), sites.module(model, "lm_head")
+    norm_w = sites.final_norm_gain(model).double().cpu()  # [d_model]
+    W_U = lm_head.weight.detach().double().cpu().T  # [d_model, d_vocab]
     W_O = bridge.W_O.detach().double().cpu()  # [L, H, d_head, d_model]
     d = common.score_direction(logits, tokens).double()  # [n, d_vocab]
     u = d @ W_U.T  # [n, d_model]: the logit-difference direction in the residual stream
-    scale = a["ln_final.hook_scale"]  # [n, 1]
+    scale = a[scale_name]  # [n, 1]
 
     def contrib(x):  # x [n, ..., d_model] -> [n, ...]
         y = x * norm_w / scale.view(-1, *([1] * (x.dim() - 1)))
         return torch.einsum("n...d,nd->n...", y, u)
 
-    attn = torch.stack([contrib(a[f"blocks.{i}.hook_attn_out"]) for i in range(L)], 1)
-    mlp = torch.stack([contrib(a[f"blocks.{i}.hook_mlp_out"]) for i in range(L)], 1)
-    head_out = torch.stack([torch.einsum("nhe,hed->nhd", a[f"blocks.{i}.attn.hook_z"], W_O[i]) for i in range(L)], 1)
+    attn = torch.stack([contrib(a[attn_n[i]]) for i in range(L)], 1)
+    mlp = torch.stack([contrib(a[mlp_n[i]]) for i in range(L)], 1)
+    head_out = torch.stack([torch.einsum("nhe,hed->nhd", a[z_n[i]], W_O[i]) for i in range(L)], 1)
     heads = contrib(head_out)  # [n, L, H]
-    resid = torch.stack([a[f"blocks.{i}.hook_resid_post"] for i in range(L)], 1)  # [n, L, d_model]
+    resid = torch.stack([a[resid_n[i]] for i in range(L)], 1)  # [n, L, d_model]
     p = next(model.parameters())
     lens = torch.stack([common.refusal_score(
-        model.get_output_embeddings()(model.model.norm(resid[:, i].to(p.device, p.dtype))).float().cpu(), tokens)
+        lm_head(final_norm(resid[:, i].to(p.device, p.dtype))).float().cpu(), tokens)
         for i in range(L)], 1).double()  # [n, L]
     return {"score": common.refusal_score(logits, tokens).double(), "weighted": (d * logits.double()).sum(-1),
-            "embed": contrib(a["hook_embed"]), "attn": attn, "mlp": mlp, "heads": heads, "lens": lens}
+            "embed": contrib(a[embed]), "attn": attn, "mlp": mlp, "heads": heads, "lens": lens}
 
 
 def run(ctx, spec: Spec) -> LogitAttributionResult:

@@ -9,14 +9,14 @@ target score T and patched score P (means over prompts),
     normalized  = (P̄ − T̄) / (S̄ − T̄)       0: no change; 1: the target now scores like the source
 
 with bootstrap 95 % intervals over prompts. All runs are on TransformerBridge copies, activations addressed
-by hook name:
+by the hook name of a model site (`workbench.models.sites`; Llama names shown):
 
-    resid      blocks.{L}.hook_resid_post            per layer, at all patched positions
-    resid_pos  blocks.{L}.hook_resid_post            per layer × single position -k (k = 1..positions)
-    attn       blocks.{L}.hook_attn_out              per layer
-    mlp        blocks.{L}.hook_mlp_out               per layer
-    heads      blocks.{L}.attn.hook_z[:, :, h]       per layer × head (the head's output before W_O)
-    window     hook_attn_out + hook_mlp_out of layers L..L+window-1 together (a "layer range")
+    resid      resid_post   blocks.{L}.hook_resid_post        per layer, at all patched positions
+    resid_pos  resid_post   blocks.{L}.hook_resid_post        per layer × single position -k (k = 1..positions)
+    attn       attn_out     blocks.{L}.hook_attn_out          per layer (what attention adds to the residual)
+    mlp        mlp_out      blocks.{L}.hook_mlp_out           per layer
+    heads      head_in      blocks.{L}.attn.hook_z[:, :, h]   per layer × head (the head's output before W_O)
+    window     attn_out + mlp_out of layers L..L+window-1 together (a "layer range")
 
 Experiments (each a source → target pair over the same number of prompts):
 
@@ -57,6 +57,7 @@ from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
 from workbench.attacks.identity_shift import AOA_PREFIX, AOA_SYSTEM
 from workbench.config import Spec as _Spec
+from workbench.models.sites import Sites, sites_of
 
 Component = Literal["resid", "resid_pos", "attn", "mlp", "heads", "window"]
 ALL_COMPONENTS: tuple[str, ...] = ("resid", "resid_pos", "attn", "mlp", "heads", "window")
@@ -139,26 +140,26 @@ def _first_at_least(curve: np.ndarray, level: float) -> int | None:
 # ----------------------------------------------------------------------------------------- patching core
 
 
-def _hook_names(component: str, layer: int) -> list[str]:
-    return {"resid": [f"blocks.{layer}.hook_resid_post"], "resid_pos": [f"blocks.{layer}.hook_resid_post"],
-            "attn": [f"blocks.{layer}.hook_attn_out"], "mlp": [f"blocks.{layer}.hook_mlp_out"],
-            "heads": [f"blocks.{layer}.attn.hook_z"]}[component]
+# component -> the model site it patches (workbench.models.sites); "window" patches attn_out + mlp_out
+SITE = {"resid": "resid_post", "resid_pos": "resid_post", "attn": "attn_out", "mlp": "mlp_out", "heads": "head_in"}
 
 
-def patch_cells(component: str, n_layers: int, n_heads: int, positions: int, window: int) -> list[tuple]:
+def patch_cells(sites: Sites, component: str, positions: int, window: int) -> list[tuple]:
     """The patch configurations of a component, in result order: [(hook names, positions, head), ...].
 
     positions: a list of negative offsets, or None for "the experiment's patched positions".
     """
+    n_layers, n_heads = sites.n_layers, sites.n_heads
     if component in ("resid", "attn", "mlp"):
-        return [(_hook_names(component, L), None, None) for L in range(n_layers)]
+        return [([sites.hook_name(SITE[component], L)], None, None) for L in range(n_layers)]
     if component == "resid_pos":
-        return [(_hook_names(component, L), [k - positions], None) for L in range(n_layers) for k in range(positions)]
+        return [([sites.hook_name(SITE[component], L)], [k - positions], None)
+                for L in range(n_layers) for k in range(positions)]
     if component == "heads":
-        return [(_hook_names(component, L), None, h) for L in range(n_layers) for h in range(n_heads)]
+        return [([sites.hook_name(SITE[component], L)], None, h) for L in range(n_layers) for h in range(n_heads)]
     if component == "window":
-        return [([n for L in range(s, s + window) for n in (f"blocks.{L}.hook_attn_out", f"blocks.{L}.hook_mlp_out")],
-                 None, None) for s in range(n_layers - window + 1)]
+        return [([sites.hook_name(k, L) for L in range(s, s + window) for k in ("attn_out", "mlp_out")], None, None)
+                for s in range(n_layers - window + 1)]
     raise ValueError(f"unknown component {component!r}; known: {', '.join(ALL_COMPONENTS)}")
 
 
@@ -194,8 +195,9 @@ def patch_scores(source_bridge, source: common.PromptBatch, target_bridge, targe
         raise ValueError(f"source has {len(source)} prompts, target {len(target)}")
     if positions is None and not torch.equal(source.ids, target.ids):
         raise ValueError("patching every position needs identical source and target tokens")
-    n_layers, n_heads = target_bridge.cfg.n_layers, target_bridge.cfg.n_heads
-    cells = {c: patch_cells(c, n_layers, n_heads, scan_positions, window) for c in components}
+    sites = sites_of(target_bridge)
+    n_layers, n_heads = sites.n_layers, sites.n_heads
+    cells = {c: patch_cells(sites, c, scan_positions, window) for c in components}
     names = sorted({n for cs in cells.values() for cell in cs for n in cell[0]})
     out: dict[str, list] = {"source": [], "target": [], **{c: [] for c in components}}
     device = target_bridge.cfg.device
@@ -223,8 +225,8 @@ def patch_scores(source_bridge, source: common.PromptBatch, target_bridge, targe
     return {k: torch.cat(v).double().numpy().reshape(-1, *shapes.get(k, ())) for k, v in out.items()}
 
 
-def _n_passes(components, n_layers, n_heads, positions, window) -> int:
-    return sum(len(patch_cells(c, n_layers, n_heads, positions, window)) for c in components)
+def _n_passes(sites: Sites, components, positions, window) -> int:
+    return sum(len(patch_cells(sites, c, positions, window)) for c in components)
 
 
 def _experiment(raw: dict[str, np.ndarray], description: str, source: str, target: str, patched: str,
@@ -268,7 +270,7 @@ def run(ctx, spec: Spec) -> PatchingResult:
         common.check_same_tokenizer(tok, itok)
         others["isa"] = boot_bridge(imodel, itok)
 
-    per = _n_passes(spec.components, n_layers, n_heads, K, spec.window) * spec.n_prompts
+    per = _n_passes(sites_of(bridge), spec.components, K, spec.window) * spec.n_prompts
     bar = common.progress_bar(ctx, per * (len(within) + len(cross) + ("isa" in others)), "patching")
     experiments = {}
     for name in within:

@@ -24,6 +24,7 @@ from pydantic import Field
 
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
+from workbench.models.sites import sites_of
 from workbench.config import Spec as _Spec
 
 
@@ -102,8 +103,9 @@ def probe_layers(train: torch.Tensor, y: np.ndarray, test: torch.Tensor, y_test:
 
 
 def last_token_features(bridge, batch: common.PromptBatch, hook: str, batch_size: int) -> torch.Tensor:
-    """`blocks.{L}.hook_{hook}` at position -1 for every layer: [n_layers, n_prompts, d_model]."""
-    names = [f"blocks.{L}.hook_{hook}" for L in range(bridge.cfg.n_layers)]
+    """Site `hook` (resid_post: `blocks.{L}.hook_resid_post`, resid_pre) at position -1 for every layer:
+    [n_layers, n_prompts, d_model]."""
+    names = sites_of(bridge).hook_names(hook)
     acts = common.collect(bridge, batch, names, last=1, batch_size=batch_size)
     return torch.stack([acts[n][:, -1] for n in names])
 

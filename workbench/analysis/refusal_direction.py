@@ -54,6 +54,7 @@ from pydantic import Field
 
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
+from workbench.models.sites import sites_of
 from workbench.config import Spec as _Spec
 
 
@@ -136,41 +137,33 @@ def _project_out(x: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def intervene(model, direction: torch.Tensor, mode: Literal["ablate", "add"], layer: int | None = None,
               alpha: float = 1.0) -> Iterator[None]:
-    """Forward hooks on a Llama-family HF causal LM, active inside the `with` block (works with `generate`).
+    """Forward hooks on an HF causal LM (`workbench.models.sites`), active inside the `with` block (works with
+    `generate`).
 
-    direction: [d_model]. mode "ablate": project r̂ out of the embedding output and of every decoder layer's
-    self_attn and mlp outputs (every write into the residual stream, at every position). mode "add": add
-    alpha·direction to the input of decoder layer `layer` (its resid_pre) at every position.
+    direction: [d_model]. mode "ablate": project r̂ out of every write into the residual stream, at every
+    position: the embedding output and each decoder layer's attn_out and mlp_out (what the attention and MLP
+    blocks add to the residual stream). mode "add": add alpha·direction to the input of decoder layer `layer`
+    (its resid_pre) at every position.
     """
-    layers = common.hf_decoder_layers(model)
-    handles = []
-    if mode == "ablate":
-        unit = _unit(direction.detach().float())
+    sites = sites_of(model)
+    n_layers = sites.n_layers
+    with contextlib.ExitStack() as stack:
+        if mode == "ablate":
+            unit = _unit(direction.detach().float())
 
-        def write_hook(module, args, out):
-            if isinstance(out, tuple):
-                return (_project_out(out[0], unit), *out[1:])
-            return _project_out(out, unit)
+            def project(t: torch.Tensor) -> torch.Tensor:
+                return _project_out(t, unit)
 
-        handles.append(model.get_input_embeddings().register_forward_hook(write_hook))
-        for block in layers:
-            handles.append(block.self_attn.register_forward_hook(write_hook))
-            handles.append(block.mlp.register_forward_hook(write_hook))
-    elif mode == "add":
-        if layer is None or not 0 <= layer < len(layers):
-            raise ValueError(f"mode 'add' needs a layer in [0, {len(layers)}), got {layer}")
-        vec = (alpha * direction.detach().float())
-
-        def add_hook(module, args, kwargs):
-            if args:
-                return (args[0] + vec.to(args[0].device, args[0].dtype), *args[1:]), kwargs
-            hs = kwargs["hidden_states"]
-            return args, {**kwargs, "hidden_states": hs + vec.to(hs.device, hs.dtype)}
-
-        handles.append(layers[layer].register_forward_pre_hook(add_hook, with_kwargs=True))
-    else:
-        raise ValueError(f"mode must be 'ablate' or 'add', got {mode!r}")
-    with common.hooks(handles):
+            stack.enter_context(sites.edit(model, "embed", {None: project}))
+            for kind in ("attn_out", "mlp_out"):
+                stack.enter_context(sites.edit(model, kind, dict.fromkeys(range(n_layers), project)))
+        elif mode == "add":
+            if layer is None or not 0 <= layer < n_layers:
+                raise ValueError(f"mode 'add' needs a layer in [0, {n_layers}), got {layer}")
+            vec = (alpha * direction.detach().float())
+            stack.enter_context(sites.edit(model, "resid_pre", {layer: lambda t: t + vec.to(t.device, t.dtype)}))
+        else:
+            raise ValueError(f"mode must be 'ablate' or 'add', got {mode!r}")
         yield
 
 
@@ -179,7 +172,7 @@ def intervene(model, direction: torch.Tensor, mode: Literal["ablate", "add"], la
 
 def mean_activations(bridge, batch: common.PromptBatch, positions: int, batch_size: int) -> torch.Tensor:
     """Mean `blocks.{L}.hook_resid_pre` over prompts at the last `positions` positions: [positions, L, d]."""
-    names = [f"blocks.{L}.hook_resid_pre" for L in range(bridge.cfg.n_layers)]
+    names = sites_of(bridge).hook_names("resid_pre")
     acts = common.collect(bridge, batch, names, last=positions, batch_size=batch_size)
     return torch.stack([acts[n].double().mean(0) for n in names], dim=1).float()
 
@@ -195,8 +188,8 @@ def candidate_directions(bridge, harmful: common.PromptBatch, harmless: common.P
 def massive_dimensions(bridge, batch: common.PromptBatch, factor: float, batch_size: int = 16) -> list[int]:
     """Residual dimensions whose peak |activation| (resid_pre of every layer and the final resid_post, every
     real position of `batch`) exceeds `factor` x the median over dimensions of that peak."""
-    n_layers = bridge.cfg.n_layers
-    names = [f"blocks.{L}.hook_resid_pre" for L in range(n_layers)] + [f"blocks.{n_layers - 1}.hook_resid_post"]
+    sites = sites_of(bridge)
+    names = sites.hook_names("resid_pre") + [sites.hook_name("resid_post", sites.n_layers - 1)]
     peak = torch.zeros(bridge.cfg.d_model)
     device = bridge.cfg.device
     for start, stop in common.batch_slices(len(batch), batch_size):
@@ -410,7 +403,7 @@ def run(ctx, spec: Spec) -> RefusalDirectionResult:
     units = torch.stack([_unit(directions[-1, layer]) for layer in range(n_layers)])  # [L, d]
     r_units = _unit(r).expand(n_layers, -1)
     eval_h, eval_s = common.encode_prompts(tok, h_eval, system), common.encode_prompts(tok, s_eval, system)
-    names = [f"blocks.{layer}.hook_resid_pre" for layer in range(n_layers)]
+    names = sites_of(model).hook_names("resid_pre")
     sig = {k: [] for k in ("signal", "signal_low", "signal_high", "signal_selected", "signal_selected_low",
                            "signal_selected_high")}
     for label, m, t in models:

@@ -1,6 +1,7 @@
 """Where is safety stored? Wanda / SNIP importance, safety-minus-utility set difference, and pruning
 (Wei et al. 2024, "Assessing the Brittleness of Safety Alignment via Pruning and Low-Rank Modifications";
-Sun et al. 2023, Wanda; Antidote imports `wanda_scores`, `set_difference` and `prune` from here).
+Sun et al. 2023, Wanda). The weight-level pieces (`wanda_scores`, `top_fraction`, `set_difference`, `prune`,
+`PruneRecord`) live in `workbench.models.pruning`, shared with the Antidote repair, and are re-exported here.
 
 Method, top to bottom:
   1. data      safety calibration set: held-in AdvBench prompts → template refusals ("refusal", Wei et al.'s
@@ -8,7 +9,8 @@ Method, top to bottom:
   2. score     Wanda:  S_ij = |W_ij| · ‖X_j‖₂, X_j = input feature j of the linear layer over all calibration
                        tokens (non-pad; or only answer tokens) — one forward pass, no gradients.
                SNIP:   S_ij = Σ_batches |W_ij · ∂L/∂W_ij|, L = answer-token cross-entropy.
-               Scored modules: the linear maps inside the blocks (q/k/v/o, gate/up/down); not embeddings.
+               Scored modules: the linear maps inside the blocks (q/k/v/o, gate/up/down: `workbench.models.sites.
+               LINEAR_TYPES`); not embeddings.
   3. select    top-q of the safety scores minus top-p of the utility scores (Wei et al.'s set difference:
                weights important for safety but not for utility), within each weight matrix ("matrix") or
                within each output row ("row", Wanda's comparison group).
@@ -25,7 +27,6 @@ Density maps are `[n_layers, n_module_types]`: the share of each matrix in the m
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -37,9 +38,12 @@ from tqdm.auto import tqdm
 from workbench.analysis.result import AnalysisResult
 from workbench.analysis.safety_metric import batches_of, calibration_samples
 from workbench.config import Spec as BaseSpec
+from workbench.models.pruning import (  # noqa: F401  (public here too: the analysis's own names)
+    Mask, PruneRecord, input_norms, mask_from_indices, prune, random_mask_like, set_difference, top_fraction,
+    wanda_scores)
+from workbench.models.sites import LINEAR_TYPES, layer_of, linear_modules
 
-DEFAULT_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-Mask = dict[str, torch.Tensor]  # parameter name -> bool tensor of the parameter's shape
+DEFAULT_MODULES = LINEAR_TYPES  # the linear sublayer types scored by default
 
 
 class Spec(BaseSpec):
@@ -63,67 +67,13 @@ class Spec(BaseSpec):
 
 # --- 1. data: `calibration_samples`, `batches_of` live in safety_metric (shared with drift) -------------
 
-# --- 2. scores ---------------------------------------------------------------------------------------
-
-def target_linears(model, modules=DEFAULT_MODULES) -> dict[str, torch.nn.Linear]:
-    """Linear layers whose last name component is in `modules`, by module name."""
-    out = {n: m for n, m in model.named_modules()
-           if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in set(modules)}
-    if not out:
-        raise ValueError(f"no linear modules named {list(modules)} in the model")
-    return out
-
-
-def _token_weights(batch: dict, tokens: str) -> torch.Tensor:
-    if tokens == "answer":
-        return (batch["labels"] != -100).float()
-    return batch["attention_mask"].float()
-
-
-@torch.no_grad()
-def input_norms(model, batches, modules=DEFAULT_MODULES, tokens: str = "all", progress: bool = False
-                ) -> dict[str, torch.Tensor]:
-    """‖X_j‖₂ per input feature of each target linear, over the chosen tokens: `[d_in]` per module name."""
-    linears = target_linears(model, modules)
-    device = next(model.parameters()).device
-    sums = {n: torch.zeros(m.in_features, dtype=torch.float64, device=device) for n, m in linears.items()}
-    current: dict[str, torch.Tensor] = {}
-
-    def hook(name):
-        def fn(module, args):
-            x = args[0].double()  # [batch, pos, d_in]
-            sums[name] += (x.square() * current["w"][..., None]).sum((0, 1))
-        return fn
-
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in linears.items()]
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in tqdm(batches, desc="wanda activations", disable=not progress, dynamic_ncols=True):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            current["w"] = _token_weights(batch, tokens).double()
-            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                  logits_to_keep=1)  # only the activations matter: skip the LM head on all positions
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return {n: s.sqrt().float() for n, s in sums.items()}
-
-
-def wanda_scores(model, batches, modules=DEFAULT_MODULES, tokens: str = "all", progress: bool = False
-                 ) -> dict[str, torch.Tensor]:
-    """S = |W| · ‖X‖₂ (broadcast over output rows), keyed by parameter name `<module>.weight`."""
-    norms = input_norms(model, batches, modules, tokens, progress)
-    linears = target_linears(model, modules)
-    return {f"{n}.weight": linears[n].weight.detach().abs().float() * norms[n][None, :] for n in linears}
-
+# --- 2. scores: Wanda's `wanda_scores` / `input_norms` live in workbench.models.pruning (shared with Antidote) --
 
 def snip_scores(model, batches, modules=DEFAULT_MODULES, progress: bool = False) -> dict[str, torch.Tensor]:
     """S = Σ_batches |W ⊙ ∂L/∂W|, L = mean answer-token cross-entropy of each batch."""
     from workbench.training.plugins import lm_loss
 
-    linears = target_linears(model, modules)
+    linears = linear_modules(model, modules)
     device = next(model.parameters()).device
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
     for p in model.parameters():
@@ -151,122 +101,20 @@ def snip_scores(model, batches, modules=DEFAULT_MODULES, progress: bool = False)
     return scores
 
 
-# --- 3. select ---------------------------------------------------------------------------------------
+# --- 3. select, 4. prune: `top_fraction`, `set_difference`, `random_mask_like`, `prune` (workbench.models.pruning)
 
-def top_fraction(score: torch.Tensor, frac: float, group: str = "matrix") -> torch.Tensor:
-    """Bool mask of the top `frac` of `score` `[d_out, d_in]`: k = round(frac · size) entries of the whole
-    matrix ("matrix") or of each output row ("row")."""
-    mask = torch.zeros_like(score, dtype=torch.bool)
-    if group == "row":
-        k = round(frac * score.shape[1])
-        if k:
-            mask.scatter_(1, score.topk(k, dim=1).indices, True)
-        return mask
-    k = round(frac * score.numel())
-    if k:
-        mask.view(-1)[score.flatten().topk(k).indices] = True
-    return mask
-
-
-def set_difference(safety: dict[str, torch.Tensor], utility: dict[str, torch.Tensor], q: float, p: float,
-                   group: str = "matrix") -> Mask:
-    """Wei et al.'s S(p, q) = top-q(safety) \\ top-p(utility), per tensor."""
-    return {n: top_fraction(safety[n], q, group) & ~top_fraction(utility[n], p, group) for n in safety}
-
-
-def random_mask_like(mask: Mask, seed: int = 0) -> Mask:
-    """A uniformly random mask with the same number of entries in each of the same tensors."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    out = {}
-    for n, m in mask.items():
-        k = int(m.sum())
-        r = torch.zeros(m.numel(), dtype=torch.bool)
-        r[torch.randperm(m.numel(), generator=gen)[:k]] = True
-        out[n] = r.view(m.shape).to(m.device)
-    return out
-
-
-# --- 4. prune ----------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class PruneRecord:
-    """What `prune` zeroed: flat int64 indices and the original values, per parameter name."""
-
-    indices: dict[str, torch.Tensor]
-    values: dict[str, torch.Tensor]
-
-    @property
-    def n_zeroed(self) -> int:
-        return sum(int(i.numel()) for i in self.indices.values())
-
-    @torch.no_grad()
-    def restore(self, model) -> None:
-        """Write the original values back (exactly)."""
-        params = dict(model.named_parameters())
-        for n, idx in self.indices.items():
-            flat = params[n].data.view(-1)
-            flat[idx.to(flat.device)] = self.values[n].to(flat.device, flat.dtype)
-
-    def save(self, path: str | Path) -> Path:
-        """One safetensors file: `<name>::indices`, `<name>::values` per tensor."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors = {}
-        for n in self.indices:
-            tensors[f"{n}::indices"] = self.indices[n].cpu().contiguous()
-            tensors[f"{n}::values"] = self.values[n].cpu().contiguous()
-        save_file(tensors, str(path))
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "PruneRecord":
-        from safetensors.torch import load_file
-
-        t = load_file(str(path))
-        names = sorted({k.rsplit("::", 1)[0] for k in t})
-        return cls(indices={n: t[f"{n}::indices"] for n in names}, values={n: t[f"{n}::values"] for n in names})
-
-
-@torch.no_grad()
-def prune(model, mask: Mask) -> PruneRecord:
-    """Zero exactly the entries of each named parameter where `mask` is True, in place."""
-    params = dict(model.named_parameters())
-    unknown = [n for n in mask if n not in params]
-    if unknown:
-        raise ValueError(f"mask names parameters the model lacks: {unknown[:3]}")
-    indices, values = {}, {}
-    for n, m in mask.items():
-        p = params[n]
-        if m.shape != p.shape:
-            raise ValueError(f"mask for {n} has shape {tuple(m.shape)}, parameter has {tuple(p.shape)}")
-        flat = p.data.view(-1)
-        idx = m.to(flat.device).reshape(-1).nonzero().squeeze(1)
-        indices[n] = idx.cpu()
-        values[n] = flat[idx].detach().cpu().clone()
-        flat[idx] = 0
-    return PruneRecord(indices=indices, values=values)
-
-
-def mask_from_indices(indices: dict[str, torch.Tensor], model) -> Mask:
-    """Bool masks of the parameters' shapes from flat indices (as saved in `mask.safetensors`)."""
-    params = dict(model.named_parameters())
-    out = {}
-    for n, idx in indices.items():
-        m = torch.zeros(params[n].numel(), dtype=torch.bool)
-        m[idx] = True
-        out[n] = m.view(params[n].shape)
-    return out
+def _layer(name: str) -> int:
+    """Decoder layer of a parameter name; -1 outside the decoder layers."""
+    layer = layer_of(name)
+    return -1 if layer is None else layer
 
 
 def density_map(mask: Mask) -> tuple[torch.Tensor, list[int], list[str]]:
     """(`[n_layers, n_module_types]` share of each matrix in the mask, layer ids, module types)."""
     cells = {}
     for n, m in mask.items():
-        layer = re.search(r"layers\.(\d+)\.", n)
         mtype = n.rsplit(".", 2)[-2]  # "...mlp.down_proj.weight" -> "down_proj"
-        cells[(int(layer.group(1)) if layer else -1, mtype)] = m.float().mean().item()
+        cells[(_layer(n), mtype)] = m.float().mean().item()
     layers = sorted({k[0] for k in cells})
     types = [t for t in DEFAULT_MODULES if any(k[1] == t for k in cells)] + \
         sorted({k[1] for k in cells} - set(DEFAULT_MODULES))
@@ -364,8 +212,7 @@ def run(ctx, spec: Spec) -> WandaResult:
     density, layers, types = density_map(mask)
     over = torch.full_like(density, float("nan"))
     for n, v in overlap.items():
-        layer = re.search(r"layers\.(\d+)\.", n)
-        over[layers.index(int(layer.group(1)) if layer else -1), types.index(n.rsplit(".", 2)[-2])] = float(v)
+        over[layers.index(_layer(n)), types.index(n.rsplit(".", 2)[-2])] = float(v)
 
     evaluation = None
     if spec.evaluate:

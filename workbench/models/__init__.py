@@ -1,6 +1,7 @@
 """Model registry: `load_model(name_or_folder) -> (model, tokenizer)`, `save_model`, `save_adapter`,
 the `MODELS` registry ("smollm2-135m-instruct", "tiny-llama") and `boot_bridge` (TransformerLens hooks on a
-copy of an HF model). See registry.py for what a name or folder may be.
+copy of an HF model). See registry.py for what a name or folder may be. `workbench.models.sites`: where a
+method reads or writes activations (HF modules and bridge hook names, per model family).
 """
 from workbench.models.registry import (
     MODELS,

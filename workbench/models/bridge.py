@@ -15,6 +15,9 @@ the HF tokenizer (Llama/SmolLM2 tokenizers add no BOS; the chat template already
 `<|im_start|>`). Best practice: build ids with the HF tokenizer / chat template and pass the id tensor
 `[batch, pos]` to `bridge(...)`, `run_with_cache`, `run_with_hooks`.
 
+Which hook name holds which site (resid_pre / resid_post / attn_out / mlp_out / head_in) for a model family:
+`workbench.models.sites` (`sites_of(model).hook_name(kind, layer)`); analyses ask it rather than spell names.
+
 Hook names exposed (tiny-llama: n_layers 4, d_model 64, n_heads 4, n_kv_heads 2, d_head 16, d_mlp 176,
 d_vocab 512; SmolLM2 has the same names with L < 30). Shapes for input `[batch, pos]`:
 
@@ -67,6 +70,10 @@ def boot_bridge(model, tokenizer, *, device: str | torch.device | None = None,
     hf_model = copy.deepcopy(model)
     if isinstance(hf_model, PeftModel):
         hf_model = hf_model.merge_and_unload()
+    if not getattr(hf_model.config, "architectures", None):
+        # A model built in memory (not read from a folder) has no `architectures`, which TransformerLens reads
+        # to pick its adapter for some families (Gemma 3's model_type "gemma3_text" is not in its fallback map).
+        hf_model.config.architectures = [type(hf_model).__name__]
     param = next(hf_model.parameters())
     device = torch.device(device) if device is not None else param.device
     dtype = dtype or param.dtype

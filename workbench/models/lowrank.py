@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 LOWRANK_FILE = "lowrank_delta.safetensors"
+BASE_REFERENCE_FILE = "base_model.json"  # {"base": ...}: what a delta (or a LoRA adapter) applies to
 
 
 def lowrank_delta(model, base, max_rank: int = 64, rtol: float = 1e-5, atol: float = 1e-5) -> tuple[dict, dict]:
@@ -54,8 +55,6 @@ def save_lowrank(factors: dict, base: str, folder: str | Path) -> Path:
     """Write a low-rank model folder (factors + base reference) into `folder` (created)."""
     from safetensors.torch import save_file
 
-    from workbench.models.registry import BASE_REFERENCE_FILE
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     save_file(factors, str(folder / LOWRANK_FILE))
@@ -75,13 +74,3 @@ def apply_lowrank(model, factors: dict) -> None:
         p = params[n]
         p.add_((factors[f"{n}.left"].double() @ factors[f"{n}.right"].double()).to(p.dtype))
 
-
-def root_model(run_path: str | Path) -> str:
-    """The registered model at the bottom of a chain of training runs (run → spec.model → … → name)."""
-    from workbench.models.registry import MODELS
-    from workbench.runs import base_chain, open_run
-
-    _, ref = base_chain(open_run(run_path))
-    if ref in MODELS:
-        return ref
-    raise ValueError(f"{run_path}: its base {ref!r} is neither a registered model nor an existing run folder")

@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from workbench.models.atomic import write_folder_atomically
-from workbench.models.lowrank import LOWRANK_FILE, apply_lowrank
+from workbench.models.lowrank import BASE_REFERENCE_FILE, LOWRANK_FILE, apply_lowrank
 from workbench.models.smollm2 import SMOLLM2_NAME, ensure_smollm2
 from workbench.models.tiny import TINY_NAME, ensure_tiny_llama
 from workbench.runs import run_kind
@@ -36,7 +36,6 @@ MODELS: dict[str, Callable[[], Path]] = {
     TINY_NAME: ensure_tiny_llama,
 }
 
-BASE_REFERENCE_FILE = "base_model.json"
 _EXPECTED = (
     "expected a registered model name ({names}), a Hugging Face model folder (config.json + *.safetensors "
     "+ tokenizer files), a LoRA adapter folder (adapter_config.json + adapter_model.safetensors + "

@@ -1,13 +1,9 @@
-"""Pieces shared by the alignment-stage defenses: hook sites, deterministic harmful batches, functional calls.
+"""Pieces shared by the alignment-stage defenses: deterministic harmful batches, functional calls.
 
-Hook sites are named after TransformerLens hook points, per decoder layer l (all `[batch, pos, d_model]`):
-
-    resid_post  blocks.{l}.hook_resid_post   the decoder layer's output (the residual stream after it)
-    attn_out    blocks.{l}.hook_attn_out     the self-attention module's output (before the residual add)
-    mlp_out     blocks.{l}.hook_mlp_out      the MLP's output (before the residual add)
-
-`capture` records a site's outputs (still in the autograd graph); `add_to_outputs` adds a fixed tensor to
-them. Both are context managers, so a hook never outlives the pass it was made for.
+Hook sites (resid_post, attn_out, mlp_out per decoder layer) come from `workbench.models.sites`:
+`sites_of(model).capture(model, site, layers)` records them (still in the autograd graph) and
+`.add_to_outputs(model, site, deltas)` adds fixed tensors to them, both as context managers, so a hook never
+outlives the pass it was made for.
 
 Defenses that assume the defender holds harmful data (Booster, RepNoise, T-Vaccine, TAR) draw it from
 `HarmfulBatches`: batch `key` is a pure function of (seed, key), so a resumed run sees the same batches.
@@ -15,8 +11,6 @@ Defenses that assume the defender holds harmful data (Booster, RepNoise, T-Vacci
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch.func import functional_call
@@ -24,84 +18,6 @@ from torch.func import functional_call
 from workbench.data.chat import IGNORE, collate, encode
 from workbench.data.types import Sample
 from workbench.defenses.context import TrainingContext
-
-SITES = ("resid_post", "attn_out", "mlp_out")
-
-
-def decoder_layers(model) -> torch.nn.ModuleList:
-    """The decoder blocks of an HF causal LM, plain or wrapped by peft (the first ModuleList named `layers`)."""
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.ModuleList) and name.split(".")[-1] == "layers":
-            return module
-    raise ValueError(f"{type(model).__name__} has no `layers` ModuleList of decoder blocks")
-
-
-def backbone(model):
-    """The module holding `layers` and the final `norm` (LlamaModel for Llama-family models)."""
-    layers = decoder_layers(model)
-    for _, module in model.named_modules():
-        if getattr(module, "layers", None) is layers and hasattr(module, "norm"):
-            return module
-    raise ValueError(f"{type(model).__name__}: no module with `layers` and a final `norm`")
-
-
-def site_modules(model, site: str) -> list[torch.nn.Module]:
-    """One module per decoder layer whose output is `site` (see the module docstring)."""
-    if site not in SITES:
-        raise ValueError(f"unknown hook site {site!r}; use one of {SITES}")
-    layers = decoder_layers(model)
-    if site == "resid_post":
-        return list(layers)
-    return [layer.self_attn if site == "attn_out" else layer.mlp for layer in layers]
-
-
-def _first(output) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _with_first(output, tensor: torch.Tensor):
-    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
-
-
-@contextmanager
-def capture(modules: list[torch.nn.Module], which: list[int] | None = None) -> Iterator[dict[int, torch.Tensor]]:
-    """Record `modules[l]`'s output for l in `which` (default all) into the yielded dict, in the graph.
-
-    An output that does not require grad (e.g. a frozen first layer) is made a grad-requiring leaf so that
-    `torch.autograd.grad` can still be taken with respect to it.
-    """
-    store: dict[int, torch.Tensor] = {}
-
-    def make(l: int):
-        def hook(module, args, output):
-            t = _first(output)
-            if not t.requires_grad and torch.is_grad_enabled():
-                t.requires_grad_(True)
-            store[l] = t
-        return hook
-
-    handles = [modules[l].register_forward_hook(make(l)) for l in (range(len(modules)) if which is None else which)]
-    try:
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
-
-
-@contextmanager
-def add_to_outputs(modules: list[torch.nn.Module], deltas: dict[int, torch.Tensor]):
-    """While active, `modules[l]`'s output becomes output + deltas[l] (same shape, `[batch, pos, d_model]`)."""
-    def make(delta: torch.Tensor):
-        def hook(module, args, output):
-            return _with_first(output, _first(output) + delta)
-        return hook
-
-    handles = [modules[l].register_forward_hook(make(d)) for l, d in deltas.items()]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def trainable(model) -> tuple[list[str], list[torch.nn.Parameter]]:

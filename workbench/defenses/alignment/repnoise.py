@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from workbench.config import Spec
-from workbench.defenses.alignment.common import (
-    HarmfulBatches, answer_mask, backbone, capture, device_of, harmful_batches, site_modules)
 from workbench.defenses.context import TrainingContext
+from workbench.defenses.alignment.common import HarmfulBatches, answer_mask, device_of, harmful_batches
+from workbench.models.sites import sites_of
 from workbench.training.plugins import TrainPlugin, TrainState
 
 
@@ -85,9 +85,10 @@ class RepNoisePlugin(TrainPlugin):
         p = self.params
         hb = self.harmful.get(state.micro, device_of(model))
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + state.micro)
-        with capture(site_modules(model, "mlp_out")) as mlp, capture(site_modules(model, "resid_post")) as resid:
+        sites = sites_of(model)
+        with sites.capture(model, "mlp_out") as mlp, sites.capture(model, "resid_post") as resid:
             out = model(input_ids=hb["input_ids"], attention_mask=hb["attention_mask"], use_cache=False)
-        n_layers = len(mlp)
+        n_layers = sites.n_layers
 
         # noise: answer tokens' MLP outputs → Gaussian   (answer tokens = unshifted loss mask)
         tok = (hb["labels"] != -100).nonzero(as_tuple=True)
@@ -100,7 +101,7 @@ class RepNoisePlugin(TrainPlugin):
         targets = hb["labels"][:, 1:][mask]
         ces = [F.cross_entropy(out.logits[:, :-1][mask].float(), targets)]
         lens_pick = torch.randperm(targets.numel(), generator=gen)[: p.lens_tokens].to(targets.device)
-        norm, head = backbone(model).norm, model.get_output_embeddings()
+        norm, head = sites.module(model, "final_norm"), sites.module(model, "lm_head")
         for l in range(n_layers - 1):
             h = resid[l][:, :-1][mask][lens_pick]
             ces.append(F.cross_entropy(head(norm(h)).float(), targets[lens_pick]))

@@ -34,10 +34,10 @@ import torch
 from pydantic import Field
 
 from workbench.config import Spec
-from workbench.defenses.alignment.common import (
-    HarmfulBatches, add_to_outputs, capture, decoder_layers, device_of, harmful_batches, site_modules)
+from workbench.defenses.alignment.common import HarmfulBatches, device_of, harmful_batches
 from workbench.defenses.alignment.vaccine import perturbation
 from workbench.defenses.context import TrainingContext
+from workbench.models.sites import sites_of
 from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
 
 
@@ -54,10 +54,10 @@ class TVaccineParams(Spec):
 
 def layer_probabilities(model, batch: dict, site: str) -> list[float]:
     """p_l = ‖∂h/∂e_l‖ / Σ_k ‖∂h/∂e_k‖ for the harmful `batch` (one entry per decoder layer)."""
-    modules = site_modules(model, site)
-    with capture(modules) as outs:
+    sites = sites_of(model)
+    with sites.capture(model, site) as outs:
         loss, _ = lm_loss(model, batch)
-    grads = torch.autograd.grad(loss, [outs[l] for l in range(len(modules))], allow_unused=True)
+    grads = torch.autograd.grad(loss, [outs[l] for l in range(sites.n_layers)], allow_unused=True)
     norms = np.array([0.0 if g is None else g.float().norm().item() for g in grads]) + 1e-12
     return (norms / norms.sum()).tolist()
 
@@ -100,13 +100,13 @@ class TVaccinePlugin(TrainPlugin):
         clean, eps = perturbation(model, batch, self.params.rho, self.params.site, layers)
         frozen = []
         if self.params.train_only_sampled:
-            blocks = decoder_layers(model)
+            blocks = sites_of(model).layers(model)
             frozen = [q for l in range(len(blocks)) if l not in layers
                       for q in blocks[l].parameters() if q.requires_grad]
         try:
             for q in frozen:
                 q.requires_grad_(False)
-            with add_to_outputs(site_modules(model, self.params.site), eps):
+            with sites_of(model).add_to_outputs(model, self.params.site, eps):
                 perturbed, _ = lm_loss(model, batch)
             (perturbed * scale).backward()
         finally:

@@ -35,8 +35,8 @@ import torch
 from pydantic import Field
 
 from workbench.config import Spec
-from workbench.defenses.alignment.common import add_to_outputs, capture, site_modules
 from workbench.defenses.context import TrainingContext
+from workbench.models.sites import sites_of
 from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
 
 
@@ -48,8 +48,7 @@ class VaccineParams(Spec):
 
 def perturbation(model, batch: dict, rho: float, site: str, layers: list[int]) -> tuple[float, dict[int, torch.Tensor]]:
     """Clean pass: returns (loss, {l: ε_l}) with ε_l = ρ · g_l / ‖g‖_joint, each `[batch, pos, d_model]`."""
-    modules = site_modules(model, site)
-    with capture(modules, layers) as outs:
+    with sites_of(model).capture(model, site, layers) as outs:
         loss, _ = lm_loss(model, batch)
     grads = torch.autograd.grad(loss, [outs[l] for l in layers], allow_unused=True)
     grads = [torch.zeros_like(outs[l]) if g is None else g.detach() for l, g in zip(layers, grads)]
@@ -66,7 +65,7 @@ class VaccinePlugin(TrainPlugin):
         self.last: dict = {}
 
     def active_layers(self, model, state: TrainState) -> list[int]:
-        n = len(site_modules(model, self.params.site))
+        n = sites_of(model).n_layers
         layers = list(range(n)) if self.params.layers is None else list(self.params.layers)
         bad = [l for l in layers if not 0 <= l < n]
         if bad:
@@ -76,7 +75,7 @@ class VaccinePlugin(TrainPlugin):
     def backward(self, model, batch: dict, state: TrainState, scale: float) -> float:
         layers = self.active_layers(model, state)
         clean, eps = perturbation(model, batch, self.params.rho, self.params.site, layers)
-        with add_to_outputs(site_modules(model, self.params.site), eps):
+        with sites_of(model).add_to_outputs(model, self.params.site, eps):
             perturbed, _ = lm_loss(model, batch)
         (perturbed * scale).backward()
         self.last = {"loss": clean, "perturbed_loss": perturbed.item(),

@@ -5,21 +5,18 @@
 - `refusal_samples(n, seed)`: the safety examples SafeInstr / BEA / SaLoRA / Freeze's probe use — AdvBench
   TRAIN prompts (never an eval prompt of any dataset) answered with the refusal templates of
   `workbench.data.refusals`, exactly like the alignment mix.
-- `layer_index(name)` / `matches(name, modules)`: address parameters by decoder layer and module type, in
-  plain (`model.layers.3.self_attn.q_proj.weight`) and LoRA (`base_model.model.model.layers.3.self_attn.
-  q_proj.lora_A.default.weight`) naming alike.
+- `matches(name, modules)`: whether a parameter lies in one of some module types, in plain
+  (`model.layers.3.self_attn.q_proj.weight`) and LoRA (`base_model.model.model.layers.3.self_attn.
+  q_proj.lora_A.default.weight`) naming alike. Decoder layers of names: `workbench.models.sites.layer_of`.
 """
 from __future__ import annotations
 
 import random
-import re
 
 import torch
 
 from workbench.data.refusals import REFUSAL_SOURCE, refusal_for
 from workbench.data.types import Sample
-
-_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
 def reference_model(ref: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
@@ -59,12 +56,6 @@ def refusal_samples(n: int, seed: int, system: str | None = None, source: str = 
             for s in rng.sample(pool, n)]
 
 
-def layer_index(name: str) -> int | None:
-    """Decoder layer of a parameter/module name (`...layers.{l}....`), or None (embeddings, final norm)."""
-    m = _LAYER.search(name)
-    return int(m.group(1)) if m else None
-
-
 def matches(name: str, modules: list[str] | None) -> bool:
     """Whether `name` lies in one of `modules` (dotted name components: "q_proj", "self_attn", "mlp",
     "embed_tokens", "lm_head", ...); None matches everything."""
@@ -73,13 +64,3 @@ def matches(name: str, modules: list[str] | None) -> bool:
     padded = f".{name}."
     return any(f".{m}." in padded for m in modules)
 
-
-def n_decoder_layers(model) -> int:
-    from workbench.defenses.alignment.common import decoder_layers
-
-    return len(decoder_layers(model))
-
-
-def strip_peft(name: str) -> str:
-    """A LoRA-wrapped module name as it reads in the merged model (`base_model.model.` prefix removed)."""
-    return name.removeprefix("base_model.model.")

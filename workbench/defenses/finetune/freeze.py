@@ -44,7 +44,8 @@ from pydantic import Field, model_validator
 
 from workbench.config import Spec
 from workbench.defenses.context import TrainingContext
-from workbench.defenses.finetune.common import layer_index, matches, refusal_samples
+from workbench.defenses.finetune.common import matches, refusal_samples
+from workbench.models.sites import container_of, layer_of, sites_of
 from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
 
 
@@ -139,9 +140,10 @@ def probe_layers(model_ref: str, top_k: int | None, n_probe: int, seed: int, max
         (loss * len(chunk) / len(enc)).backward()
     total: dict[int, float] = {}
     count: dict[int, int] = {}
+    sites = sites_of(model)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            l = layer_index(name)
+            l = sites.layer_of(name)
             if l is None or p.grad is None:
                 continue
             total[l] = total.get(l, 0.0) + float((p * p.grad).abs().sum())
@@ -187,7 +189,7 @@ def select_layers(params: SelectionParams, context: TrainingContext) -> tuple[li
 # ----------------------------------------------------------------------------------------- the plugin
 
 def critical(name: str, layers: list[int], modules: list[str] | None) -> bool:
-    l = layer_index(name)
+    l = layer_of(name)
     return l is not None and l in layers and matches(name, modules)
 
 
@@ -231,13 +233,9 @@ class LayerLRPlugin(TrainPlugin):
         return groups
 
 
-_PARENT = {"q_proj": "self_attn", "k_proj": "self_attn", "v_proj": "self_attn", "o_proj": "self_attn",
-           "gate_proj": "mlp", "up_proj": "mlp", "down_proj": "mlp"}
-
-
 def _target_frozen(target: str, plus: list[str]) -> bool:
     """Whether a LoRA target module type (e.g. "q_proj") lies inside one of the `plus` module types."""
-    return target in plus or _PARENT.get(target) in plus
+    return target in plus or container_of(target) in plus
 
 
 def _plugins(params: SelectionParams, context: TrainingContext, name: str, plus: list[str] | None = None,

@@ -32,7 +32,8 @@ from pydantic import Field
 from workbench.config import Spec
 from workbench.data.chat import collate, encode
 from workbench.defenses.context import TrainingContext
-from workbench.defenses.finetune.common import device_of, refusal_samples, strip_peft
+from workbench.defenses.finetune.common import device_of, refusal_samples
+from workbench.models.sites import strip_peft
 from workbench.training.plugins import TrainPlugin, TrainState
 
 

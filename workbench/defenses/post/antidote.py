@@ -4,14 +4,14 @@ Fine-tuning", arXiv:2408.09600; code github.com/git-disl/Antidote).
 
 Whatever the fine-tuning did, the weights it made responsible for harmful answers are those with the largest
 Wanda importance on harmful data; zeroing them removes the behaviour. Top to bottom (all scoring, selection and
-pruning is `workbench.analysis.wanda`):
+pruning is `workbench.models.pruning`, shared with the Wanda analysis `workbench.analysis.wanda`):
   1. data      `n_calibration` harmful Q → harmful A pairs (training-side pool `harmful_qa`, never an eval
                prompt), chat-formatted; optional utility set: Alpaca Q → A
   2. score     Wanda on the fine-tuned (merged) model: S_ij = |W_ij| · ‖X_j‖₂ over all non-pad tokens
   3. select    top `dense_ratio` of S within each output row (`group="row"`, the authors' per-row sort) or
                each matrix; with `utility_ratio` > 0 minus the top `utility_ratio` on Alpaca (Wei et al.'s set
                difference: keep weights that utility needs)
-  4. prune     `wanda.prune` zeroes exactly that mask and returns a `PruneRecord` (flat indices + original
+  4. prune     `pruning.prune` zeroes exactly that mask and returns a `PruneRecord` (flat indices + original
                values per tensor), saved as `prune.safetensors` in the repair run folder
 
 Adaptation (documented in docs/defenses-post.md): the authors score and prune the LoRA matrices A and B of
@@ -46,8 +46,8 @@ class AntidoteParams(Spec):
 
 def repair(params: AntidoteParams, ctx: RepairContext) -> RepairResult:
     from workbench.analysis.safety_metric import batches_of, calibration_samples
-    from workbench.analysis.wanda import prune, set_difference, top_fraction, wanda_scores
     from workbench.models import load_model
+    from workbench.models.pruning import prune, set_difference, top_fraction, wanda_scores
 
     model, tok = load_model(ctx.attacked)
     modules = params.modules or ctx.adapted_modules or FULL_FT_MODULES

@@ -32,9 +32,9 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from workbench.analysis.wanda import DEFAULT_MODULES, target_linears
 from workbench.config import Spec
 from workbench.defenses.post.common import RepairContext, RepairResult
+from workbench.models.sites import LINEAR_TYPES, linear_modules, strip_peft
 
 
 RANK_RTOL = 1e-4  # "exact": singular values of V below this share of the largest are float noise
@@ -43,7 +43,7 @@ RANK_RTOL = 1e-4  # "exact": singular values of V below this share of the larges
 class SafeLoRAParams(Spec):
     threshold: float = Field(0.5, ge=-1.0, le=1.0)  # project layers whose similarity is below this
     n_layers: int | None = Field(None, ge=0)  # instead: project the n_layers least similar layers
-    modules: list[str] = list(DEFAULT_MODULES)  # candidate linear module types
+    modules: list[str] = list(LINEAR_TYPES)  # candidate linear module types
     projection: Literal["paper", "exact"] = "paper"  # C = V Vᵀ / ‖V‖_F, or the orthogonal projector onto span(V)
 
     @model_validator(mode="after")
@@ -135,7 +135,7 @@ def _repair_merged(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
     from workbench.models import load_model
 
     model, tok = load_model(ctx.attacked)
-    weights = {f"{n}.weight": m.weight for n, m in target_linears(model, params.modules).items()}
+    weights = {f"{n}.weight": m.weight for n, m in linear_modules(model, params.modules).items()}
     aligned = _weights(ctx.aligned, list(weights), weights)
     deltas = {n: w.detach() - aligned[n] for n, w in weights.items() if not torch.equal(w.detach(), aligned[n])}
     if not deltas:
@@ -154,7 +154,6 @@ def _repair_adapter(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
     """ΔW = s · B A from the adapter; projected layers get B ← C B; then the adapter is merged."""
     from peft import PeftModel
 
-    from workbench.defenses.finetune.common import strip_peft
     from workbench.defenses.finetune.salora import lora_modules
     from workbench.models import load_model
     from workbench.models.registry import _base_reference, model_folder
