@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from workbench.commands.common import console, guard
+
 
 def leaderboard_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root to read (searched recursively); "
                                                                         "repeat to read several as one board."),
@@ -21,13 +23,12 @@ def leaderboard_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs ro
                         None, "--stage", help="Only these defense stages (repeatable): alignment, fine-tuning, "
                                               "post-fine-tuning; plain SFT rows stay as the baseline.")):
     """Leaderboard of all defenses of all three stages against the same attacks: HS, HS+, FA, refusal, cost."""
-    from workbench.cli import _guard, console
-    from workbench.leaderboard import build, write
+    from workbench.leaderboard import build, write  # deferred: plotly
 
     def run():
         board = build(runs, stage)
         return board, write(board, out or Path(runs[0]) / "leaderboard", [f.strip() for f in formats.split(",")])
 
-    board, written = _guard(run)
+    board, written = guard(run)
     typer.echo(board.to_markdown())
     console.print(f"{len(board.rows)} attacked models; written: {', '.join(str(p) for p in written)}")
