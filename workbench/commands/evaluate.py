@@ -8,7 +8,6 @@ import typer
 
 from workbench.commands.common import ModelOpt, OutOpt, SeedOpt, eval_spec, guard, print_metrics
 from workbench.data.jsonl import read_prompts
-from workbench.evaluation.validation import validation_sets
 
 
 def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
@@ -37,16 +36,11 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
         if system_prompt is not None:
             spec = spec.model_copy(update={"generation": spec.generation.model_copy(
                 update={"system_prompt": system_prompt})})
-        benign, sets, name = None, None, None
         if validation:
             from workbench.pipeline import default_preset  # deferred: torch
 
-            preset_name = preset or default_preset(model)
-            harmful, benign = validation_sets(preset_name, seed, spec.n_harmful, spec.n_benign)
-            spec = spec.model_copy(update={"n_task": 0})
-            sets = f"validation split (preset {preset_name}, seed {seed})"
-            name = Path(str(model)).name.replace("_", "-") + "-validation"
-        return steps.evaluate_model(model, out, seed, spec, harmful=harmful, benign=benign, sets=sets, name=name)
+            return steps.evaluate_validation(model, out, preset or default_preset(model), seed, spec)
+        return steps.evaluate_model(model, out, seed, spec, harmful=harmful)
 
     path = guard(run)
     print_metrics(path)
