@@ -265,15 +265,3 @@ def run_analysis(name: str, model: str, compare: str | None, seed: int, out: Pat
         export_all(plots.figures(result), run.path / "figures", formats)
     return run.final_path
 
-
-def evaluate_validation(model: str, out: str | Path, preset_name: str, seed: int = 0,
-                        eval_spec: EvalSpec = EvalSpec(), progress: bool = True) -> Path:
-    """Evaluate a model on the validation split (`evaluation.validation`: train-side harmful and benign prompts
-    outside `preset_name`'s alignment mix for `seed`; no FA) into an eval run named `<model>-validation`: for
-    choosing hyperparameters, never the reported test sets."""
-    from workbench.evaluation.validation import validation_sets
-
-    harmful, benign = validation_sets(preset_name, seed, eval_spec.n_harmful, eval_spec.n_benign)
-    return evaluate_model(model, out, seed, eval_spec.model_copy(update={"n_task": 0}), harmful=harmful,
-                          name=Path(str(model)).name.replace("_", "-") + "-validation", progress=progress,
-                          benign=benign, sets=f"validation split (preset {preset_name}, seed {seed})")

@@ -8,6 +8,7 @@ import typer
 
 from workbench.commands.common import ModelOpt, OutOpt, SeedOpt, eval_spec, guard, print_metrics
 from workbench.data.jsonl import read_prompts
+from workbench.evaluation.validation import evaluate_validation
 
 
 def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
@@ -39,7 +40,7 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
         if validation:
             from workbench.pipeline import default_preset  # deferred: torch
 
-            return steps.evaluate_validation(model, out, preset or default_preset(model), seed, spec)
+            return evaluate_validation(model, out, preset or default_preset(model), seed, spec)
         return steps.evaluate_model(model, out, seed, spec, harmful=harmful)
 
     path = guard(run)
