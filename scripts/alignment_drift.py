@@ -26,7 +26,7 @@ def last_run(folder: Path):
 
 def drift_rows(grid: Path, ps: list[str], seed: int, n_samples: int = 100,
                defenses: list[str] | None = None) -> list[dict]:
-    from workbench.commands.analyze import run_analysis
+    from workbench.steps import run_analysis
 
     rows = []
     for align_dir in sorted(p for p in (grid / "align").iterdir() if p.is_dir()):

@@ -43,12 +43,11 @@ def build(root: Path) -> dict[str, Path]:
 
 
 def _build(root: Path) -> dict[str, Path]:
-    from workbench.commands.analyze import run_analysis
-    from workbench.commands.sweep import run_sweep
-    from workbench.figures import registered_name
     from workbench.config import DefenseSpec
+    from workbench.figures import registered_name
     from workbench.pipeline import preset, quickstart
-    from workbench.steps import attack
+    from workbench.steps import attack, run_analysis
+    from workbench.sweep import run_sweep
 
     paths = quickstart("tiny-llama", root, progress=False)
     aligned, attacked = str(paths["aligned"]), str(paths["attacked"])

@@ -199,7 +199,7 @@ def test_compare_attacks_contrasts_two_attacks(tiny_model_dir, other_tiny_dir, t
 
 
 def test_cli_patching_writes_result_and_figures_fast(tiny_model_dir, other_tiny_dir, tmp_path):
-    from workbench.commands.analyze import run_analysis
+    from workbench.steps import run_analysis
 
     start = time.perf_counter()
     out = run_analysis("patching", str(tiny_model_dir), str(other_tiny_dir), 0, tmp_path / "patching",

@@ -351,7 +351,7 @@ def test_logit_attribution_run_is_deterministic(tiny_model_dir, other_tiny_dir):
     ("logit-attribution", {"n_prompts": 3, "n_boot": 100}),
 ])
 def test_cli_analysis_writes_result_and_figures_fast(name, params, tiny_model_dir, other_tiny_dir, tmp_path):
-    from workbench.commands.analyze import run_analysis
+    from workbench.steps import run_analysis
 
     start = time.perf_counter()
     out = run_analysis(name, str(tiny_model_dir), str(other_tiny_dir), 0, tmp_path / name, params,

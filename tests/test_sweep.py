@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from workbench.commands.sweep import run_sweep, write_figure2
-from workbench.sweep import grid, results
+from workbench.figure2 import write_figure2
+from workbench.sweep import grid, results, run_sweep
 
 
 def test_grid_validates_ratios():

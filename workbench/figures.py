@@ -361,3 +361,22 @@ def _write_index(figures: dict[str, go.Figure], out: Path, formats: list[str]) -
     path.write_text("<!doctype html><meta charset='utf-8'><title>workbench figures</title>"
                     "<body style='font-family:sans-serif'>" + "\n".join(parts) + "</body>\n")
     return path
+
+
+def export_runs(runs: Path, out: Path, kinds: Iterable[str] | None, match: str | None,
+                formats: Iterable[str]) -> tuple[Path, int, list[Path]]:
+    """Every figure of `kinds` (default: all) under the runs root `runs` (folders matching `match`) exported
+    into `out`. Returns (out/index.html, number of figures, files written)."""
+    if not Path(runs).is_dir():
+        raise ValueError(f"--runs {runs}: no such folder (a runs root, e.g. the --out of `workbench quickstart`)")
+    kinds = list(kinds or FIGURE_KINDS)
+    bad = sorted(set(kinds) - set(FIGURE_KINDS))
+    if bad:
+        raise ValueError(f"--kind {bad}: unknown; use {', '.join(FIGURE_KINDS)}")
+    figs = collect(runs, kinds, match)
+    if not figs:
+        raise ValueError(f"no figures to draw under {runs} (kinds {', '.join(kinds)}"
+                         f"{f', matching {match!r}' if match else ''}): run `workbench quickstart`, "
+                         f"`workbench figure2` or `workbench analyze` first")
+    written = export(figs, out, list(formats))
+    return Path(out) / "index.html", len(figs), written

@@ -238,3 +238,36 @@ def _repair_references(info, model, base: str | None, aligned: str | None, unali
         raise ValueError(f"--aligned and --unaligned are the same model ({aligned}): V = W_aligned − W_unaligned "
                          f"would be zero; pass the model before safety alignment as --unaligned")
     return {"aligned": str(aligned), "unaligned": str(unaligned)}
+
+
+def run_analysis(name: str, model: str, compare: str | None, seed: int, out: Path, params: dict,
+                 formats=("html", "png"), progress: bool = True) -> Path:
+    """Run analysis `name` on `model` (and `compare`) → one analysis run folder `out`: config.json, result.json
+    (+ tensors.safetensors), metrics.json (its headline numbers, if any) and figures/*.<format>."""
+    from pydantic import ValidationError
+
+    from workbench.analysis import AnalysisContext, get_analysis
+    from workbench.plots.export import export_all
+
+    from workbench.vocabulary import analysis_key
+
+    name = analysis_key(name)  # recorded in the one spelling, whichever the command line used
+    mod, plots = get_analysis(name)
+    try:
+        spec = mod.Spec(**params)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ValueError(f"bad parameter for analysis {name!r}: {err['loc']}: {err['msg']}; "
+                         f"it accepts: {', '.join(mod.Spec.model_fields)}") from None
+    cfg = {"analysis": name, "params": spec.model_dump(), "model": model_ref(model),
+           "compare": model_ref(compare) if compare else None}
+    seed_everything(seed)
+    with RunWriter(out.parent, "analysis", name, cfg, seed=seed, final=out) as run:
+        ctx = AnalysisContext(model=model, compare=compare, seed=seed, progress=progress)
+        result = mod.run(ctx, spec)
+        result.save(run.path)
+        headline = getattr(result, "headline", None)
+        run.write_metrics(headline() if callable(headline) else {})
+        export_all(plots.figures(result), run.path / "figures", formats)
+    return run.final_path
+

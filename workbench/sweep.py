@@ -136,3 +136,19 @@ def results(out: str | Path) -> list[dict]:
         m = runs[-1].metrics
         rows.append({**c, "run": str(runs[-1].path), **{k: v for k, v in m.items() if isinstance(v, dict) and "value" in v}})
     return rows
+
+
+def run_sweep(models: dict[str, str], attacks: list[str], ps: list[float], seeds: list[int], n: int | None,
+              preset_name: str | None, backend: str, address: str | None, out: Path, progress: bool = True) -> dict:
+    """The grid of `models` (label → reference) × attacks × ps × seeds at a preset's sizes (by the first model
+    when none is named; `n` user samples per cell if given), run with `sweep`. Unknown attacks fail first."""
+    from workbench.attacks import get_attack
+    from workbench.pipeline import default_preset, preset
+
+    for a in attacks:
+        get_attack(a)  # unknown names fail before any cell runs
+    first = next(iter(models.values()))
+    pr = preset(preset_name or default_preset(first))
+    spec = pr.attack if n is None else pr.attack.model_copy(update={"data": pr.attack.data.model_copy(update={"n": n})})
+    return sweep(grid(models, attacks, ps, seeds), out, spec, pr.eval, backend=backend, address=address,
+                 progress=progress)

@@ -10,6 +10,8 @@ from typing import Optional
 
 import typer
 
+from workbench.commands.common import console, guard
+
 
 def figures_cmd(out: Path = typer.Option(..., "--out", "-o", help="Folder to write the figures into."),
                 runs: Path = typer.Option(Path("runs"), "--runs", help="Runs root to read."),
@@ -19,28 +21,8 @@ def figures_cmd(out: Path = typer.Option(..., "--out", "-o", help="Folder to wri
                 match: Optional[str] = typer.Option(None, "--match", help="Only run folders whose path contains this."),
                 formats: str = typer.Option("html,png", help="Comma-separated: html, png, svg, pdf.")):
     """Export the figures of the chosen runs (HTML + PNG/SVG)."""
-    from workbench.cli import _guard, console
+    from workbench.figures import export_runs  # deferred: plotly
 
-    path = _guard(export_runs, runs, out, kind, match, formats.split(","))
+    path, n_figures, written = guard(export_runs, runs, out, kind, match, formats.split(","))
+    console.print(f"{n_figures} figures, {len(written)} files")
     console.print(f"[green]figures written:[/] {path}")
-
-
-def export_runs(runs: Path, out: Path, kinds: list[str], match: str | None, formats: list[str]) -> Path:
-    from workbench import figures
-
-    if not Path(runs).is_dir():
-        raise ValueError(f"--runs {runs}: no such folder (a runs root, e.g. the --out of `workbench quickstart`)")
-    kinds = list(kinds or figures.FIGURE_KINDS)  # resolved here: importing figures (plotly) at CLI start is slow
-    bad = sorted(set(kinds) - set(figures.FIGURE_KINDS))
-    if bad:
-        raise ValueError(f"--kind {bad}: unknown; use {', '.join(figures.FIGURE_KINDS)}")
-    figs = figures.collect(runs, kinds, match)
-    if not figs:
-        raise ValueError(f"no figures to draw under {runs} (kinds {', '.join(kinds)}"
-                         f"{f', matching {match!r}' if match else ''}): run `workbench quickstart`, "
-                         f"`workbench figure2` or `workbench analyze` first")
-    written = figures.export(figs, out, formats)
-    from workbench.cli import console
-
-    console.print(f"{len(figs)} figures, {len(written)} files")
-    return Path(out) / "index.html"

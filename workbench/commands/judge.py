@@ -11,15 +11,14 @@ train   trains (or retrains) and caches the judge, printing its CV selection.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.table import Table
 
-judge_app = typer.Typer(no_args_is_help=True, help="Moderation judge: score responses, report its FN/FP.")
+from workbench.commands.common import console, guard
 
 
 class EmbedderName(str, Enum):
@@ -31,82 +30,26 @@ EmbedderOpt = typer.Option(EmbedderName.minilm, "--embedder",
                            help="'minilm' (the real judge) or 'hashing' (fast stand-in for tests).")
 
 
-def read_pairs(path: Path) -> list[dict]:
-    """Records of a JSONL file, each an object with non-empty-string `prompt` and string `response`."""
-    from workbench.data.jsonl import DataValidationError
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (expected JSONL, one {{\"prompt\": ..., \"response\": ...}} "
-                                "object a line)")
-    records = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataValidationError(f"{path}, line {n}: not valid JSON ({e.msg} at column {e.colno}). "
-                                      "Fix: write one JSON object a line.") from None
-        if not isinstance(rec, dict):
-            raise DataValidationError(f"{path}, line {n}: is a JSON {type(rec).__name__}, not an object. "
-                                      'Fix: write {"prompt": "...", "response": "..."}.')
-        for field in ("prompt", "response"):
-            if field not in rec or rec[field] is None:
-                raise DataValidationError(f"{path}, line {n}: field {field!r} is missing. "
-                                          'Fix: every line needs {"prompt": "...", "response": "..."}.')
-            if not isinstance(rec[field], str):
-                raise DataValidationError(f"{path}, line {n}: field {field!r} is a {type(rec[field]).__name__}, "
-                                          "not a string. Fix: write it as a JSON string.")
-        if not rec["prompt"].strip():
-            raise DataValidationError(f"{path}, line {n}: field 'prompt' is empty. Fix: give the request text.")
-        records.append(rec)
-    if not records:
-        raise DataValidationError(f"{path}: no records. Fix: one JSON object with prompt and response a line.")
-    return records
-
-
-def score_file(src: Path, dst: Path, embedder: str = "minilm") -> tuple[int, int]:
-    """Score every record of `src` into `dst` (written atomically). Returns (n records, n harmful)."""
-    from workbench.evaluation.judge import load_judge
-
-    records = read_pairs(src)
-    judge = load_judge(embedder)
-    scores = judge.score([r["prompt"] for r in records], [r["response"] for r in records])
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=dst.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
-        for r, s in zip(records, scores):
-            tmp.write(json.dumps({**r, "score": round(float(s), 4), "harmful": bool(s >= 0.5)},
-                                 ensure_ascii=False) + "\n")
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, dst)
-    return len(records), int(sum(s >= 0.5 for s in scores))
-
-
-@judge_app.command("score")
 def score_cmd(src: Path = typer.Argument(..., metavar="IN.jsonl", help="Records with 'prompt' and 'response'."),
               dst: Path = typer.Argument(..., metavar="OUT.jsonl", help="Where to write them with score/harmful."),
               embedder: EmbedderName = EmbedderOpt):
     """Score (prompt, response) records: adds `score` (P(harmful)) and `harmful` (score ≥ 0.5)."""
-    from workbench.cli import _guard, console
+    from workbench.evaluation.judge import score_file  # deferred: sklearn
 
-    n, k = _guard(score_file, src, dst, embedder.value)
+    n, k = guard(score_file, src, dst, embedder.value)
     console.print(f"{k} of {n} responses flagged harmful → {dst}")
 
 
-@judge_app.command("report")
 def report_cmd(embedder: EmbedderName = EmbedderOpt,
                errors: bool = typer.Option(False, "--errors", help="List the misclassified held-out rows."),
                more: bool = typer.Option(False, "--more", help="Also the held-out splits of the other sources."),
                json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report here.")):
     """FN / FP with 95 % intervals on held-out human labels, next to the survey anchor."""
-    from rich.table import Table
+    from workbench.evaluation.judge import heldout_report, load_judge, secondary_reports  # deferred: sklearn
+    from workbench.vocabulary import fmt_rate  # deferred: startup
 
-    from workbench.cli import _guard, console
-    from workbench.evaluation.judge import heldout_report, load_judge, secondary_reports
-    from workbench.vocabulary import fmt_rate
-
-    judge = _guard(load_judge, embedder.value)
-    rep = _guard(heldout_report, judge)
+    judge = guard(load_judge, embedder.value)
+    rep = guard(heldout_report, judge)
     w = judge.weights
     table = Table(title=f"moderation judge ({w.embedder}) on held-out judge_labelled (n={rep.fn.n + rep.fp.n})")
     for c in ("rate", "ours (Wilson 95 %)", f"anchor: {rep.anchor['source']}"):
@@ -131,7 +74,7 @@ def report_cmd(embedder: EmbedderName = EmbedderOpt,
         t2 = Table(title="other held-out splits (automatic labels, see judge.secondary_examples)")
         for col in ("set", "FN", "FP"):
             t2.add_column(col)
-        for name, r in _guard(secondary_reports, judge).items():
+        for name, r in guard(secondary_reports, judge).items():
             t2.add_row(name, *[fmt_rate(x, counts=True) if x.n else "—" for x in (r.fn, r.fp)])
         console.print(t2)
     if errors:
@@ -144,14 +87,12 @@ def report_cmd(embedder: EmbedderName = EmbedderOpt,
         console.print(f"report written: {json_out}")
 
 
-@judge_app.command("train")
 def train_cmd(embedder: EmbedderName = EmbedderOpt,
               retrain: bool = typer.Option(False, "--retrain", help="Train again even if cached.")):
     """Train (once) and cache the judge; prints where it is and what CV chose."""
-    from workbench.cli import _guard, console
-    from workbench.evaluation.judge import judge_dir, load_judge
+    from workbench.evaluation.judge import judge_dir, load_judge  # deferred: sklearn
 
-    judge = _guard(load_judge, embedder.value, retrain=retrain)
+    judge = guard(load_judge, embedder.value, retrain=retrain)
     w = judge.weights
     console.print(f"judge {w.embedder}: C={w.hyper.get('C')}, threshold={w.threshold:.2f} → "
                   f"{judge_dir(w.embedder, w.seed)}")

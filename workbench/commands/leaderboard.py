@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from workbench.commands.common import console, guard
+
 
 def leaderboard_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root to read (searched recursively); "
                                                                         "repeat to read several as one board."),
@@ -22,14 +24,13 @@ def leaderboard_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs ro
                                               "post-fine-tuning (also finetune, post); plain SFT rows stay as the "
                                               "baseline.")):
     """Leaderboard of all defenses of all three stages against the same attacks: HS, HS+, FA, refusal, cost."""
-    from workbench.cli import _guard, console
-    from workbench.leaderboard import build, write
-    from workbench.vocabulary import parse_stage
+    from workbench.leaderboard import build, write  # deferred: plotly
+    from workbench.vocabulary import parse_stage  # deferred: startup
 
     def run():
         board = build(runs, [parse_stage(s, none=True) for s in stage] if stage else None)
         return board, write(board, out or Path(runs[0]) / "leaderboard", [f.strip() for f in formats.split(",")])
 
-    board, written = _guard(run)
+    board, written = guard(run)
     typer.echo(board.to_markdown())
     console.print(f"{len(board.rows)} attacked models; written: {', '.join(str(p) for p in written)}")

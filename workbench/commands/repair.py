@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from workbench.commands.common import guard, parse_params, print_metrics
+
 
 def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tuning defense: safelora or antidote."),
                model: str = typer.Option(..., "--model", "-m", help="Fine-tuned model: attack/defend run folder, HF "
@@ -21,12 +23,11 @@ def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tun
                                                                "run's recorded evaluation)."),
                seed: int = typer.Option(0, "--seed", help="Seed for calibration samples and evaluation.")):
     """Repair a fine-tuned model (SafeLoRA projection or Antidote pruning) and evaluate it like `attack` does."""
-    from workbench import steps
-    from workbench.cli import _guard, _parse_params, _print_metrics
+    from workbench import steps  # deferred: torch
 
     def run():
-        from workbench.defenses import DEFENSES
-        from workbench.vocabulary import POST_FINE_TUNING
+        from workbench.defenses import DEFENSES  # deferred: torch
+        from workbench.vocabulary import POST_FINE_TUNING  # deferred: startup
 
         post = sorted(n for n, d in DEFENSES.items() if d.stage == POST_FINE_TUNING)
         if defense not in post:
@@ -34,10 +35,10 @@ def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tun
             raise ValueError(f"--defense {defense!r}{stage} repair takes a post-fine-tuning defense: {', '.join(post)}")
         eval_spec = None
         if preset is not None:
-            from workbench.pipeline import preset as get_preset
+            from workbench.pipeline import preset as get_preset  # deferred: torch
 
             eval_spec = get_preset(preset, seed).eval
-        return steps.repair(defense, _parse_params(param), model, out, seed, eval_spec, aligned, unaligned)
+        return steps.repair(defense, parse_params(param), model, out, seed, eval_spec, aligned, unaligned)
 
-    path = _guard(run)
-    _print_metrics(path)
+    path = guard(run)
+    print_metrics(path)

@@ -1,10 +1,15 @@
-"""`workbench sweep` (grid of model × attack × p × seed) and `workbench figure2` (the survey's Figure 2)."""
+"""`workbench sweep` (grid of model × attack × p × seed) and `workbench figure2` (the survey's Figure 2).
+
+The grid runs in `workbench.sweep.run_sweep`; Figure 2 is drawn by `workbench.figure2.write_figure2`.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from workbench.commands.common import console, guard
 
 FIGURE2_PS = "0,0.05,0.1,0.2,0.3"
 
@@ -34,31 +39,16 @@ def sweep_cmd(model: list[str] = typer.Option(..., "--model", "-m", help="LABEL=
               address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
               out: Path = typer.Option(Path("runs/sweep"), "--out", "-o")):
     """Run every cell of the grid that is not done yet; failed cells are reported, not fatal."""
-    from workbench.cli import _guard, console
+    from workbench.sweep import run_sweep  # deferred: pydantic
 
-    status = _guard(run_sweep, _models(model), attack, _floats(p), [int(s) for s in _floats(seeds)], n, preset,
-                    backend, address, out)
+    status = guard(run_sweep, _models(model), attack, _floats(p), [int(s) for s in _floats(seeds)], n, preset,
+                   backend, address, out)
     console.print(f"done {len(status['done'])}, skipped {len(status['skipped'])} (already done), "
                   f"failed {len(status['failed'])}")
     for key, err in status["failed"].items():
         console.print(f"[red]failed:[/] {key}: {err.splitlines()[0]}")
     if status["failed"]:
         raise typer.Exit(1)
-
-
-def run_sweep(models: dict[str, str], attacks: list[str], ps: list[float], seeds: list[int], n: int | None,
-              preset_name: str | None, backend: str, address: str | None, out: Path, progress: bool = True) -> dict:
-    from workbench.attacks import get_attack
-    from workbench.pipeline import default_preset, preset
-    from workbench.sweep import grid, sweep
-
-    for a in attacks:
-        get_attack(a)  # unknown names fail before any cell runs
-    first = next(iter(models.values()))
-    pr = preset(preset_name or default_preset(first))
-    spec = pr.attack if n is None else pr.attack.model_copy(update={"data": pr.attack.data.model_copy(update={"n": n})})
-    return sweep(grid(models, attacks, ps, seeds), out, spec, pr.eval, backend=backend, address=address,
-                 progress=progress)
 
 
 def figure2_cmd(aligned: str = typer.Option(..., help="Aligned model (an align run folder)."),
@@ -70,32 +60,13 @@ def figure2_cmd(aligned: str = typer.Option(..., help="Aligned model (an align r
                 backend: str = typer.Option("local"),
                 out: Path = typer.Option(Path("runs/figure2"), "--out", "-o")):
     """The survey's Figure 2: HS and FA vs p for the non-aligned and the aligned model (sst2)."""
-    from workbench.cli import _guard, console
+    from workbench.figure2 import write_figure2  # deferred: plotly
+    from workbench.sweep import run_sweep  # deferred: pydantic
 
-    status = _guard(run_sweep, {"non-aligned": base, "aligned": aligned}, ["harmful_ft"], _floats(p),
-                    [int(s) for s in _floats(seeds)], n, preset, backend, None, out)
-    paths, table = _guard(write_figure2, out)
+    status = guard(run_sweep, {"non-aligned": base, "aligned": aligned}, ["harmful_ft"], _floats(p),
+                   [int(s) for s in _floats(seeds)], n, preset, backend, None, out)
+    paths, table = guard(write_figure2, out)
     console.print(table)
     console.print(f"figures: {', '.join(str(x) for x in paths)}")
     if status["failed"]:
         raise typer.Exit(1)
-
-
-def write_figure2(out: Path) -> tuple[list[Path], str]:
-    """Read the sweep's run folders, write figures (HTML + PNG) and a markdown table."""
-    from workbench.plots.export import export_all
-    from workbench.plots.threat import METRICS, figures
-    from workbench.sweep import results
-    from workbench.tables import markdown_table
-    from workbench.vocabulary import fmt_rate
-
-    rows = results(out)
-    if not rows:
-        raise ValueError(f"no finished cells under {out}")
-    paths = export_all(figures(rows), Path(out) / "figures")
-    metrics = [m for m in METRICS if any(m in r for r in rows)]
-    table = markdown_table(["model", "p", "seed", *metrics], (
-        [r["model_label"], f"{r['p']:g}", r["seed"], *[fmt_rate(r.get(m)) for m in metrics]]
-        for r in sorted(rows, key=lambda r: (r["model_label"], r["p"], r["seed"]))))
-    (Path(out) / "figure2.md").write_text(table)
-    return paths, table

@@ -136,3 +136,18 @@ def write_jsonl(path: str | Path, records: list[dict | Sample]) -> Path:
             f.write(json.dumps(_record(item), ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def read_prompts(path: Path) -> list[Sample]:
+    """A researcher's own harmful prompts: a `.jsonl` file (read as above, a `prompt` per line) or plain text,
+    one prompt a line (blank lines skipped; each becomes a harmful `Sample` whose source is the file)."""
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file (expected one prompt a line, or JSONL with a 'prompt' field)")
+    if path.suffix == ".jsonl":
+        samples = read_jsonl(path)
+    else:
+        samples = [Sample(prompt=line.strip(), harmful=True, source=str(path))
+                   for line in path.read_text().splitlines() if line.strip()]
+    if not samples:
+        raise ValueError(f"{path}: no prompts found")
+    return samples

@@ -1,0 +1,89 @@
+"""What every command shares: the console, the input-error boundary, option parsing and terminal formatting.
+
+A leaf of `workbench.commands`: it imports no other command module and never `workbench.cli`, so command
+modules import it at module level and `workbench.cli` only registers them.
+
+Input errors are caught at the boundary (`guard`) and printed as one line (exit 2) with what to fix.
+SIGTERM is turned into KeyboardInterrupt so a killed step checkpoints and leaves no finished-looking run.
+"""
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from workbench.cache import MissingResourceError
+
+console = Console()
+
+ModelOpt = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Registered name, HF folder or run folder.")
+SeedOpt = typer.Option(0, "--seed", help="Seed for data order, LoRA init, splits of the mix and sampling.")
+OutOpt = typer.Option(Path("runs"), "--out", "-o", help="Runs root: each step writes one folder inside it.")
+
+
+def _on_sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def fail(msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+def guard(fn, *args, **kwargs):
+    """Run a step; input errors become one clear line, interrupts a resumable message."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return fn(*args, **kwargs)
+    except (ValueError, FileNotFoundError, MissingResourceError) as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] no run folder was published; the checkpoint is kept — "
+                      "rerun the same command with --resume to continue.")
+        raise typer.Exit(130)
+
+
+def parse_params(items: list[str]) -> dict:
+    """`--param KEY=VALUE` items as a dict; a VALUE that is not JSON stays a string."""
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--param expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def eval_spec(preset_name: str | None, model: str, seed: int, n_harmful: int | None = None,
+              n_benign: int | None = None, n_task: int | None = None, task: str | None = None):
+    """The preset's EvalSpec (by model when no preset is named) with the sizes given on the command line."""
+    from workbench.pipeline import default_preset, preset  # deferred: torch
+
+    spec = preset(preset_name or default_preset(model), seed).eval
+    upd = {k: v for k, v in dict(n_harmful=n_harmful, n_benign=n_benign, n_task=n_task, task=task).items()
+           if v is not None}
+    return spec.model_copy(update=upd)
+
+
+def fmt_rate(r) -> str:
+    """A metrics.json rate on one terminal line: `value% [low–high] n=N`, or a dash."""
+    from workbench.vocabulary import fmt_rate as format_rate  # deferred: startup
+
+    return format_rate(r, decimals=0)
+
+
+def print_metrics(path: Path) -> None:
+    """Every rate of a run's metrics.json, then the run folder."""
+    from workbench.runs import open_run  # deferred: startup
+
+    m = open_run(path).metrics
+    for k, v in m.items():
+        if isinstance(v, dict) and "value" in v:
+            console.print(f"  {k:>18}: {fmt_rate(v)}")
+    console.print(f"[green]run folder:[/] {path}")
