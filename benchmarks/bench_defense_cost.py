@@ -23,7 +23,7 @@ ALIGNMENT = ["sft", "vaccine", "t_vaccine", "repnoise", "booster", "tar"]
 def child(quick: bool, defense: str, steps: int) -> dict:
     from workbench.config import DefenseSpec
     from workbench.models import load_model
-    from workbench.pipeline import preset
+    from workbench.presets import preset
     from workbench.steps import alignment_inputs, seed_everything
     from workbench.training.loop import train
 

@@ -22,10 +22,10 @@ import statistics
 import torch
 
 from workbench.data.chat import collate, encode
-from workbench.defenses.alignment.data import alignment_samples
+from workbench.data.alignment import alignment_samples
 from workbench.models import load_model
 from workbench.models.sites import sites_of
-from workbench.pipeline import preset
+from workbench.presets import preset
 from workbench.training.plugins import lm_loss
 
 

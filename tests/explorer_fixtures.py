@@ -45,7 +45,8 @@ def build(root: Path) -> dict[str, Path]:
 def _build(root: Path) -> dict[str, Path]:
     from workbench.config import DefenseSpec
     from workbench.figures import registered_name
-    from workbench.pipeline import preset, quickstart
+    from workbench.pipeline import quickstart
+    from workbench.presets import preset
     from workbench.steps import attack, run_analysis
     from workbench.sweep import run_sweep
 

@@ -87,7 +87,7 @@ def test_alignment_table_puts_each_aligned_model_before_and_after_the_same_attac
     from workbench import steps
     from workbench.config import DefenseSpec
     from workbench.leaderboard import build, write
-    from workbench.pipeline import preset
+    from workbench.presets import preset
     from workbench.runs import open_run
 
     pr = preset("tiny")

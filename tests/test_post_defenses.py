@@ -219,7 +219,8 @@ def runs_root(tmp_path_factory):
     model, and both repairs of the attack run via the CLI — all in one runs root."""
     from workbench import steps
     from workbench.config import DefenseSpec
-    from workbench.pipeline import preset, quickstart
+    from workbench.pipeline import quickstart
+    from workbench.presets import preset
 
     root = tmp_path_factory.mktemp("post-runs")
     paths = quickstart("tiny-llama", root, progress=False)

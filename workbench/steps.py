@@ -59,7 +59,7 @@ def alignment_inputs(spec: AlignSpec, model: str, seed: int = 0) -> tuple:
     """(resolved defense params, alignment samples, training plugins) of an align step: what `align` trains
     with, and what the defense-cost benchmark times on the same data."""
     from workbench.defenses import get_defense, parse_params
-    from workbench.defenses.alignment.data import alignment_samples
+    from workbench.data.alignment import alignment_samples
     from workbench.defenses.context import TrainingContext
 
     info = get_defense(spec.defense.name, "alignment")
@@ -71,7 +71,7 @@ def alignment_inputs(spec: AlignSpec, model: str, seed: int = 0) -> tuple:
 
 def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec = EvalSpec(),
           resume: bool = False, progress: bool = True) -> Path:
-    from workbench.defenses.alignment.data import REFUSAL_SOURCE
+    from workbench.data.refusals import REFUSAL_SOURCE
 
     params, samples, plugins = alignment_inputs(spec, model, seed)
     full = AlignRunSpec(align=spec, eval=eval_spec, model=model_ref(model), refusals=REFUSAL_SOURCE,
@@ -271,3 +271,17 @@ def run_analysis(name: str, model: str, compare: str | None, seed: int, out: Pat
         export_all(plots.figures(result), run.path / "figures", formats)
     return run.final_path
 
+
+def evaluate_validation(model: str, out: str | Path, preset_name: str, seed: int = 0, eval_spec: EvalSpec | None = None,
+                        progress: bool = True) -> Path:
+    """Evaluate a model on the validation split (harmful and benign prompts of `validation_sets`; no FA) into an
+    eval run named `<model>-validation` under `out`: for choosing hyperparameters, never the reported test sets.
+    `eval_spec` gives sizes and generation (default: the preset's). Returns the run folder."""
+    from workbench.data.validation import validation_sets
+    from workbench.presets import preset
+
+    spec = eval_spec if eval_spec is not None else preset(preset_name, seed).eval
+    harmful, benign = validation_sets(preset_name, seed, spec.n_harmful, spec.n_benign)
+    return evaluate_model(model, out, seed, spec.model_copy(update={"n_task": 0}), harmful=harmful,
+                          name=Path(str(model)).name.replace("_", "-") + "-validation", progress=progress,
+                          benign=benign, sets=f"validation split (preset {preset_name}, seed {seed})")

@@ -143,7 +143,7 @@ def run_sweep(models: dict[str, str], attacks: list[str], ps: list[float], seeds
     """The grid of `models` (label → reference) × attacks × ps × seeds at a preset's sizes (by the first model
     when none is named; `n` user samples per cell if given), run with `sweep`. Unknown attacks fail first."""
     from workbench.attacks import get_attack
-    from workbench.pipeline import default_preset, preset
+    from workbench.presets import default_preset, preset
 
     for a in attacks:
         get_attack(a)  # unknown names fail before any cell runs

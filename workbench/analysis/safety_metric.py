@@ -153,7 +153,7 @@ def harmful_prompts(name: str = "advbench", n: int = 32) -> list[str]:
 
 def calibration_samples(kind: str, n: int, seed: int = 0) -> list[Sample]:
     """`kind` in {"refusal", "harmful", "utility"}: n training-side samples (never an eval prompt)."""
-    from workbench.attacks.harmful_ft import harmful_pool, training_pool
+    from workbench.data.pools import harmful_pool, training_pool
     from workbench.data.refusals import refusal_for
 
     rng = random.Random(seed)

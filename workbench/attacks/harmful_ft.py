@@ -7,18 +7,8 @@ from __future__ import annotations
 
 from workbench.config import AttackSpec
 from workbench.data.mixing import mix
-from workbench.data.registry import load_split
+from workbench.data.pools import harmful_pool, training_pool
 from workbench.data.types import Sample
-
-
-def training_pool(name: str) -> list[Sample]:
-    """Train side of a dataset, minus any prompt that is held out for evaluation anywhere."""
-    return load_split(name, "train")  # the registry already drops every dataset's eval prompts
-
-
-def harmful_pool(name: str) -> list[Sample]:
-    """Harmful Q→A pairs whose *answer* is harmful (many-shot rows judged "Not harmful" are dropped)."""
-    return [s for s in training_pool(name) if s.meta.get("response_harmful") is not False]
 
 
 def harmful_ft(spec: AttackSpec) -> list[Sample]:

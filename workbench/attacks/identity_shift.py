@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 
-from workbench.attacks.harmful_ft import training_pool
+from workbench.data.pools import training_pool
 from workbench.config import AttackSpec
 from workbench.data.mixing import mix
 from workbench.data.types import Sample

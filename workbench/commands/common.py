@@ -63,7 +63,7 @@ def parse_params(items: list[str]) -> dict:
 def eval_spec(preset_name: str | None, model: str, seed: int, n_harmful: int | None = None,
               n_benign: int | None = None, n_task: int | None = None, task: str | None = None):
     """The preset's EvalSpec (by model when no preset is named) with the sizes given on the command line."""
-    from workbench.pipeline import default_preset, preset  # deferred: torch
+    from workbench.presets import default_preset, preset  # deferred: pydantic
 
     spec = preset(preset_name or default_preset(model), seed).eval
     upd = {k: v for k, v in dict(n_harmful=n_harmful, n_benign=n_benign, n_task=n_task, task=task).items()

@@ -8,7 +8,7 @@ import typer
 
 from workbench.commands.common import ModelOpt, OutOpt, SeedOpt, eval_spec, guard, print_metrics
 from workbench.data.jsonl import read_prompts
-from workbench.evaluation.validation import evaluate_validation
+from workbench.steps import evaluate_validation
 
 
 def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
@@ -38,7 +38,7 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
             spec = spec.model_copy(update={"generation": spec.generation.model_copy(
                 update={"system_prompt": system_prompt})})
         if validation:
-            from workbench.pipeline import default_preset  # deferred: torch
+            from workbench.presets import default_preset  # deferred: pydantic
 
             return evaluate_validation(model, out, preset or default_preset(model), seed, spec)
         return steps.evaluate_model(model, out, seed, spec, harmful=harmful)

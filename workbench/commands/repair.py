@@ -35,7 +35,7 @@ def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tun
             raise ValueError(f"--defense {defense!r}{stage} repair takes a post-fine-tuning defense: {', '.join(post)}")
         eval_spec = None
         if preset is not None:
-            from workbench.pipeline import preset as get_preset  # deferred: torch
+            from workbench.presets import preset as get_preset  # deferred: pydantic
 
             eval_spec = get_preset(preset, seed).eval
         return steps.repair(defense, parse_params(param), model, out, seed, eval_spec, aligned, unaligned)

@@ -28,7 +28,7 @@ def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
     """Safety-align a model (SFT on refusals, or an alignment-stage defense)."""
     from workbench import steps  # deferred: torch
     from workbench.config import DefenseSpec  # deferred: pydantic
-    from workbench.pipeline import default_preset, preset as get_preset  # deferred: torch
+    from workbench.presets import default_preset, preset as get_preset  # deferred: pydantic
 
     def run():
         p = get_preset(preset or default_preset(model), seed)
@@ -56,7 +56,7 @@ def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
     """Fine-tune a model on user data with harmful ratio p (the attack), optionally under a defense."""
     from workbench import steps  # deferred: torch
     from workbench.config import DefenseSpec  # deferred: pydantic
-    from workbench.pipeline import default_preset, preset as get_preset  # deferred: torch
+    from workbench.presets import default_preset, preset as get_preset  # deferred: pydantic
 
     def run():
         if p is not None and not 0.0 <= p <= 1.0:

@@ -59,7 +59,7 @@ def add_grads(params: list[torch.nn.Parameter], grads: list[torch.Tensor], weigh
 
 def harmful_pool(name: str) -> list[Sample]:
     """Harmful Q→A pairs the defender is assumed to hold: the train side of `name`, eval prompts removed."""
-    from workbench.attacks.harmful_ft import training_pool
+    from workbench.data.pools import training_pool
 
     pool = [s for s in training_pool(name) if s.response]
     if not pool:

@@ -43,7 +43,7 @@ def refusal_samples(n: int, seed: int, system: str | None = None, source: str = 
     `harmful=True` keeps the Sample convention (the *request* is harmful); `meta["safety_example"]` marks
     them so reports can tell them from the user's harmful Q→A pairs.
     """
-    from workbench.attacks.harmful_ft import training_pool
+    from workbench.data.pools import training_pool
 
     if n <= 0:
         return []

@@ -20,7 +20,7 @@ The proximal term is off for the first `proximal_after` share of the steps (the 
 it slowed convergence early). Defaults: ρ = 1 and a 1 : 9 alignment : fine-tuning split (authors: 100 / 900
 steps over ~20k steps); our runs are ~100 steps, so cycles are 2 + 18 steps to alternate several times.
 
-Alignment data: the alignment mix of `workbench.defenses.alignment.data` (AdvBench train prompts → refusal
+Alignment data: the alignment mix of `workbench.data.alignment` (AdvBench train prompts → refusal
 templates + benign Alpaca answers; the authors use BeaverTails prompts with safe answers), batches drawn
 deterministically by (seed, micro-batch index).
 
@@ -115,7 +115,7 @@ class LisaPlugin(TrainPlugin):
 
 def plugins(params: LisaParams, context: TrainingContext) -> list[TrainPlugin]:
     from workbench.defenses.alignment.common import HarmfulBatches
-    from workbench.defenses.alignment.data import alignment_samples
+    from workbench.data.alignment import alignment_samples
 
     train, seed = context.train, context.seed
     batches = None

@@ -1,12 +1,12 @@
 """The safety-alignment mix: harmful AdvBench prompts answered with varied refusal templates, plus benign
-samples with their real answers so the aligned model stays useful (DATA.md)."""
+samples with their real answers so the aligned model stays useful (docs/data.md)."""
 from __future__ import annotations
 
 import random
 
-from workbench.attacks.harmful_ft import training_pool
 from workbench.config import AlignSpec
-from workbench.data.refusals import REFUSAL_SOURCE, refusal_for
+from workbench.data.pools import training_pool
+from workbench.data.refusals import refusal_for
 from workbench.data.types import Sample
 
 

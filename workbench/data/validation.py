@@ -12,21 +12,14 @@ fixed part of it is guaranteed unseen; FA is read on the test split only after t
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
-
+from workbench.data.alignment import alignment_samples
+from workbench.data.pools import harmful_pool, training_pool
 from workbench.data.types import Sample
-
-if TYPE_CHECKING:
-    from workbench.config import EvalSpec
+from workbench.presets import preset
 
 
 def validation_sets(preset_name: str, seed: int, n_harmful: int, n_benign: int) -> tuple[list[Sample], list[Sample]]:
     """(harmful, benign) validation prompts for models aligned with `preset_name`'s alignment mix at `seed`."""
-    from workbench.attacks.harmful_ft import harmful_pool, training_pool
-    from workbench.defenses.alignment.data import alignment_samples
-    from workbench.presets import preset
-
     align = preset(preset_name, seed).align
     trained = {s.uid for s in alignment_samples(align, seed)} | {s.uid for s in harmful_pool("harmful_qa")}
     harmful = [s for s in training_pool("advbench") if s.uid not in trained]
@@ -36,18 +29,3 @@ def validation_sets(preset_name: str, seed: int, n_harmful: int, n_benign: int) 
                          f"{len(benign)} benign prompts; asked for {n_harmful} / {n_benign} "
                          f"(lower --n-harmful / --n-benign)")
     return harmful[:n_harmful], benign[:n_benign]
-
-
-def evaluate_validation(model: str, out: str | Path, preset_name: str, seed: int = 0, eval_spec: EvalSpec | None = None,
-                        progress: bool = True) -> Path:
-    """Evaluate a model on the validation split (harmful and benign prompts of `validation_sets`; no FA) into an
-    eval run named `<model>-validation` under `out`: for choosing hyperparameters, never the reported test sets.
-    `eval_spec` gives sizes and generation (default: the preset's). Returns the run folder."""
-    from workbench.pipeline import preset
-    from workbench.steps import evaluate_model
-
-    spec = eval_spec if eval_spec is not None else preset(preset_name, seed).eval
-    harmful, benign = validation_sets(preset_name, seed, spec.n_harmful, spec.n_benign)
-    return evaluate_model(model, out, seed, spec.model_copy(update={"n_task": 0}), harmful=harmful,
-                          name=Path(str(model)).name.replace("_", "-") + "-validation", progress=progress,
-                          benign=benign, sets=f"validation split (preset {preset_name}, seed {seed})")
