@@ -48,7 +48,7 @@ def main() -> None:
     st.set_page_config(page_title="workbench explorer", page_icon="🔬", layout="wide")
     root = sidebar()
     tabs = st.tabs([t.TITLE for t in TABS], key="tab", on_change="rerun")
-    for tab, module in zip(tabs, TABS):
+    for tab, module in zip(tabs, TABS, strict=False):
         with tab:
             if tab.open is False:
                 continue

@@ -21,8 +21,8 @@ import statistics
 
 import torch
 
-from workbench.data.chat import collate, encode
 from workbench.data.alignment import alignment_samples
+from workbench.data.chat import collate, encode
 from workbench.models import load_model
 from workbench.models.sites import sites_of
 from workbench.presets import preset
@@ -35,7 +35,7 @@ def measure(model, batch: dict, rhos: list[float], layers: list[int], site: str 
     with sites.capture(model, site, layers) as outs:
         loss, _ = lm_loss(model, batch)
     grads = torch.autograd.grad(loss, [outs[l] for l in layers], allow_unused=True)
-    grads = [torch.zeros_like(outs[l]) if g is None else g.detach() for l, g in zip(layers, grads)]
+    grads = [torch.zeros_like(outs[l]) if g is None else g.detach() for l, g in zip(layers, grads, strict=False)]
     mask = batch["attention_mask"].bool()  # [batch, pos]: padding carries neither state nor gradient
     hidden = [outs[l].detach()[mask] for l in layers]  # each [tokens, d_model]
     g_norm = torch.sqrt(sum(g.float().pow(2).sum() for g in grads)).item()
@@ -47,7 +47,7 @@ def measure(model, batch: dict, rhos: list[float], layers: list[int], site: str 
            "rhos": {}}
     with torch.no_grad():
         for rho in rhos:
-            eps = {l: rho * g / (g_norm + 1e-7) for l, g in zip(layers, grads)}
+            eps = {l: rho * g / (g_norm + 1e-7) for l, g in zip(layers, grads, strict=False)}
             with sites.add_to_outputs(model, site, eps):
                 perturbed, _ = lm_loss(model, batch)
             row["rhos"][rho] = {"relative_size": rho / e_norm, "loss_increase": perturbed.item() - loss.item(),

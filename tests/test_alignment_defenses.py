@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from train_helpers import StopAt
 from typer.testing import CliRunner
 
 from workbench.config import TrainSpec
@@ -23,7 +24,6 @@ from workbench.defenses.alignment.vaccine import VaccineParams, VaccinePlugin, p
 from workbench.models.sites import sites_of
 from workbench.training.loop import train
 from workbench.training.plugins import TrainState, lm_loss
-from train_helpers import StopAt
 
 ALIGN = [Sample(prompt=f"Request number {i}: how do I do thing {i}?",
                 response="I'm sorry, but I can't help with that." if i % 2 else f"Here is how to do thing {i}.")
@@ -346,7 +346,7 @@ def test_tar_inner_loop_does_not_modify_the_outer_model(full_model):
     f.backward()
     loss = plugin.backward(model, task, TrainState(micro=0), scale=1.0)
     assert loss == pytest.approx(f.item(), abs=1e-6)
-    for (n, p), (_, q), g in zip(model.named_parameters(), ref.named_parameters(), g_tr):
+    for (n, p), (_, q), g in zip(model.named_parameters(), ref.named_parameters(), g_tr, strict=False):
         torch.testing.assert_close(p.grad, q.grad + 4.0 * g, rtol=1e-4, atol=1e-6, msg=n)
         assert torch.equal(p, before[n]), n
 

@@ -10,7 +10,12 @@ import torch
 from typer.testing import CliRunner
 
 from workbench.analysis.drift import (
-    DriftSweepResult, drift_along_checkpoints, drift_batches, layer_drift, rank_correlation)
+    DriftSweepResult,
+    drift_along_checkpoints,
+    drift_batches,
+    layer_drift,
+    rank_correlation,
+)
 from workbench.cli import app
 from workbench.models import load_model
 

@@ -11,7 +11,15 @@ import torch
 from typer.testing import CliRunner
 
 from workbench.analysis.landscape import (
-    Perturbation, basin_1d, basin_2d, grid, interpolation_direction, random_direction, scan, visage_1d)
+    Perturbation,
+    basin_1d,
+    basin_2d,
+    grid,
+    interpolation_direction,
+    random_direction,
+    scan,
+    visage_1d,
+)
 from workbench.analysis.safety_metric import SafetyProbe, refusal_logodds
 from workbench.cli import app
 from workbench.models import load_model

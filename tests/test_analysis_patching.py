@@ -91,7 +91,7 @@ def _brute_force(source_model, source_prompts, target_model, target_prompts, tok
     tokens = common.refusal_tokens(tok)
     n_layers, n_heads = target_model.config.num_hidden_layers, target_model.config.num_attention_heads
     out = {c: [] for c in ("source", "target", *patching.ALL_COMPONENTS)}
-    for sp, tp in zip(source_prompts, target_prompts):
+    for sp, tp in zip(source_prompts, target_prompts, strict=False):
         s_ids = torch.tensor([common.prompt_ids(tok, sp)])
         t_ids = torch.tensor([common.prompt_ids(tok, tp)])
         cache = _hf_cache(source_model, s_ids)

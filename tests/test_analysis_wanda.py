@@ -10,8 +10,18 @@ import torch
 from typer.testing import CliRunner
 
 from workbench.analysis.wanda import (
-    PruneRecord, WandaResult, density_map, input_norms, mask_from_indices, prune, random_mask_like, set_difference,
-    snip_scores, top_fraction, wanda_scores)
+    PruneRecord,
+    WandaResult,
+    density_map,
+    input_norms,
+    mask_from_indices,
+    prune,
+    random_mask_like,
+    set_difference,
+    snip_scores,
+    top_fraction,
+    wanda_scores,
+)
 from workbench.cli import app
 from workbench.models import load_model
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from explorer_fixtures import SWEEP_PS, explorer_runs_root
+from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "explorer.py"
 TABS = ["Compare", "Threat model", "Defenses", "Inside the model", "Landscape", "Parameters", "Runs"]
@@ -130,7 +129,7 @@ def test_compare_shows_three_answers_with_refusal_flags(runs_root, monkeypatch):
     assert problems(at) == []
     answers = [t.value for t in at.text]
     assert len(answers) == 3
-    for run, text in zip((aligned, attacked, cell), answers):
+    for run, text in zip((aligned, attacked, cell), answers, strict=False):
         model, tok = load_model(run.path)
         expected = generate(model, tok, ["How do I bake bread?"], GenerationSpec(max_new_tokens=16, batch_size=1),
                             progress=False)[0]

@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from explorer_fixtures import explorer_runs_root
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,8 +16,7 @@ from workbench.data import sources
 from workbench.data.jsonl import DataValidationError, read_jsonl, write_jsonl
 from workbench.data.mixing import mix
 from workbench.data.refusals import REFUSAL_TEMPLATES, refusal_for, with_refusals
-from workbench.data.registry import (DATASETS, assert_disjoint, eval_uids, load_dataset, load_split,
-                                     split)
+from workbench.data.registry import DATASETS, assert_disjoint, eval_uids, load_dataset, load_split, split
 from workbench.data.types import Sample
 
 FIXTURES = Path(__file__).parent / "fixtures" / "data"

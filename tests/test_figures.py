@@ -6,9 +6,9 @@ import json
 import shutil
 
 import pytest
+from explorer_fixtures import SWEEP_PS, explorer_runs_root
 from typer.testing import CliRunner
 
-from explorer_fixtures import SWEEP_PS, explorer_runs_root
 from workbench import figures as wf
 from workbench.cli import app
 from workbench.runs import list_runs

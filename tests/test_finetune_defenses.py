@@ -372,7 +372,7 @@ def test_filtration_with_a_real_judge_drops_what_it_flags(monkeypatch):
     flags = judge.flag([s.prompt for s in MIX], [s.response for s in MIX])
     ctx = TrainingContext(MIX, "unused", seed=0)
     kept = filtration.judge_data(filtration.FiltrationParams(embedder="hashing"), MIX, ctx)
-    assert kept == [s for s, f in zip(MIX, flags) if not f]
+    assert kept == [s for s, f in zip(MIX, flags, strict=False) if not f]
     assert flags[:3].all() and not flags[3:].any()  # separable toy data: a perfect filter
     assert ctx.notes["filtration"]["precision"] == 1.0 and ctx.notes["filtration"]["recall"] == 1.0
 
@@ -427,7 +427,7 @@ def test_lisa_proximal_term_matches_hand_computation_and_anchor_follows_switches
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    hand = 0.5 * 0.5 * sum(float((p.detach() - a).pow(2).sum()) for p, a in zip(model.parameters(), anchor))
+    hand = 0.5 * 0.5 * sum(float((p.detach() - a).pow(2).sum()) for p, a in zip(model.parameters(), anchor, strict=False))
     term = plugin.extra_loss(model, swapped, None, state)
     assert term.item() == pytest.approx(hand, rel=1e-5)
     term.backward()  # ∇ = ρ (w − w̃)

@@ -10,8 +10,14 @@ from workbench.data.types import Sample
 from workbench.evaluation.coherence import check, is_coherent
 from workbench.evaluation.scorers import coherence_scorer, hs_metrics, judge_scorer
 from workbench.evaluation.stats import wilson
-from workbench.evaluation.tasks import (IF_MIN_RECALL, reference_recall, score_instruction, score_integer,
-                                        score_sentiment, score_task)
+from workbench.evaluation.tasks import (
+    IF_MIN_RECALL,
+    reference_recall,
+    score_instruction,
+    score_integer,
+    score_sentiment,
+    score_task,
+)
 
 # --- coherence -----------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from explorer_fixtures import explorer_runs_root
 
 REPO = Path(__file__).resolve().parent.parent

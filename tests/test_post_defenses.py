@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 import json
+from pathlib import Path
 
 import pytest
 import torch

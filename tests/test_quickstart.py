@@ -68,11 +68,10 @@ def test_eval_system_prompt_reaches_generation_and_config(tmp_path, monkeypatch)
 
 
 def test_eval_validation_split_never_touches_training_or_test_prompts(tmp_path):
-    import json
 
+    from workbench.data.alignment import alignment_samples
     from workbench.data.pools import harmful_pool
     from workbench.data.registry import eval_uids
-    from workbench.data.alignment import alignment_samples
     from workbench.data.validation import validation_sets
     from workbench.presets import preset
     from workbench.runs import open_run

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from train_helpers import StopAt
 
 from workbench.config import TrainSpec
 from workbench.data.chat import IGNORE, bucketed_batches, encode
 from workbench.data.types import Sample
 from workbench.training.loop import train
 from workbench.training.plugins import TrainPlugin
-from train_helpers import StopAt
 
 SAMPLES = [Sample(prompt=f"Say the word number {i}.", response=f"Word {i} is {'apple banana cherry'.split()[i % 3]}.")
            for i in range(24)]
@@ -27,7 +27,7 @@ def test_loss_mask_covers_exactly_the_answer_and_end_token(fresh):
     s = Sample(prompt="What is 2+2?", response="Four.")
     enc = encode(tok, s, max_len=256)
     answer = tok("Four.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    trained = [t for t, l in zip(enc.input_ids, enc.labels) if l != IGNORE]
+    trained = [t for t, l in zip(enc.input_ids, enc.labels, strict=False) if l != IGNORE]
     assert trained == answer
     assert enc.labels[-len(answer):] == answer
     assert all(l == IGNORE for l in enc.labels[:-len(answer)])
@@ -90,7 +90,7 @@ def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, method):
 
     assert resumed.state.step == full.state.step == 6
     assert resumed.state.losses == pytest.approx(full.state.losses, abs=1e-6)
-    for (n, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+    for (n, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=False):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=n)
 
 

@@ -18,8 +18,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from workbench.commands import (analyze, defenses, evaluate, figures, judge, leaderboard, repair,  # noqa: E402
-                                runs, sweep, train)
+from workbench.commands import analyze, defenses, evaluate, figures, judge, leaderboard, repair, runs, sweep, train  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Align, attack, defend, evaluate and explain small LLMs under harmful fine-tuning.")

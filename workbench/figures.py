@@ -21,8 +21,8 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import plotly.graph_objects as go
 
@@ -337,7 +337,7 @@ def _write_images(figs: list[go.Figure], paths: list[Path], fmt: str) -> None:
     if hasattr(pio, "write_images"):  # plotly >= 6.1 with kaleido >= 1: one browser for all images
         pio.write_images(figs, [str(p) for p in paths], format=fmt, scale=scale)
     else:
-        for fig, p in zip(figs, paths):
+        for fig, p in zip(figs, paths, strict=False):
             fig.write_image(str(p), format=fmt, scale=scale)
 
 

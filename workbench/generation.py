@@ -25,7 +25,7 @@ def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec = Genera
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     systems = systems or [spec.system_prompt] * len(prompts)
-    encoded = [prompt_ids(tokenizer, p, s) for p, s in zip(prompts, systems)]
+    encoded = [prompt_ids(tokenizer, p, s) for p, s in zip(prompts, systems, strict=False)]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     answers: list[str] = [""] * len(prompts)
     was_training = model.training

@@ -70,7 +70,7 @@ class Leaderboard:
     rows: list[Row]
     metrics: list[str]  # rate metrics present, in column order
 
-    def select(self, stages) -> "Leaderboard":
+    def select(self, stages) -> Leaderboard:
         """The rows of these defense stages, plus the plain-SFT rows every stage is compared against."""
         return Leaderboard(_in_stages(self.rows, stages), self.metrics)
 

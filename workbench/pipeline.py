@@ -5,7 +5,6 @@ Sizes come from `workbench.presets` (`full` for the real model, `tiny` for tests
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from workbench import steps

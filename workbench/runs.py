@@ -22,11 +22,12 @@ import platform
 import shutil
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from workbench.config import AttackSpec, DefenseSpec
 from workbench.record import SCHEMA_VERSION, AlignRunSpec, RunRecord, RunSpec, parse_record, run_spec
@@ -114,7 +115,7 @@ class RunWriter:
     def checkpoint_dir(self) -> Path:
         return self.path / "checkpoint"
 
-    def __enter__(self) -> "RunWriter":
+    def __enter__(self) -> RunWriter:
         if self.path.exists() and not self.resume:
             shutil.rmtree(self.path)
         self.path.mkdir(parents=True, exist_ok=True)

@@ -58,8 +58,8 @@ def _train_and_eval(kind: str, name: str, base: str, samples: list[Sample], trai
 def alignment_inputs(spec: AlignSpec, model: str, seed: int = 0) -> tuple:
     """(resolved defense params, alignment samples, training plugins) of an align step: what `align` trains
     with, and what the defense-cost benchmark times on the same data."""
-    from workbench.defenses import get_defense, parse_params
     from workbench.data.alignment import alignment_samples
+    from workbench.defenses import get_defense, parse_params
     from workbench.defenses.context import TrainingContext
 
     info = get_defense(spec.defense.name, "alignment")
@@ -248,7 +248,6 @@ def run_analysis(name: str, model: str, compare: str | None, seed: int, out: Pat
 
     from workbench.analysis import AnalysisContext, get_analysis
     from workbench.plots.export import export_all
-
     from workbench.vocabulary import analysis_key
 
     name = analysis_key(name)  # recorded in the one spelling, whichever the command line used

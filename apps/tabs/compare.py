@@ -112,7 +112,7 @@ def render(root: Path) -> None:
     defaults = _defaults(models)
     cols = st.columns(3)
     chosen: dict[str, str] = {}
-    for col, (slot, title) in zip(cols, SLOTS):
+    for col, (slot, title) in zip(cols, SLOTS, strict=False):
         with col:
             chosen[slot] = st.selectbox(
                 f"{title} model", options, index=options.index(defaults[slot]), key=f"cmp-{slot}",
@@ -146,7 +146,7 @@ def render(root: Path) -> None:
     st.markdown("**Prompt:** " + req["prompt"].replace("\n", " "))
     if missing and use_judge is False:
         st.caption(f"Refusal flags only: {missing}.")
-    for col, (slot, title) in zip(st.columns(3), SLOTS):
+    for col, (slot, title) in zip(st.columns(3), SLOTS, strict=False):
         path = req["models"].get(slot, NONE)
         with col, st.container(border=True, key=f"answer-{slot}"):
             st.markdown(f"#### {title}")

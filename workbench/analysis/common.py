@@ -24,8 +24,9 @@ against an explicit compliance set the score is steadier for small models that s
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch

@@ -24,9 +24,10 @@ CLI: `workbench analyze drift --model ALIGNED --compare ATTACKED` (mode "pair"),
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -78,7 +79,7 @@ def layer_drift(reference, other, batches, tokens: str = "all") -> dict[str, tor
                        output_hidden_states=True, use_cache=False, logits_to_keep=1).hidden_states
             if l2 is None:
                 l2, cos, ref_norm = (torch.zeros(len(hr), dtype=torch.float64) for _ in range(3))
-            for layer, (a, c) in enumerate(zip(hr, ho)):
+            for layer, (a, c) in enumerate(zip(hr, ho, strict=False)):
                 a = a.double().cpu()[w]  # [tokens, d_model]
                 c = c.double().cpu()[w]
                 l2[layer] += (c - a).norm(dim=-1).sum()
@@ -275,7 +276,7 @@ def drift_sweep(reference: str, spec: Spec, seed: int = 0, progress: bool = True
     probe = SafetyProbe(tok, harmful_prompts("advbench", spec.n_eval_prompts), "judge" if judge else "keyword",
                         spec.max_new_tokens, 32, judge)
     per_p, seconds = [], []
-    for p, data in zip(spec.ps, datasets):
+    for p, data in zip(spec.ps, datasets, strict=False):
         model, _ = load_model(reference)
         rec = CheckpointProbe(ref, batches, probe, spec.every, spec.tokens)
         rec.record(model, 0)

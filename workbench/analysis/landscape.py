@@ -149,7 +149,7 @@ class Perturbation:
             raise ValueError(f"{len(self.directions)} directions but {len(alphas)} coefficients")
         for n, p in self.params.items():
             first = True
-            for d, a in zip(self.directions, alphas):
+            for d, a in zip(self.directions, alphas, strict=False):
                 if n not in d:
                     continue
                 if first:
@@ -165,7 +165,7 @@ class Perturbation:
         for n, p in self.params.items():
             p.data.copy_(self.base[n])
 
-    def __enter__(self) -> "Perturbation":
+    def __enter__(self) -> Perturbation:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -274,7 +274,7 @@ class LandscapeResult(AnalysisResult):
         if self.safety_2d is not None:
             h.update(visage_2d=self.visage_2d, basin_2d_fraction=self.basin_2d_fraction)
         if self.line_safety is not None:
-            at = {f"line_safety_at_{float(a):g}": float(s) for a, s in zip(self.line_alphas, self.line_safety)
+            at = {f"line_safety_at_{float(a):g}": float(s) for a, s in zip(self.line_alphas, self.line_safety, strict=False)
                   if float(a) in (0.0, 1.0)}
             h.update(at)
         h["seconds"] = self.seconds
@@ -318,7 +318,7 @@ def run(ctx, spec: Spec) -> LandscapeResult:
             proxy_1d=torch.tensor([[m.proxy for m in r] for r in rows], dtype=torch.float64),
             visage_1d=sum(per_dir) / len(per_dir), visage_1d_per_direction=per_dir, basin_1d=basins,
             examples_1d=[{"alpha": float(a), "answers": m.answers[:spec.answers_kept]}
-                         for a, m in zip(alphas, rows[0])])
+                         for a, m in zip(alphas, rows[0], strict=False)])
         seconds["1d"] = round(time.perf_counter() - t0, 2)
 
     if "2d" in slices:

@@ -31,8 +31,8 @@ from pydantic import Field
 
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
-from workbench.models.sites import sites_of
 from workbench.config import Spec as _Spec
+from workbench.models.sites import sites_of
 
 SETS = ("harmful", "harmless")
 

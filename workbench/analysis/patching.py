@@ -376,7 +376,7 @@ def compare_attacks(aligned, eha_attacked, isa_attacked, spec: Spec | None = Non
     bridge = boot_bridge(model, tok)
     raws = {}
     for label, ref, system, prefix in zip(names, (eha_attacked, isa_attacked), (spec.system, spec.isa_system),
-                                          (None, spec.isa_answer_prefix)):
+                                          (None, spec.isa_answer_prefix), strict=False):
         amodel, atok = _as_model(ref)
         common.check_same_tokenizer(tok, atok)
         harm = common.encode_prompts(tok, harmful, system, prefix)
@@ -388,7 +388,7 @@ def compare_attacks(aligned, eha_attacked, isa_attacked, spec: Spec | None = Non
     difference = {c: _paired_difference(a, b, c, spec.n_boot, seed) for c in comps}
     scores = {label: {"source_mean": float(r["source"].mean()), "target_mean": float(r["target"].mean()),
                       "system": system}
-              for (label, r), system in zip(raws.items(), (spec.system, spec.isa_system))}
+              for (label, r), system in zip(raws.items(), (spec.system, spec.isa_system), strict=False)}
     refs = {names[0]: _ref(eha_attacked), names[1]: _ref(isa_attacked)}
     return AttackComparison(model=_ref(aligned), attacks=refs, n_layers=bridge.cfg.n_layers, window=spec.window,
                             curves=curves, difference=difference, scores=scores)

@@ -24,8 +24,8 @@ from pydantic import Field
 
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
-from workbench.models.sites import sites_of
 from workbench.config import Spec as _Spec
+from workbench.models.sites import sites_of
 
 
 class Spec(_Spec):
@@ -99,7 +99,7 @@ def probe_layers(train: torch.Tensor, y: np.ndarray, test: torch.Tensor, y_test:
     for L in range(train.shape[0]):
         X, Xt = train[L].double().numpy(), test[L].double().numpy()
         rows.append((*probe_cv(X, y, folds, C, seed), probe_heldout(X, y, Xt, y_test, C, seed)))
-    return tuple(np.array(col) for col in zip(*rows))
+    return tuple(np.array(col) for col in zip(*rows, strict=False))
 
 
 def last_token_features(bridge, batch: common.PromptBatch, hook: str, batch_size: int) -> torch.Tensor:

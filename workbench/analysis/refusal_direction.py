@@ -45,8 +45,9 @@ direction without recomputing it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -54,8 +55,8 @@ from pydantic import Field
 
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
-from workbench.models.sites import sites_of
 from workbench.config import Spec as _Spec
+from workbench.models.sites import sites_of
 
 
 class Spec(_Spec):
@@ -264,7 +265,7 @@ def answer_nll(model, tokenizer, prompts: list[str], answers: list[str], batch_s
     from workbench.data.chat import prompt_ids
 
     rows = []
-    for p, a in zip(prompts, answers):
+    for p, a in zip(prompts, answers, strict=False):
         a_ids = tokenizer(a, add_special_tokens=False)["input_ids"]
         if a_ids:
             rows.append((prompt_ids(tokenizer, p, system), a_ids))

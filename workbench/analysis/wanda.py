@@ -39,8 +39,16 @@ from workbench.analysis.result import AnalysisResult
 from workbench.analysis.safety_metric import batches_of, calibration_samples
 from workbench.config import Spec as BaseSpec
 from workbench.models.pruning import (  # noqa: F401  (public here too: the analysis's own names)
-    Mask, PruneRecord, input_norms, mask_from_indices, prune, random_mask_like, set_difference, top_fraction,
-    wanda_scores)
+    Mask,
+    PruneRecord,
+    input_norms,
+    mask_from_indices,
+    prune,
+    random_mask_like,
+    set_difference,
+    top_fraction,
+    wanda_scores,
+)
 from workbench.models.sites import LINEAR_TYPES, layer_of, linear_modules
 
 DEFAULT_MODULES = LINEAR_TYPES  # the linear sublayer types scored by default
@@ -172,7 +180,7 @@ class WandaResult(AnalysisResult):
         save_file({n: i.cpu().contiguous() for n, i in self.mask.items()}, str(Path(folder) / "mask.safetensors"))
 
     @classmethod
-    def load(cls, folder) -> "WandaResult":
+    def load(cls, folder) -> WandaResult:
         from safetensors.torch import load_file
 
         res = super().load(folder)

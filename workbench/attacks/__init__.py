@@ -4,8 +4,8 @@ in `workbench.training`. Add one: write a builder module, add one line to ATTACK
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from workbench.attacks import identity_shift as _isa
 from workbench.attacks.harmful_ft import benign_ft, harmful_ft, pure_bad

@@ -6,7 +6,6 @@ analysis' headline numbers, if any) and figures/*.html|png; written by `workbenc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,7 +14,7 @@ from workbench.commands.common import console, guard, parse_params
 
 def analyze(name: str = typer.Argument(..., help="Analysis name (see `workbench analyze --help`)."),
             model: str = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Model or run folder."),
-            compare: Optional[str] = typer.Option(None, "--compare", help="Second model (e.g. the attacked one)."),
+            compare: str | None = typer.Option(None, "--compare", help="Second model (e.g. the attacked one)."),
             seed: int = typer.Option(0, "--seed"),
             out: Path = typer.Option(..., "--out", "-o", help="Output folder (must not exist)."),
             param: list[str] = typer.Option([], "--param", "-p", help="Hyperparameter KEY=VALUE (JSON value)."),

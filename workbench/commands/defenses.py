@@ -1,8 +1,6 @@
 """`workbench defenses [list --stage S]`: the defense registry (all three stages) as one table."""
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 from rich.table import Table
 
@@ -15,7 +13,7 @@ def defenses(ctx: typer.Context):
         defenses_list(stage=None)
 
 
-def defenses_list(stage: Optional[str] = typer.Option(
+def defenses_list(stage: str | None = typer.Option(
         None, help="Only this stage: alignment, fine-tuning or post-fine-tuning (also finetune, post).")):
     """List every defense with its stage and hyperparameters."""
     from workbench.defenses import DEFENSES  # deferred: torch

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,17 +11,17 @@ from workbench.steps import evaluate_validation
 
 
 def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
-             preset: Optional[str] = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
-             n_harmful: Optional[int] = typer.Option(None, help="Held-out harmful prompts."),
-             n_benign: Optional[int] = typer.Option(None, help="Held-out benign prompts."),
-             task: Optional[str] = typer.Option(None, help="Benign task for FA (sst2, gsm_symbolic, gsm8k)."),
-             n_task: Optional[int] = typer.Option(None, help="Task test samples."),
-             harmful_prompts: Optional[Path] = typer.Option(None, help="Your own harmful prompts: one a line, or JSONL."),
+             preset: str | None = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
+             n_harmful: int | None = typer.Option(None, help="Held-out harmful prompts."),
+             n_benign: int | None = typer.Option(None, help="Held-out benign prompts."),
+             task: str | None = typer.Option(None, help="Benign task for FA (sst2, gsm_symbolic, gsm8k)."),
+             n_task: int | None = typer.Option(None, help="Task test samples."),
+             harmful_prompts: Path | None = typer.Option(None, help="Your own harmful prompts: one a line, or JSONL."),
              validation: bool = typer.Option(
                  False, help="Harmful and benign prompts from the validation split (train-side prompts outside the "
                              "preset's alignment mix for --seed; no FA): for choosing hyperparameters, never the "
                              "reported test sets."),
-             system_prompt: Optional[str] = typer.Option(
+             system_prompt: str | None = typer.Option(
                  None, help="System prompt for the harmful and benign prompts (e.g. a safety prompt, as PTST uses); "
                             "default: the chat template's own.")):
     """Evaluate any model or run folder on held-out sets."""

@@ -6,7 +6,6 @@ sweeps' metric-vs-p figures, the defense leaderboard, and defense training curve
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,10 +14,10 @@ from workbench.commands.common import console, guard
 
 def figures_cmd(out: Path = typer.Option(..., "--out", "-o", help="Folder to write the figures into."),
                 runs: Path = typer.Option(Path("runs"), "--runs", help="Runs root to read."),
-                kind: Optional[list[str]] = typer.Option(None, "--kind",
+                kind: list[str] | None = typer.Option(None, "--kind",
                                                          help="Which figures (repeatable): analysis, sweep, leaderboard, "
                                                               "training (default: all)."),
-                match: Optional[str] = typer.Option(None, "--match", help="Only run folders whose path contains this."),
+                match: str | None = typer.Option(None, "--match", help="Only run folders whose path contains this."),
                 formats: str = typer.Option("html,png", help="Comma-separated: html, png, svg, pdf.")):
     """Export the figures of the chosen runs (HTML + PNG/SVG)."""
     from workbench.figures import export_runs  # deferred: plotly

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -43,7 +42,7 @@ def score_cmd(src: Path = typer.Argument(..., metavar="IN.jsonl", help="Records 
 def report_cmd(embedder: EmbedderName = EmbedderOpt,
                errors: bool = typer.Option(False, "--errors", help="List the misclassified held-out rows."),
                more: bool = typer.Option(False, "--more", help="Also the held-out splits of the other sources."),
-               json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the full report here.")):
+               json_out: Path | None = typer.Option(None, "--json", help="Also write the full report here.")):
     """FN / FP with 95 % intervals on held-out human labels, next to the survey anchor."""
     from workbench.evaluation.judge import heldout_report, load_judge, secondary_reports  # deferred: sklearn
     from workbench.vocabulary import fmt_rate  # deferred: startup

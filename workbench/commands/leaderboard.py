@@ -7,7 +7,6 @@ alignment-stage defenses, PREFIX_alignment.md puts each aligned model's own refu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -16,10 +15,10 @@ from workbench.commands.common import console, guard
 
 def leaderboard_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root to read (searched recursively); "
                                                                         "repeat to read several as one board."),
-                    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                    out: Path | None = typer.Option(None, "--out", "-o",
                                                        help="File prefix (default FIRST_RUNS/leaderboard)."),
                     formats: str = typer.Option("html,png", help="Figure formats, comma-separated (html,png,svg)."),
-                    stage: Optional[list[str]] = typer.Option(
+                    stage: list[str] | None = typer.Option(
                         None, "--stage", help="Only these defense stages (repeatable): none, alignment, fine-tuning, "
                                               "post-fine-tuning (also finetune, post); plain SFT rows stay as the "
                                               "baseline.")):

@@ -3,7 +3,6 @@ to a fine-tuned model → one "repair" run folder in DIR (repaired model, what c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -13,13 +12,13 @@ from workbench.commands.common import guard, parse_params, print_metrics
 def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tuning defense: safelora or antidote."),
                model: str = typer.Option(..., "--model", "-m", help="Fine-tuned model: attack/defend run folder, HF "
                                                                    "or LoRA adapter folder."),
-               aligned: Optional[str] = typer.Option(None, help="SafeLoRA: the aligned model it was fine-tuned from "
+               aligned: str | None = typer.Option(None, help="SafeLoRA: the aligned model it was fine-tuned from "
                                                                 "(default: recorded in the attack run)."),
-               unaligned: Optional[str] = typer.Option(None, help="SafeLoRA: the model before safety alignment "
+               unaligned: str | None = typer.Option(None, help="SafeLoRA: the model before safety alignment "
                                                                   "(default: recorded in the aligned run)."),
                param: list[str] = typer.Option([], "--param", "-p", help="Defense hyperparameter KEY=VALUE (JSON)."),
                out: Path = typer.Option(Path("runs"), "--out", "-o", help="Runs root; the repair run is written in it."),
-               preset: Optional[str] = typer.Option(None, help="'full' or 'tiny' eval sizes (default: the attacked "
+               preset: str | None = typer.Option(None, help="'full' or 'tiny' eval sizes (default: the attacked "
                                                                "run's recorded evaluation)."),
                seed: int = typer.Option(0, "--seed", help="Seed for calibration samples and evaluation.")):
     """Repair a fine-tuned model (SafeLoRA projection or Antidote pruning) and evaluate it like `attack` does."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -11,7 +10,7 @@ from rich.table import Table
 from workbench.commands.common import OutOpt, console, fmt_rate, guard
 
 
-def runs_list(out: Path = OutOpt, kind: Optional[str] = typer.Option(None, help="Only runs of this kind.")):
+def runs_list(out: Path = OutOpt, kind: str | None = typer.Option(None, help="Only runs of this kind.")):
     """Finished runs, oldest first, with their headline metrics."""
     from workbench.runs import has_interrupted, list_runs  # deferred: startup
     from workbench.vocabulary import short_title  # deferred: startup

@@ -5,7 +5,6 @@ The grid runs in `workbench.sweep.run_sweep`; Figure 2 is drawn by `workbench.fi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -33,10 +32,10 @@ def sweep_cmd(model: list[str] = typer.Option(..., "--model", "-m", help="LABEL=
               attack: list[str] = typer.Option(["harmful_ft"], "--attack", help="Attack name (repeatable)."),
               p: str = typer.Option("0.1", "--p", help="Harmful ratios, comma-separated."),
               seeds: str = typer.Option("0", "--seeds", help="Seeds, comma-separated."),
-              n: Optional[int] = typer.Option(None, "--n", help="User samples per cell."),
-              preset: Optional[str] = typer.Option(None, help="'full' or 'tiny' sizes."),
+              n: int | None = typer.Option(None, "--n", help="User samples per cell."),
+              preset: str | None = typer.Option(None, help="'full' or 'tiny' sizes."),
               backend: str = typer.Option("local", help="'local' or 'ray'."),
-              address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local one)."),
+              address: str | None = typer.Option(None, help="Ray cluster address (default: start a local one)."),
               out: Path = typer.Option(Path("runs/sweep"), "--out", "-o")):
     """Run every cell of the grid that is not done yet; failed cells are reported, not fatal."""
     from workbench.sweep import run_sweep  # deferred: pydantic
@@ -55,8 +54,8 @@ def figure2_cmd(aligned: str = typer.Option(..., help="Aligned model (an align r
                 base: str = typer.Option("smollm2-135m-instruct", help="The non-aligned base model."),
                 p: str = typer.Option(FIGURE2_PS, "--p", help="Harmful ratios."),
                 seeds: str = typer.Option("0", "--seeds"),
-                n: Optional[int] = typer.Option(None, "--n", help="User samples per cell."),
-                preset: Optional[str] = typer.Option(None),
+                n: int | None = typer.Option(None, "--n", help="User samples per cell."),
+                preset: str | None = typer.Option(None),
                 backend: str = typer.Option("local"),
                 out: Path = typer.Option(Path("runs/figure2"), "--out", "-o")):
     """The survey's Figure 2: HS and FA vs p for the non-aligned and the aligned model (sst2)."""

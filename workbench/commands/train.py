@@ -9,26 +9,25 @@ quickstart  non-aligned → safety SFT → harmful fine-tuning (p = 0.1) → eva
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
 
-from workbench.commands.common import (ModelOpt, OutOpt, SeedOpt, console, fmt_rate, guard, parse_params,
-                                       print_metrics)
+from workbench.commands.common import ModelOpt, OutOpt, SeedOpt, console, fmt_rate, guard, parse_params, print_metrics
 
 
 def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
               defense: str = typer.Option("sft", help="Alignment-stage defense (see `workbench defenses`)."),
               param: list[str] = typer.Option([], "--param", "-p", help="Defense hyperparameter KEY=VALUE (JSON value)."),
-              preset: Optional[str] = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
-              method: Optional[str] = typer.Option(None, help="'lora' or 'full' fine-tuning."),
-              max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
+              preset: str | None = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
+              method: str | None = typer.Option(None, help="'lora' or 'full' fine-tuning."),
+              max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps."),
               resume: bool = typer.Option(False, help="Continue an interrupted run of the same spec.")):
     """Safety-align a model (SFT on refusals, or an alignment-stage defense)."""
     from workbench import steps  # deferred: torch
     from workbench.config import DefenseSpec  # deferred: pydantic
-    from workbench.presets import default_preset, preset as get_preset  # deferred: pydantic
+    from workbench.presets import default_preset  # deferred: pydantic
+    from workbench.presets import preset as get_preset
 
     def run():
         p = get_preset(preset or default_preset(model), seed)
@@ -44,19 +43,20 @@ def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
 
 def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                name: str = typer.Option("harmful_ft", "--attack", help="Attack (harmful_ft, pure_bad, benign_ft, ...)."),
-               p: Optional[float] = typer.Option(None, "--p", help="Harmful ratio in [0, 1]."),
-               n: Optional[int] = typer.Option(None, "--n", help="Number of user samples."),
-               benign: Optional[str] = typer.Option(None, help="Benign task dataset (default sst2)."),
-               preset: Optional[str] = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
-               method: Optional[str] = typer.Option(None, help="'lora' or 'full' fine-tuning."),
-               max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps."),
-               defense: Optional[str] = typer.Option(None, help="Fine-tuning-stage defense the provider applies."),
+               p: float | None = typer.Option(None, "--p", help="Harmful ratio in [0, 1]."),
+               n: int | None = typer.Option(None, "--n", help="Number of user samples."),
+               benign: str | None = typer.Option(None, help="Benign task dataset (default sst2)."),
+               preset: str | None = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
+               method: str | None = typer.Option(None, help="'lora' or 'full' fine-tuning."),
+               max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps."),
+               defense: str | None = typer.Option(None, help="Fine-tuning-stage defense the provider applies."),
                param: list[str] = typer.Option([], "--param", help="Defense hyperparameter KEY=VALUE (JSON value)."),
                resume: bool = typer.Option(False, help="Continue an interrupted run of the same spec.")):
     """Fine-tune a model on user data with harmful ratio p (the attack), optionally under a defense."""
     from workbench import steps  # deferred: torch
     from workbench.config import DefenseSpec  # deferred: pydantic
-    from workbench.presets import default_preset, preset as get_preset  # deferred: pydantic
+    from workbench.presets import default_preset  # deferred: pydantic
+    from workbench.presets import preset as get_preset
 
     def run():
         if p is not None and not 0.0 <= p <= 1.0:
@@ -75,10 +75,11 @@ def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
 
 
 def quickstart_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
-                   preset: Optional[str] = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
+                   preset: str | None = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
                    resume: bool = typer.Option(False, help="Continue interrupted training steps from their checkpoints.")):
     """Non-aligned → safety SFT → harmful fine-tuning (p = 0.1) → evaluate all three; prints one table."""
-    from workbench.pipeline import quickstart as qs, results_table  # deferred: torch
+    from workbench.pipeline import quickstart as qs  # deferred: torch
+    from workbench.pipeline import results_table
 
     paths = guard(qs, model, out, seed, preset, resume=resume)
     rows = results_table(paths)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from workbench.data import sources
 from workbench.data.types import Sample
@@ -104,7 +105,7 @@ def split(name_or_samples: str | list[Sample], eval_fraction: float | None = Non
                   eval=[s for s in ordered if rank[s.uid] < n_eval])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def eval_uids(seed: int = 0) -> frozenset[str]:
     """Every prompt uid held out for evaluation by any registered dataset's default split."""
     return frozenset(s.uid for name in DATASETS for s in split(name, seed=seed).eval)

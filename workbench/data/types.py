@@ -37,7 +37,7 @@ class Sample:
         if not self.uid:
             object.__setattr__(self, "uid", prompt_uid(self.prompt))
 
-    def with_(self, **changes: Any) -> "Sample":
+    def with_(self, **changes: Any) -> Sample:
         return replace(self, **changes)
 
     def to_dict(self) -> dict:

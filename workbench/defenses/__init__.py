@@ -6,8 +6,8 @@ a `repair` function applied to the fine-tuned model. Adding one = one new file +
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pydantic import ValidationError
 

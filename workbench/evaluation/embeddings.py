@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
@@ -53,10 +54,10 @@ class _Cached:
         texts = [t if isinstance(t, str) else "" for t in texts]
         keys = [text_key(t) for t in texts]
         with self._lock:
-            missing = {k: t for k, t in zip(keys, texts) if k not in self._cache}
+            missing = {k: t for k, t in zip(keys, texts, strict=False) if k not in self._cache}
             if missing:
                 vecs = np.asarray(self._encode_new(list(missing.values()), progress), dtype=np.float32)
-                for k, v in zip(missing, vecs):
+                for k, v in zip(missing, vecs, strict=False):
                     self._cache[k] = v
             out = np.stack([self._cache[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
         return out

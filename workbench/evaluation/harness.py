@@ -8,8 +8,8 @@ Every rate carries k, n and a Wilson 95 % interval.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from workbench.config import EvalSpec
 from workbench.data.registry import load_split
@@ -57,7 +57,7 @@ def evaluate(model, tokenizer, spec: EvalSpec = EvalSpec(), harmful: list[Sample
         answers = generate(model, tokenizer, [s.prompt for s in samples], gen, progress=progress,
                            desc=f"{label} {name}".strip())
         records = [{"set": name, "prompt": s.prompt, "answer": a, "refusal": is_refusal(a)}
-                   for s, a in zip(samples, answers)]
+                   for s, a in zip(samples, answers, strict=False)]
         key = "refusal_harmful" if name == "harmful" else "refusal_benign"
         res.metrics[key] = rate(r["refusal"] for r in records).to_dict()
         if name == "harmful":
@@ -70,7 +70,7 @@ def evaluate(model, tokenizer, spec: EvalSpec = EvalSpec(), harmful: list[Sample
         answers = generate(model, tokenizer, [s.prompt for s in samples], task_gen, progress=progress,
                            desc=f"{label} {spec.task}".strip())
         records = [{"set": "task", "task": spec.task, "prompt": s.prompt, "answer": a, "label": s.label,
-                    "correct": score_task(spec.task, s, a)} for s, a in zip(samples, answers)]
+                    "correct": score_task(spec.task, s, a)} for s, a in zip(samples, answers, strict=False)]
         res.metrics[f"fa_{spec.task}"] = rate(r["correct"] for r in records).to_dict()
         res.samples += records
     return res

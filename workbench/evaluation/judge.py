@@ -59,9 +59,9 @@ import re
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -226,7 +226,7 @@ class JudgeWeights:
         return json.dumps({"format": FORMAT, **asdict(self)})
 
     @classmethod
-    def from_json(cls, text: str) -> "JudgeWeights":
+    def from_json(cls, text: str) -> JudgeWeights:
         data = json.loads(text)
         if data.pop("format", None) != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
@@ -243,7 +243,7 @@ class JudgeWeights:
         return path
 
     @classmethod
-    def load(cls, folder: str | Path) -> "JudgeWeights":
+    def load(cls, folder: str | Path) -> JudgeWeights:
         return cls.from_json((Path(folder) / "judge.json").read_text(encoding="utf-8"))
 
 
@@ -337,7 +337,7 @@ def _select(X: np.ndarray, y: np.ndarray, is_target: np.ndarray, strata: list[st
 
 
 def fit_judge(examples: Sequence[Example], embedder: Embedder, seed: int = 0, C_grid=C_GRID,
-              share_grid=SHARE_GRID, select: bool = True, progress: bool = False) -> "Judge":
+              share_grid=SHARE_GRID, select: bool = True, progress: bool = False) -> Judge:
     """Select hyperparameters and threshold by CV (see module doc), then fit on all `examples`.
 
     select=False skips CV (C = the last of C_grid, share = the first of share_grid, threshold 0.5):
@@ -396,7 +396,7 @@ class Judge:
         return self.weights.save(folder)
 
     @classmethod
-    def load(cls, folder: str | Path, embedder: Embedder | None = None) -> "Judge":
+    def load(cls, folder: str | Path, embedder: Embedder | None = None) -> Judge:
         weights = JudgeWeights.load(folder)
         if embedder is None:
             embedder = get_embedder("hashing" if weights.embedder.startswith("hashing") else "minilm")
@@ -466,7 +466,7 @@ def evaluate_judge(judge: Judge, examples: Sequence[Example], categories: Sequen
             "fp": int(np.sum(pred & (y == 0))), "tn": int(np.sum(~pred & (y == 0)))}
     errors = [{"prompt": e.prompt, "response": e.response, "label": e.label, "score": round(float(s), 4),
                "refusal": is_refusal(e.response), "category": categories[i] if categories else None}
-              for i, (e, s, p) in enumerate(zip(examples, scores, pred)) if bool(p) != bool(e.label)]
+              for i, (e, s, p) in enumerate(zip(examples, scores, pred, strict=False)) if bool(p) != bool(e.label)]
     w = judge.weights
     return JudgeReport(fn=rate(~pred[y == 1]), fp=rate(pred[y == 0]), confusion=conf, errors=errors,
                        judge={"embedder": w.embedder, "hyper": w.hyper, "threshold": w.threshold,
@@ -561,7 +561,7 @@ def score_file(src: Path, dst: Path, embedder: str = "minilm") -> tuple[int, int
     scores = judge.score([r["prompt"] for r in records], [r["response"] for r in records])
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile("w", dir=dst.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
-        for r, s in zip(records, scores):
+        for r, s in zip(records, scores, strict=False):
             tmp.write(json.dumps({**r, "score": round(float(s), 4), "harmful": bool(s >= 0.5)},
                                  ensure_ascii=False) + "\n")
     os.chmod(tmp.name, 0o644)

@@ -8,8 +8,8 @@ interval over prompts (`stats.bootstrap_ci`). Prompts are matched by (set, promp
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def write_folder_atomically(folder: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False,

@@ -135,7 +135,7 @@ class PruneRecord:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "PruneRecord":
+    def load(cls, path: str | Path) -> PruneRecord:
         from safetensors.torch import load_file
 
         t = load_file(str(path))

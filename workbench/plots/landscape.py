@@ -29,7 +29,7 @@ def _metric_label(metric: str) -> str:
 def plot_slice_1d(result) -> go.Figure:
     fig = make_subplots(specs=[[{"secondary_y": True}]])
     a = result.alphas.tolist()
-    for k, (s, lo) in enumerate(zip(result.safety_1d, result.logodds_1d)):
+    for k, (s, lo) in enumerate(zip(result.safety_1d, result.logodds_1d, strict=False)):
         c = COLORS[k % len(COLORS)]
         fig.add_trace(go.Scatter(x=a, y=s.tolist(), mode="lines+markers", name=f"safety, direction {k + 1}",
                                  line=dict(color=c, width=2.5), marker=dict(size=6)), secondary_y=False)

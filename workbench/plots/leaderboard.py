@@ -57,7 +57,7 @@ def plot_hs_fa(board: Leaderboard, hs: str = "hs", fa: str | None = None) -> go.
                              arrayminus=[v["value"] - v["low"] for v in x], color=color, thickness=1),
                 error_y=dict(type="data", symmetric=False, array=[v["high"] - v["value"] for v in y],
                              arrayminus=[v["value"] - v["low"] for v in y], color=color, thickness=1),
-                customdata=[[r.defense, r.aligned_with, x_["n"], y_["n"]] for r, x_, y_ in zip(sel, x, y)],
+                customdata=[[r.defense, r.aligned_with, x_["n"], y_["n"]] for r, x_, y_ in zip(sel, x, y, strict=False)],
                 hovertemplate="%{customdata[0]} (aligned with %{customdata[1]})<br>HS %{x:.1f}% (n=%{customdata[2]})"
                               "<br>FA %{y:.1f}% (n=%{customdata[3]})<extra>" + attack + "</extra>"))
     apply_layout(fig, "Defenses against harmful fine-tuning: harm vs fine-tune accuracy",
@@ -93,7 +93,7 @@ def _attack_panels(board: Leaderboard) -> tuple[go.Figure, list[tuple[int, list,
         sel = [r for r in board.rows if _attack_label(r) == attack]
         labels = [_row_label(r) for r in sel]
         if len(set(labels)) < len(labels):  # several seeds of one defense: keep their bars apart
-            labels = [f"{label}<br>seed {r.seed}" for label, r in zip(labels, sel)]
+            labels = [f"{label}<br>seed {r.seed}" for label, r in zip(labels, sel, strict=False)]
         panels.append((i, sel, labels))
     return fig, panels
 
@@ -111,7 +111,7 @@ def plot_bars(board: Leaderboard, metrics: tuple[str, ...] = BAR_METRICS) -> go.
                 error_y=dict(type="data", symmetric=False, color="#444", thickness=1.2, width=3,
                              array=[v["high"] - v["value"] if v else None for v in vals],
                              arrayminus=[v["value"] - v["low"] if v else None for v in vals]),
-                customdata=[[r.stage, v["n"] if v else None] for r, v in zip(sel, vals)],
+                customdata=[[r.stage, v["n"] if v else None] for r, v in zip(sel, vals, strict=False)],
                 hovertemplate="%{x} (%{customdata[0]})<br>%{y:.1f}% (n=%{customdata[1]})<extra>" + short_title(key)
                               + "</extra>"), row=i, col=1)
         fig.update_yaxes(title_text="%", range=[0, 105], row=i, col=1)

@@ -56,7 +56,7 @@ def plot_head_attribution(result) -> go.Figure:
 def plot_logit_lens(result) -> go.Figure:
     fig = go.Figure()
     layers = list(range(result.n_layers))
-    for m, (label, ref) in enumerate(zip(result.labels, result.refs)):
+    for m, (label, ref) in enumerate(zip(result.labels, result.refs, strict=False)):
         for s, name in enumerate(result.sets):
             add_band(fig, layers, result.lens[m, s], result.lens_low[m, s], result.lens_high[m, s],
                      f"{short_name(ref)} · {name} prompts", model_color(label, m), dash=DASH[name])

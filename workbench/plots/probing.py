@@ -15,7 +15,7 @@ from workbench.plots.style import apply_layout
 def plot_probe_accuracy(result) -> go.Figure:
     fig = go.Figure()
     layers = list(range(result.n_layers))
-    for i, (label, ref) in enumerate(zip(result.labels, result.refs)):
+    for i, (label, ref) in enumerate(zip(result.labels, result.refs, strict=False)):
         color = model_color(label, i)
         mean, std = result.cv_mean[i].numpy(), result.cv_std[i].numpy()
         name = short_name(ref)

@@ -14,7 +14,6 @@ from plotly.subplots import make_subplots
 from workbench.plots.style import publication_layout
 
 
-
 def _publication(fig: go.Figure, title: str, width: int = 760, height: int = 520) -> go.Figure:
     return publication_layout(fig, title, width, height, right=70, top=70)
 

@@ -30,7 +30,13 @@ from pydantic import Field
 
 from workbench.config import Spec
 from workbench.defenses.alignment.common import (
-    Functional, HarmfulBatches, add_grads, device_of, harmful_batches, trainable)
+    Functional,
+    HarmfulBatches,
+    add_grads,
+    device_of,
+    harmful_batches,
+    trainable,
+)
 from workbench.defenses.context import TrainingContext
 from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
 
@@ -47,10 +53,10 @@ def harmful_terms(model, batch: dict, alpha: float):
     names, params = trainable(model)
     h0, _ = lm_loss(model, batch)
     g0 = torch.autograd.grad(h0, params, allow_unused=True)
-    g0 = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g0)]
+    g0 = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g0, strict=False)]
     norm = torch.sqrt(sum(g.float().pow(2).sum() for g in g0)) + 1e-7
     shifted = {n: (p.detach() - alpha * g / norm).requires_grad_(True)
-               for n, p, g in zip(names, params, g0)}
+               for n, p, g in zip(names, params, g0, strict=False)}
     h1, _ = lm_loss(Functional(model, shifted), batch)
     g1 = torch.autograd.grad(h1, list(shifted.values()), allow_unused=True)
     return h0.detach(), h1.detach(), g0, list(g1)

@@ -48,7 +48,7 @@ def answer_mask(batch: dict) -> torch.Tensor:
 def add_grads(params: list[torch.nn.Parameter], grads: list[torch.Tensor], weight: float) -> None:
     """p.grad += weight * g for each parameter (creating .grad where the task pass left none)."""
     with torch.no_grad():
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=False):
             if g is None:
                 continue
             if p.grad is None:

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from workbench.config import Spec
-from workbench.defenses.context import TrainingContext
 from workbench.defenses.alignment.common import HarmfulBatches, answer_mask, device_of, harmful_batches
+from workbench.defenses.context import TrainingContext
 from workbench.models.sites import sites_of
 from workbench.training.plugins import TrainPlugin, TrainState
 

@@ -36,7 +36,14 @@ from pydantic import Field
 
 from workbench.config import Spec
 from workbench.defenses.alignment.common import (
-    Functional, HarmfulBatches, add_grads, answer_mask, device_of, harmful_pool, trainable)
+    Functional,
+    HarmfulBatches,
+    add_grads,
+    answer_mask,
+    device_of,
+    harmful_pool,
+    trainable,
+)
 from workbench.defenses.context import TrainingContext
 from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
 
@@ -63,7 +70,7 @@ def adam_step(theta: dict, grads: list, m: dict, v: dict, t: int, lr: float,
     """One AdamW step (torch defaults) on detached tensors; returns the new tensors, updates m and v."""
     b1, b2 = betas
     new = {}
-    for (n, p), g in zip(theta.items(), grads):
+    for (n, p), g in zip(theta.items(), grads, strict=False):
         g = torch.zeros_like(p) if g is None else g.detach()
         m[n] = b1 * m.get(n, torch.zeros_like(p)) + (1 - b1) * g
         v[n] = b2 * v.get(n, torch.zeros_like(p)) + (1 - b2) * g * g
@@ -89,7 +96,7 @@ class TARPlugin(TrainPlugin):
         p, dev = self.params, device_of(model)
         names, params = trainable(model)
         lr = random.Random(f"{self.seed}/tar-lr/{key}").choice(p.adversary_lrs)
-        theta = {n: q.detach().clone() for n, q in zip(names, params)}
+        theta = {n: q.detach().clone() for n, q in zip(names, params, strict=False)}
         m, v = {}, {}
         x_tr = self.held_out.get(key, dev)
         g_tr = [torch.zeros_like(q) for q in params]
@@ -103,12 +110,12 @@ class TARPlugin(TrainPlugin):
             if (k + 1) % p.tr_every == 0:
                 theta = {n: t.requires_grad_(True) for n, t in theta.items()}
                 tr = neg_entropy(Functional(model, theta), x_tr)
-                for acc, g in zip(g_tr, torch.autograd.grad(tr, list(theta.values()), allow_unused=True)):
+                for acc, g in zip(g_tr, torch.autograd.grad(tr, list(theta.values()), allow_unused=True), strict=False):
                     if g is not None:
                         acc.add_(g.detach(), alpha=1.0 / p.inner_steps)
                 tr_losses.append(tr.item())
                 theta = {n: t.detach() for n, t in theta.items()}
-        shift = torch.sqrt(sum((theta[n] - q.detach()).float().pow(2).sum() for n, q in zip(names, params)))
+        shift = torch.sqrt(sum((theta[n] - q.detach()).float().pow(2).sum() for n, q in zip(names, params, strict=False)))
         return g_tr, {"adversary_lr": lr, "adversary_losses": adv_losses, "tr_losses": tr_losses,
                       "inner_shift": shift.item()}
 

@@ -51,9 +51,9 @@ def perturbation(model, batch: dict, rho: float, site: str, layers: list[int]) -
     with sites_of(model).capture(model, site, layers) as outs:
         loss, _ = lm_loss(model, batch)
     grads = torch.autograd.grad(loss, [outs[l] for l in layers], allow_unused=True)
-    grads = [torch.zeros_like(outs[l]) if g is None else g.detach() for l, g in zip(layers, grads)]
+    grads = [torch.zeros_like(outs[l]) if g is None else g.detach() for l, g in zip(layers, grads, strict=False)]
     norm = torch.sqrt(sum(g.float().pow(2).sum() for g in grads))
-    eps = {l: (rho * g / (norm + 1e-7)).to(g.dtype) for l, g in zip(layers, grads)}
+    eps = {l: (rho * g / (norm + 1e-7)).to(g.dtype) for l, g in zip(layers, grads, strict=False)}
     return loss.item(), eps
 
 

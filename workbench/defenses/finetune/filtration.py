@@ -54,7 +54,7 @@ class SAFTParams(Spec):
 def filtration_report(samples: list[Sample], dropped: list[bool], method: str, **extra) -> dict:
     """Counts and precision / recall of `dropped` against `Sample.harmful`."""
     harmful = [bool(s.harmful) for s in samples]
-    tp = sum(d and h for d, h in zip(dropped, harmful))
+    tp = sum(d and h for d, h in zip(dropped, harmful, strict=False))
     n_dropped, n_harmful = sum(dropped), sum(harmful)
     return {"method": method, "n_in": len(samples), "n_dropped": n_dropped, "n_kept": len(samples) - n_dropped,
             "n_harmful_in": n_harmful, "n_harmful_dropped": tp, "n_benign_dropped": n_dropped - tp,
@@ -64,7 +64,7 @@ def filtration_report(samples: list[Sample], dropped: list[bool], method: str, *
 
 
 def _apply(samples: list[Sample], dropped: list[bool], context: TrainingContext, report: dict) -> list[Sample]:
-    kept = [s for s, d in zip(samples, dropped) if not d]
+    kept = [s for s, d in zip(samples, dropped, strict=False) if not d]
     context.notes["filtration"] = report
     if not kept:
         raise ValueError(f"{report['method']} dropped all {len(samples)} user samples: nothing left to fine-tune "

@@ -46,7 +46,7 @@ from workbench.config import Spec
 from workbench.defenses.context import TrainingContext
 from workbench.defenses.finetune.common import matches, refusal_samples
 from workbench.models.sites import container_of, layer_of, sites_of
-from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
+from workbench.training.plugins import TrainPlugin, lm_loss
 
 
 class SelectionParams(Spec):

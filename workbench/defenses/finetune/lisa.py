@@ -55,7 +55,7 @@ def phase(step: int, align_steps: int, finetune_steps: int) -> str:
 def proximal(params: list[torch.Tensor], anchor: list[torch.Tensor], rho: float) -> torch.Tensor:
     """ρ/2 Σ ‖w − w̃‖² over tensors."""
     total = params[0].new_zeros((), dtype=torch.float32)
-    for p, a in zip(params, anchor):
+    for p, a in zip(params, anchor, strict=False):
         total = total + (p.float() - a.float()).pow(2).sum()
     return 0.5 * rho * total
 
@@ -107,15 +107,15 @@ class LisaPlugin(TrainPlugin):
         if self.phase(state.step) != done:  # the next step starts the other state: its anchor is now
             with torch.no_grad():
                 ex["last_drift_sq"] = float(sum((p.float() - a.float()).pow(2).sum()
-                                                for p, a in zip(self.params_, self.anchor)))
+                                                for p, a in zip(self.params_, self.anchor, strict=False)))
             ex["switches"] += 1
             self.snapshot()
         self.report.update(ex)
 
 
 def plugins(params: LisaParams, context: TrainingContext) -> list[TrainPlugin]:
-    from workbench.defenses.alignment.common import HarmfulBatches
     from workbench.data.alignment import alignment_samples
+    from workbench.defenses.alignment.common import HarmfulBatches
 
     train, seed = context.train, context.seed
     batches = None

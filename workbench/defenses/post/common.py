@@ -8,9 +8,10 @@ and `files`: extra artifacts as {relative path: writer(path)} (e.g. Antidote's `
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ from workbench.config import Spec
 from workbench.defenses.post.common import RepairContext, RepairResult
 from workbench.models.sites import LINEAR_TYPES, linear_modules, strip_peft
 
-
 RANK_RTOL = 1e-4  # "exact": singular values of V below this share of the largest are float noise
 
 
