@@ -34,7 +34,10 @@ $(STAMP): pyproject.toml Makefile
 run: setup
 	$(BIN)/workbench quickstart --model smollm2-135m-instruct --out runs
 
+# Lint and the import-layer contracts (pyproject.toml) first: they take seconds and fail on a new upward import or cycle.
 test: setup
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q -x --timeout=600
 
 test-slow: setup

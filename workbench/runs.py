@@ -10,7 +10,7 @@ Layout of a finished run:
     metrics.json    flat-ish dict of numbers (each rate with n and a 95 % interval)
     samples.jsonl   one record per evaluated sample
     model/          safetensors + tokenizer, or a LoRA adapter + base reference
-    analysis/       <name>.json / <name>.safetensors
+    result.json, tensors.safetensors    an analysis run's typed result
     figures/        *.html / *.png / *.svg
 """
 from __future__ import annotations
