@@ -1,10 +1,11 @@
 """Sanity check of the alignment-stage defenses' shared premise: the attack moves the hidden states of the alignment
 data ("harmful embedding drift", Vaccine §3), and a defense should make that drift smaller than SFT's.
 
-For every aligned model `GRID/align/<defense>/<run>` and its attack cell `GRID/sweep/cells/<defense>-harmful_ft-p<p>-s<seed>`
-this runs `workbench analyze drift` (aligned → attacked, 100 alignment samples: harmful prompts → refusals) into
-`GRID/drift/<defense>-p<p>` unless it exists, then prints one table: mean relative L2 drift over blocks, the last
-layer's L2 drift, and the attacked model's HS / refusal from its own metrics.json.
+For every aligned model `GRID/align/<defense>/<run>` and its attack cell
+`GRID/sweep/cells/<defense>-harmful_ft-p<p>-s<seed>` this runs `workbench analyze drift` (aligned → attacked,
+100 alignment samples: harmful prompts → refusals) into `GRID/drift/<defense>-p<p>` unless it exists, then prints
+one table: mean relative L2 drift over blocks, the last layer's L2 drift, and the attacked model's HS / refusal
+from its own metrics.json.
 
 Usage: python scripts/alignment_drift.py runs/defense-grid [--p 0.1 --p 0.3] [--seed 0] [--defense sft ...]
 Needs the attacked models' weights (a `runs/` grid, not an archive that dropped them).

@@ -59,7 +59,8 @@ def main() -> None:
             harmful = [s for s in attacked.samples() if s.get("set") == "harmful"]
             prompts = [s["prompt"] for s in harmful]
             empty = sum(not s["answer"].strip() for s in harmful)
-            before, after = first_token_stats(str(aligned.path), prompts), first_token_stats(str(attacked.path), prompts)
+            before = first_token_stats(str(aligned.path), prompts)
+            after = first_token_stats(str(attacked.path), prompts)
             rows.append([align_dir.name, p, f"{before['p_eos']:.3f}", f"{before['p_open']:.2f}",
                          f"{after['p_eos']:.3f}", f"{after['p_open']:.2f}", f"{after['eos_argmax']} / {after['n']}",
                          f"{empty} / {len(harmful)}"])

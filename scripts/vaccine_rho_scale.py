@@ -34,10 +34,11 @@ def measure(model, batch: dict, rhos: list[float], layers: list[int], site: str 
     sites = sites_of(model)
     with sites.capture(model, site, layers) as outs:
         loss, _ = lm_loss(model, batch)
-    grads = torch.autograd.grad(loss, [outs[l] for l in layers], allow_unused=True)
-    grads = [torch.zeros_like(outs[l]) if g is None else g.detach() for l, g in zip(layers, grads, strict=False)]
+    grads = torch.autograd.grad(loss, [outs[layer] for layer in layers], allow_unused=True)
+    grads = [torch.zeros_like(outs[layer]) if g is None else g.detach()
+             for layer, g in zip(layers, grads, strict=False)]
     mask = batch["attention_mask"].bool()  # [batch, pos]: padding carries neither state nor gradient
-    hidden = [outs[l].detach()[mask] for l in layers]  # each [tokens, d_model]
+    hidden = [outs[layer].detach()[mask] for layer in layers]  # each [tokens, d_model]
     g_norm = torch.sqrt(sum(g.float().pow(2).sum() for g in grads)).item()
     e_norm = torch.sqrt(sum(h.float().pow(2).sum() for h in hidden)).item()
     token_norms = torch.cat([h.float().norm(dim=-1) for h in hidden])  # [layers · tokens]
@@ -47,7 +48,7 @@ def measure(model, batch: dict, rhos: list[float], layers: list[int], site: str 
            "rhos": {}}
     with torch.no_grad():
         for rho in rhos:
-            eps = {l: rho * g / (g_norm + 1e-7) for l, g in zip(layers, grads, strict=False)}
+            eps = {layer: rho * g / (g_norm + 1e-7) for layer, g in zip(layers, grads, strict=False)}
             with sites.add_to_outputs(model, site, eps):
                 perturbed, _ = lm_loss(model, batch)
             row["rhos"][rho] = {"relative_size": rho / e_norm, "loss_increase": perturbed.item() - loss.item(),

@@ -47,5 +47,6 @@ def markdown(table: list[dict]) -> str:
 if __name__ == "__main__":
     roots = sys.argv[1:]
     if not roots or not all(Path(r).is_dir() for r in roots):
-        sys.exit("usage: python scripts/validation_table.py ROOT [ROOT ...]  (folders holding `eval --validation` runs)")
+        sys.exit("usage: python scripts/validation_table.py ROOT [ROOT ...]"
+                 "  (folders holding `eval --validation` runs)")
     print(markdown([row for root in roots for row in rows(root)]))

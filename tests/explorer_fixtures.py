@@ -2,8 +2,9 @@
 
 `explorer_runs_root(tmp_path_factory)` builds it once (quickstart on tiny-llama, a 2 × 2 threat-model sweep,
 and every registered analysis at toy sizes on the aligned/attacked pair) and every later caller in the same
-session, from any test module, gets the same folder back. An analysis that fails to build (another area's
-work in progress) is skipped with a warning, so the explorer tests still see the rest.
+session, from any test module, gets the same folder back. An analysis that raises while building is skipped with
+a warning: its own tests (tests/test_analysis_*.py) report the failure, and the explorer, notebook and figure tests
+still see the rest.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ TINY_ANALYSES: dict[str, dict] = {
     "wanda": dict(n_calibration=8, q=0.05, p=0.05, n_eval_prompts=4, n_utility=4, max_new_tokens=4),
     "probing": dict(n_train=8, n_eval=4, folds=2),
     "refusal-direction": dict(n_train=4, n_val=2, n_generate=2, max_new_tokens=4, n_boot=100, n_samples=1),
-    "patching": dict(n_prompts=2, positions=2, window=2, n_boot=100, components=["resid", "resid_pos", "attn", "heads"]),
+    "patching": dict(n_prompts=2, positions=2, window=2, n_boot=100,
+                     components=["resid", "resid_pos", "attn", "heads"]),
     "logit-attribution": dict(n_prompts=2, n_boot=100),
 }
 SINGLE_MODEL = {"wanda"}  # analyses run on the aligned model alone
@@ -52,7 +54,8 @@ def _build(root: Path) -> dict[str, Path]:
 
     paths = quickstart("tiny-llama", root, progress=False)
     aligned, attacked = str(paths["aligned"]), str(paths["attacked"])
-    p = preset("tiny")  # a fine-tuning-stage defense against the quickstart's attack: the Defenses tab pairs it with SFT
+    # a fine-tuning-stage defense against the quickstart's attack: the Defenses tab pairs it with SFT
+    p = preset("tiny")
     paths["defended"] = attack(p.attack, aligned, root, 0, p.eval, progress=False, defense=DefenseSpec(name="freeze"))
     run_sweep({"non-aligned": "tiny-llama", "aligned": aligned}, ["harmful_ft"], SWEEP_PS, [0], 8, "tiny", "local",
               None, root / "figure2", progress=False)
@@ -63,8 +66,8 @@ def _build(root: Path) -> dict[str, Path]:
         try:
             run_analysis(key, aligned, None if name in SINGLE_MODEL else attacked, 0, root / f"analysis-{key}",
                          params, formats=("html",) if name == "drift" else (), progress=False)
-        except Exception as err:  # another area's work in progress must not sink the explorer tests
-            warnings.warn(f"fixture analysis {key} failed: {type(err).__name__}: {err}")
+        except Exception as err:  # one analysis that breaks must not sink the tests of everything else
+            warnings.warn(f"fixture analysis {key} failed: {type(err).__name__}: {err}", stacklevel=1)
             shutil.rmtree(root / f"analysis-{key}", ignore_errors=True)
     return {**{k: v for k, v in paths.items() if not k.startswith("_")}, "sweep": root / "figure2"}
 

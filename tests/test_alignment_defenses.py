@@ -103,7 +103,8 @@ def test_alignment_table_puts_each_aligned_model_before_and_after_the_same_attac
     assert set(rows) == {"sft", "vaccine", "tar"}
     assert {d: r.aligned_from for d, r in rows.items()} == {"sft": "tiny-llama", "vaccine": "tiny-llama", "tar": "sft"}
     for d, r in rows.items():
-        assert r.aligned_rates == {k: v for k, v in open_run(aligned[d]).metrics.items() if isinstance(v, dict) and "low" in v}
+        assert r.aligned_rates == {k: v for k, v in open_run(aligned[d]).metrics.items()
+                                   if isinstance(v, dict) and "low" in v}
         assert r.rates["hs"] == open_run(attacked[d]).metrics["hs"]
     table = board.alignment_markdown().splitlines()
     assert table[0].startswith("| attack | p | defense | starts from | aligned: refusal harmful")
@@ -141,8 +142,9 @@ def test_vaccine_perturbation_has_joint_norm_rho_along_the_hidden_gradient(full_
     # hand computation: retain_grad on the hooked outputs of layers 0, 2, 3
     outs = {}
     mods = sites_of(model).modules(model, site)
-    hooks = [mods[l].register_forward_hook(
-        lambda m, a, o, l=l: outs.__setitem__(l, (o[0] if isinstance(o, tuple) else o))) for l in (0, 2, 3)]
+    hooks = [mods[layer].register_forward_hook(
+        lambda m, a, o, layer=layer: outs.__setitem__(layer, (o[0] if isinstance(o, tuple) else o)))
+        for layer in (0, 2, 3)]
     ref_loss, _ = lm_loss(model, batch)
     for h in hooks:
         h.remove()
@@ -150,12 +152,12 @@ def test_vaccine_perturbation_has_joint_norm_rho_along_the_hidden_gradient(full_
         t.retain_grad()
     model.zero_grad()
     ref_loss.backward()
-    g = {l: outs[l].grad for l in outs}
+    g = {layer: outs[layer].grad for layer in outs}
     norm = torch.sqrt(sum(x.pow(2).sum() for x in g.values()))
     assert loss == pytest.approx(ref_loss.item(), abs=1e-6)
-    for l in (0, 2, 3):
-        torch.testing.assert_close(eps[l], 2.0 * g[l] / norm, rtol=1e-4, atol=1e-7)
-        assert eps[l].shape == (4, batch["input_ids"].shape[1], 64)  # [batch, pos, d_model]
+    for layer in (0, 2, 3):
+        torch.testing.assert_close(eps[layer], 2.0 * g[layer] / norm, rtol=1e-4, atol=1e-7)
+        assert eps[layer].shape == (4, batch["input_ids"].shape[1], 64)  # [batch, pos, d_model]
 
 
 def test_vaccine_backward_trains_on_the_perturbed_loss_and_keeps_param_grads_clean(full_model):
@@ -173,7 +175,7 @@ def test_vaccine_backward_trains_on_the_perturbed_loss_and_keeps_param_grads_cle
     # reference: gradient of the perturbed loss only (the clean pass must not leak into .grad)
     _, eps = perturbation(model, batch, 2.0, "resid_post", [0, 1, 2, 3])
     mods = sites_of(model).modules(model, "resid_post")
-    hooks = [mods[l].register_forward_hook(lambda m, a, o, e=e: o + e) for l, e in eps.items()]
+    hooks = [mods[layer].register_forward_hook(lambda m, a, o, e=e: o + e) for layer, e in eps.items()]
     model.zero_grad(set_to_none=True)
     perturbed, _ = lm_loss(model, batch)
     (perturbed * 0.5).backward()
@@ -201,9 +203,9 @@ def test_t_vaccine_perturbs_and_trains_only_the_sampled_layers(full_model):
     assert sorted(plugin.last["eps_norms"]) == chosen  # only the sampled layers are perturbed ...
     assert sum(v ** 2 for v in plugin.last["eps_norms"].values()) ** 0.5 == pytest.approx(3.0, rel=1e-5)
     blocks = sites_of(model).layers(model)
-    for l, block in enumerate(blocks):  # ... and only their weights receive gradients
+    for layer, block in enumerate(blocks):  # ... and only their weights receive gradients
         has_grad = [p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters()]
-        assert all(has_grad) if l in chosen else not any(has_grad), l
+        assert all(has_grad) if layer in chosen else not any(has_grad), layer
     assert all(p.requires_grad for p in model.parameters())  # freezing is undone after the pass
 
 
@@ -221,7 +223,7 @@ def test_t_vaccine_layers_are_redrawn_every_j_steps_deterministically(full_model
     assert state.extra["t_vaccine"]["probe_step"] == 6  # p recomputed at step 6
     assert drawn[6] == sample_layers(state.extra["t_vaccine"]["prob"], 2, 5, 6)
     # draws across many steps follow p: with p concentrated on layer 2, layer 2 is almost always drawn
-    counts = [sum(l in sample_layers([0.01, 0.01, 0.97, 0.01], 1, 0, s) for s in range(200)) for l in range(4)]
+    counts = [sum(layer in sample_layers([0.01, 0.01, 0.97, 0.01], 1, 0, s) for s in range(200)) for layer in range(4)]
     assert counts[2] > 180
 
 

@@ -124,6 +124,7 @@ def test_cli_drift_sweep_rejects_an_infeasible_ratio_before_training(tmp_path, t
     monkeypatch.setattr(loop, "train", no_training)
     out = tmp_path / "sweep"
     res = CliRunner().invoke(app, ["analyze", "drift", "--model", str(tiny_model_dir), "--out", str(out),
-                                   "--param", "mode=sweep", "--param", "ps=[0.0,1.0]", "--param", "n=300"])  # 241 harmful QA
+                                   "--param", "mode=sweep", "--param", "ps=[0.0,1.0]",
+                                   "--param", "n=300"])  # 241 harmful QA
     assert res.exit_code != 0 and "harmful samples but only" in res.output
     assert not out.exists()

@@ -100,7 +100,7 @@ def _brute_force(source_model, source_prompts, target_model, target_prompts, tok
             out["source"].append(float(common.refusal_score(source_model(s_ids).logits[0, -1], tokens)))
             out["target"].append(float(common.refusal_score(target_model(t_ids).logits[0, -1], tokens)))
 
-        def score(patches):
+        def score(patches, t_ids=t_ids, cache=cache):
             return _hf_patched_score(target_model, t_ids, cache, patches, tokens)
 
         out["resid"].append([score([("resid", L, pos, None)]) for L in range(n_layers)])

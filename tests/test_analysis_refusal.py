@@ -209,8 +209,8 @@ def test_candidate_directions_are_differences_of_means(tiny_model):
 
 def test_massive_activation_dimensions_are_found_and_zeroed(tiny_model_dir):
     model, tok = load_model(tiny_model_dir)
-    harmful, harmless = common.prompt_sets(3, "train", tok, 200)
-    h, s = common.encode_prompts(tok, harmful), common.encode_prompts(tok, harmless)
+    _, harmless = common.prompt_sets(3, "train", tok, 200)
+    s = common.encode_prompts(tok, harmless)
     assert rd.massive_dimensions(boot_bridge(model, tok), s, factor=20.0, batch_size=2) == []  # random init: none
     with torch.no_grad():
         model.model.embed_tokens.weight[:, 9] *= 1000.0  # dimension 9 now dwarfs every other one

@@ -89,7 +89,7 @@ def test_every_tab_renders_the_fixture_runs(runs_root, monkeypatch):
         built = (runs_root / f"analysis-{registered_name(name)}").is_dir()
         if built:
             assert n_charts(at) >= 1, section
-        else:  # not registered or its fixture failed to build: the empty state names the command
+        else:  # its fixture analysis failed to build (a warning names it): the empty state names the command
             assert any("workbench analyze" in i.value for i in at.info), section
 
     open_tab(at, "Landscape")

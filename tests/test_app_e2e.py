@@ -164,7 +164,7 @@ def test_inside_the_model_draws_every_section(page, server):
             # the section's own run is shown (its folder in the caption), not the previous section's
             page.locator("code", has_text=re.compile(rf"/analysis-{registered_name(name)}$")).first.wait_for()
             page.locator('[data-testid="stPlotlyChart"] .main-svg').nth(0).wait_for()
-        else:  # its fixture could not be built (work in progress elsewhere): the empty state shows instead
+        else:  # its fixture analysis failed to build (a warning names it): the empty state shows instead
             page.get_by_text("workbench analyze").first.wait_for()
         no_exceptions(page)
         shot(page, f"04{'abcde'[i]}_inside_{section.lower().replace(' ', '_')}")

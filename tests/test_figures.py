@@ -74,7 +74,8 @@ def test_figures_command_exports_every_figure_as_html_and_png(runs_root, tmp_pat
     expected = wf.collect(runs_root)
     sweep = [k for k in expected if k.startswith("figure2/")]
     assert sweep and {"leaderboard/bars", "leaderboard/hs_fa"} & set(expected)
-    assert all(k.split("/")[0] in {"figure2", "leaderboard"} or (runs_root / k.split("/")[0]).is_dir() for k in expected)
+    assert all(k.split("/")[0] in {"figure2", "leaderboard"} or (runs_root / k.split("/")[0]).is_dir()
+               for k in expected)
     out = tmp_path / "figs"
     res = CliRunner().invoke(app, ["figures", "--out", str(out), "--runs", str(runs_root), "--formats", "html,png"])
     assert res.exit_code == 0, res.output
@@ -109,7 +110,8 @@ def test_figures_command_filters_and_fails_clearly(runs_root, tmp_path):
     (tmp_path / "empty").mkdir()
     res = CliRunner().invoke(app, ["figures", "--out", str(tmp_path / "c"), "--runs", str(tmp_path / "empty")])
     assert res.exit_code == 2 and "no figures to draw" in text(res) and "workbench quickstart" in text(res)
-    res = CliRunner().invoke(app, ["figures", "--out", str(tmp_path / "d"), "--runs", str(runs_root), "--formats", "gif"])
+    res = CliRunner().invoke(app, ["figures", "--out", str(tmp_path / "d"), "--runs", str(runs_root),
+                                   "--formats", "gif"])
     assert res.exit_code == 2 and "unknown figure format" in text(res)
 
 

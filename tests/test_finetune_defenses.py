@@ -113,7 +113,7 @@ def test_cli_attack_with_finetune_defense_writes_a_run_folder_in_under_a_minute(
         system = (ptst.safety_prompt(ptst.PTSTParams()) if defense == "ptst" else bea.bea_trigger(bea.BEAParams()))
         assert _find(config, "generation")["system_prompt"] == system
     if defense == "bea":
-        data = [json.loads(l) for l in (run / "train_data.jsonl").read_text().splitlines()]
+        data = [json.loads(line) for line in (run / "train_data.jsonl").read_text().splitlines()]
         assert sum(d["system"] == bea.bea_trigger(bea.BEAParams()) for d in data) == 11
     if defense == "lisa":
         assert training["lisa"]["align_steps_done"] == 1 and training["lisa"]["finetune_steps_done"] == 1
@@ -156,8 +156,8 @@ def test_ldifs_term_is_zero_at_aligned_weights_and_matches_hand_computation_afte
     ref = plugin.ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
     mask = batch["attention_mask"].float()
     hand = 0.0
-    for l in range(1, len(out.hidden_states)):  # layers 0 is the embedding: untouched, and left out
-        d = (out.hidden_states[l] - ref.hidden_states[l]).pow(2).sum(-1) / out.hidden_states[l].shape[-1]
+    for layer in range(1, len(out.hidden_states)):  # layers 0 is the embedding: untouched, and left out
+        d = (out.hidden_states[layer] - ref.hidden_states[layer]).pow(2).sum(-1) / out.hidden_states[layer].shape[-1]
         hand += float((d * mask).sum().detach() / mask.sum())
     assert term > 0
     assert term == pytest.approx(2.0 * hand, rel=1e-5)
@@ -218,8 +218,8 @@ def test_freeze_keeps_frozen_layers_bit_equal(fresh, tiny_model_dir, method):
     changed = {n: not torch.equal(before[n], after[n]) for n in before}
     in_layer1 = [n for n in before if ".layers.1." in n]
     assert in_layer1 and not any(changed[n] for n in in_layer1)
-    for l in (0, 2, 3):
-        assert any(changed[n] for n in before if f".layers.{l}." in n), l
+    for layer in (0, 2, 3):
+        assert any(changed[n] for n in before if f".layers.{layer}." in n), layer
 
 
 def test_ml_lr_gives_safety_modules_the_lower_learning_rate(fresh, tiny_model_dir):
@@ -284,7 +284,8 @@ def test_freeze_reads_layers_from_a_refusal_direction_result(tmp_path):
     z = lambda *shape: torch.zeros(*shape)  # noqa: E731 - safetensors refuses tensors that share memory
     RefusalDirectionResult(model="m", compare=None, labels=["model"], n_layers=L, position_labels=["-1"],
                            candidate_layers=list(range(L)), directions=z(1, L, 3), bypass=z(1, L), induce=z(1, L),
-                           kl=z(1, L), direction=z(3), selected={"layer": 2}, base_scores={}, massive_dims=[], signal=z(1, 2, L),
+                           kl=z(1, L), direction=z(3), selected={"layer": 2}, base_scores={}, massive_dims=[],
+                           signal=z(1, 2, L),
                            signal_low=z(1, 2, L), signal_high=z(1, 2, L), signal_selected=sig,
                            signal_selected_low=z(1, 2, L), signal_selected_high=z(1, 2, L), generation={},
                            samples=[]).save(tmp_path / "rd")
@@ -427,7 +428,8 @@ def test_lisa_proximal_term_matches_hand_computation_and_anchor_follows_switches
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.01 * torch.randn_like(p))
-    hand = 0.5 * 0.5 * sum(float((p.detach() - a).pow(2).sum()) for p, a in zip(model.parameters(), anchor, strict=False))
+    hand = 0.5 * 0.5 * sum(float((p.detach() - a).pow(2).sum())
+                           for p, a in zip(model.parameters(), anchor, strict=False))
     term = plugin.extra_loss(model, swapped, None, state)
     assert term.item() == pytest.approx(hand, rel=1e-5)
     term.backward()  # ∇ = ρ (w − w̃)

@@ -35,7 +35,8 @@ def test_the_five_notebooks_exist_with_a_parameters_cell():
         src = "".join(tagged[0]["source"])
         for name in ("model =", "size =", "runs_root =", "out_dir ="):
             assert name in src, (nb.name, name)
-        assert all(not c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{nb.name}: commit it without outputs"
+        code = [c for c in cells if c["cell_type"] == "code"]
+        assert all(not c.get("outputs") for c in code), f"{nb.name}: commit it without outputs"
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,8 @@ def test_notebook_runs_top_to_bottom_on_tiny_llama(notebook, runs_root, tmp_path
     figures = out_dir / notebook.stem
     assert (figures / "index.html").is_file() and (figures / "plotly.min.js").is_file()
     for group, analysis in FIGURE_GROUPS[notebook.stem].items():
-        if analysis is not None and registered_name(analysis) is None:  # not registered: the notebook prints a note instead
+        # not registered: the notebook prints a note instead
+        if analysis is not None and registered_name(analysis) is None:
             text = "".join("".join(o.get("text", "")) for c in cells for o in c.get("outputs", []))
             assert f"skipping {analysis}" in text
             continue

@@ -461,7 +461,8 @@ def test_archive_keeps_records_and_lowrank_models_and_the_leaderboard_reads_it(r
         assert original.keys() == restored.keys()
         assert max((original[n] - restored[n]).abs().max().item() for n in original) < 1e-5
     assert "model/model.safetensors" in note["left_out"] and note["archived_from"] == str(paths["aligned"])
-    assert aligned.metrics == open_run(paths["aligned"]).metrics and aligned.samples() == open_run(paths["aligned"]).samples()
+    assert aligned.metrics == open_run(paths["aligned"]).metrics
+    assert aligned.samples() == open_run(paths["aligned"]).samples()
     assert (aligned.path / "model" / "base.json").is_file()
     # a moved root: the recorded absolute reference no longer exists, the run is found by its folder name
     assert _Index(list(archived.values())).get(f"/moved/away/{paths['aligned'].name}") == aligned

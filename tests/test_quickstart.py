@@ -25,7 +25,7 @@ def test_quickstart_tiny_contract(tmp_path):
         assert m["refusal_harmful"]["n"] == 8 and 0 <= m["refusal_harmful"]["value"] <= 100
         assert len(r.samples()) == m["refusal_harmful"]["n"] + m["refusal_benign"]["n"] + m["fa_sst2"]["n"]
     attack = next(r for r in runs if r.kind == "attack")
-    train_data = [json.loads(l) for l in (attack.path / "train_data.jsonl").read_text().splitlines()]
+    train_data = [json.loads(line) for line in (attack.path / "train_data.jsonl").read_text().splitlines()]
     assert sum(bool(s["harmful"]) for s in train_data) == 4  # round(0.25 * 16)
     assert attack.config["spec"]["model"] == str(next(r for r in runs if r.kind == "align").path.resolve())
     assert "non-aligned" in res.output and "attacked" in res.output

@@ -48,6 +48,6 @@ def test_ray_backend_matches_local(tmp_path):
     strip = lambda rows: [{k: v for k, v in r.items() if k != "run"} for r in rows]  # noqa: E731
     assert strip(results(tmp_path / "local")) == strip(results(tmp_path / "ray"))
     for key in local["done"]:
-        a = [json.loads(l)["answer"] for l in open(f"{local['done'][key]}/samples.jsonl")]
-        b = [json.loads(l)["answer"] for l in open(f"{ray_['done'][key]}/samples.jsonl")]
+        a = [json.loads(line)["answer"] for line in open(f"{local['done'][key]}/samples.jsonl")]
+        b = [json.loads(line)["answer"] for line in open(f"{ray_['done'][key]}/samples.jsonl")]
         assert a == b

@@ -27,10 +27,10 @@ def test_loss_mask_covers_exactly_the_answer_and_end_token(fresh):
     s = Sample(prompt="What is 2+2?", response="Four.")
     enc = encode(tok, s, max_len=256)
     answer = tok("Four.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    trained = [t for t, l in zip(enc.input_ids, enc.labels, strict=False) if l != IGNORE]
+    trained = [t for t, label in zip(enc.input_ids, enc.labels, strict=False) if label != IGNORE]
     assert trained == answer
     assert enc.labels[-len(answer):] == answer
-    assert all(l == IGNORE for l in enc.labels[:-len(answer)])
+    assert all(label == IGNORE for label in enc.labels[:-len(answer)])
 
 
 def test_truncation_keeps_prompt_and_cuts_answer(fresh):
@@ -40,9 +40,9 @@ def test_truncation_keeps_prompt_and_cuts_answer(fresh):
     p = prompt_ids(tok, "Hi")
     enc = encode(tok, Sample(prompt="Hi", response="word " * 200), max_len=len(p) + 20)
     assert enc.input_ids[: len(p)] == p  # the whole prompt survives
-    assert sum(l != IGNORE for l in enc.labels) == 20  # the answer is cut to fit
+    assert sum(label != IGNORE for label in enc.labels) == 20  # the answer is cut to fit
     long = encode(tok, Sample(prompt="long " * 300, response="ok " * 50), max_len=64)
-    assert len(long) == 64 and sum(l != IGNORE for l in long.labels) >= 8
+    assert len(long) == 64 and sum(label != IGNORE for label in long.labels) >= 8
 
 
 def test_bucketed_batches_cover_every_index_once_and_are_seeded():

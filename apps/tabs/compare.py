@@ -56,8 +56,6 @@ def judge_missing() -> str | None:
         from workbench.evaluation import judge as J
     except Exception as err:  # the judge is optional here (answers and refusal flags work without it)
         return f"the moderation judge is not available ({type(err).__name__})"
-    if not all(hasattr(J, f) for f in ("load_judge", "judge_dir", "get_embedder")):
-        return "the moderation judge has no scoring function in this version"
     try:
         folder = J.judge_dir(J.get_embedder("minilm").name)
     except Exception as err:

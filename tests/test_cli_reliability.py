@@ -1,4 +1,4 @@
-"""Reliability at the command line (issue #11), on tiny-llama:
+"""Reliability of the `workbench` command line, on tiny-llama:
 
 - bad input gives one clear error (exit 2, one `error:` line, no traceback) and writes nothing;
 - SIGINT / SIGTERM during training publishes no run folder, and `--resume` ends where an uninterrupted run
@@ -8,7 +8,7 @@
 - `sweep --address` reaches `ray.init`.
 
 Library-level checks of the same rules live next to their modules (test_data, test_models, test_training,
-test_runs_and_stats, test_sweep).
+test_run_folders_and_stats, test_sweep).
 """
 from __future__ import annotations
 

@@ -111,7 +111,8 @@ def test_paired_difference_is_mcnemar_on_the_discordant_prompts():
         paired_difference([True], [True, False])
 
     def recs(flags, order):
-        return [{"set": "harmful", "prompt": f"q{i}", "harmful": f, "coherent": True} for i, f in order(list(enumerate(flags)))]
+        return [{"set": "harmful", "prompt": f"q{i}", "harmful": f, "coherent": True}
+                for i, f in order(list(enumerate(flags)))]
 
     shuffled = compare_samples(recs(a, lambda x: x[::-1]), recs(b, lambda x: x), "hs")  # matched by prompt, not order
     assert (shuffled.only_a, shuffled.only_b) == (3, 9)
