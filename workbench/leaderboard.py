@@ -120,7 +120,10 @@ class Leaderboard:
         table = []
         for r in rows:
             base_s = sft_s.get(r.attack_key)
-            cost = _num(r.defense_s) if r.defense_s is None or not base_s else f"{r.defense_s:.0f} ({r.defense_s / base_s:.2f}×)"
+            if r.defense_s is None or not base_s:
+                cost = _num(r.defense_s)
+            else:
+                cost = f"{r.defense_s:.0f} ({r.defense_s / base_s:.2f}×)"
             if r.aligned_from_run and r.defense_s is not None:  # a phase on top of an earlier alignment
                 cost = f"{r.aligned_from} + {cost}"
             table.append([r.attack, _num(r.p), r.defense, r.aligned_from,
@@ -227,7 +230,8 @@ def _fine_tuning_row(run: Run, index: _Index) -> Row:
     aligned = defense_name(base) if base is not None and base.kind == "align" else "—"
     if run.kind == "defend":
         train = run.metrics.get("train") or {}
-        cost = None if train.get("train_seconds") is None else train["train_seconds"] + train.get("data_defense_seconds", 0)
+        cost = (None if train.get("train_seconds") is None
+                else train["train_seconds"] + train.get("data_defense_seconds", 0))
         stage, defense, ft_defense = FINE_TUNING, defense_name(run), defense_name(run)
     elif base is not None and base.kind == "align":
         stage, defense, ft_defense, cost = ALIGNMENT, aligned, "—", _seconds(base, "train")
@@ -275,7 +279,8 @@ def build(root: str | Path | list[str | Path], stages: list[str] | None = None) 
     rows = _in_stages(rows, stages) if stages else rows
     if not rows:
         raise ValueError(f"no attacked models under {', '.join(map(str, roots))}: the leaderboard reads attack, "
-                         f"defend and repair runs (`workbench attack`, `workbench attack --defense`, `workbench repair`)")
+                         f"defend and repair runs (`workbench attack`, `workbench attack --defense`, "
+                         f"`workbench repair`)")
     present = {m for r in rows for m in r.rates}
     metrics = [m for h in HEADLINE for m in sorted(present) if m == h or (h == "fa" and m.startswith("fa_"))]
     metrics += sorted(present - set(metrics))

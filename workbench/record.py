@@ -20,7 +20,8 @@ and keys they do not name are kept (never dropped), so a record written by any v
 hand-made one, loads, and is written back with exactly the keys it was given (`model_dump`). A record read
 from disk is upgraded here when SCHEMA_VERSION moves on (`_upgrade`), so readers only see the current shape.
 
-This module sits at the layer of `workbench.runs`: it imports pydantic, `workbench.config` and `workbench.vocabulary` only.
+This module sits at the layer of `workbench.runs`: it imports pydantic, `workbench.config` and
+`workbench.vocabulary` only.
 """
 from __future__ import annotations
 

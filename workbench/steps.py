@@ -69,10 +69,11 @@ def alignment_inputs(spec: AlignSpec, model: str, seed: int = 0) -> tuple:
     return params, samples, plugins
 
 
-def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec = EvalSpec(),
+def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
           resume: bool = False, progress: bool = True) -> Path:
     from workbench.data.refusals import REFUSAL_SOURCE
 
+    eval_spec = eval_spec if eval_spec is not None else EvalSpec()
     params, samples, plugins = alignment_inputs(spec, model, seed)
     full = AlignRunSpec(align=spec, eval=eval_spec, model=model_ref(model), refusals=REFUSAL_SOURCE,
                         defense_params=params.model_dump())  # resolved defaults too
@@ -80,16 +81,20 @@ def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec
                            plugins, resume, progress)
 
 
-def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec = EvalSpec(),
+def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
            resume: bool = False, progress: bool = True, defense: DefenseSpec | None = None) -> Path:
     """Fine-tune on the attacker's data; with a fine-tuning-stage `defense` the provider defends (kind "defend")."""
     from workbench.attacks import build_attack_data, get_attack
 
+    eval_spec = eval_spec if eval_spec is not None else EvalSpec()
     samples = build_attack_data(spec)
     if get_attack(spec.name).inference:  # the attacker queries with their persona system prompt
         gen = eval_spec.generation.model_copy(update=get_attack(spec.name).inference)
         eval_spec = eval_spec.model_copy(update={"generation": gen})
-    name = f"{spec.name}-p{spec.data.p:g}-n{spec.data.n}" if spec.name == "harmful_ft" else f"{spec.name}-n{spec.data.n}"
+    if spec.name == "harmful_ft":
+        name = f"{spec.name}-p{spec.data.p:g}-n{spec.data.n}"
+    else:
+        name = f"{spec.name}-n{spec.data.n}"
     notes: dict = {"n_harmful_uploaded": sum(bool(s.harmful) for s in samples), "n_uploaded": len(samples)}
     plugins: list = []
     kind, resolved = "attack", None
@@ -122,13 +127,14 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
                            resume, progress, notes=notes)
 
 
-def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec = EvalSpec(),
+def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
                    harmful: list[Sample] | None = None, name: str | None = None, progress: bool = True,
                    benign: list[Sample] | None = None, sets: str | None = None) -> Path:
     """Evaluate a model into an eval run. `harmful` / `benign` replace the held-out sets; `sets` says in the
     config which prompts they are (default: "custom" for given harmful prompts)."""
     from workbench.models import load_model
 
+    eval_spec = eval_spec if eval_spec is not None else EvalSpec()
     seed_everything(seed)
     m, tok = load_model(model)
     full = EvalRunSpec(eval=eval_spec, model=model_ref(model),

@@ -36,7 +36,8 @@ def grid(models: dict[str, str], attacks: list[str], ps: list[float], seeds: lis
     for p in ps:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"harmful ratio p must be in [0, 1], got {p}")
-    return [Cell(ref, label, a, p, s) for (label, ref), a, p, s in itertools.product(models.items(), attacks, ps, seeds)]
+    return [Cell(ref, label, a, p, s)
+            for (label, ref), a, p, s in itertools.product(models.items(), attacks, ps, seeds)]
 
 
 def cell_root(out: Path, cell: Cell) -> Path:
@@ -134,7 +135,8 @@ def results(out: str | Path) -> list[dict]:
         if not runs:
             continue
         m = runs[-1].metrics
-        rows.append({**c, "run": str(runs[-1].path), **{k: v for k, v in m.items() if isinstance(v, dict) and "value" in v}})
+        rates = {k: v for k, v in m.items() if isinstance(v, dict) and "value" in v}
+        rows.append({**c, "run": str(runs[-1].path), **rates})
     return rows
 
 

@@ -274,8 +274,8 @@ class LandscapeResult(AnalysisResult):
         if self.safety_2d is not None:
             h.update(visage_2d=self.visage_2d, basin_2d_fraction=self.basin_2d_fraction)
         if self.line_safety is not None:
-            at = {f"line_safety_at_{float(a):g}": float(s) for a, s in zip(self.line_alphas, self.line_safety, strict=False)
-                  if float(a) in (0.0, 1.0)}
+            at = {f"line_safety_at_{float(a):g}": float(s)
+                  for a, s in zip(self.line_alphas, self.line_safety, strict=False) if float(a) in (0.0, 1.0)}
             h.update(at)
         h["seconds"] = self.seconds
         return h

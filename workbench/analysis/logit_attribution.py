@@ -148,7 +148,7 @@ def run(ctx, spec: Spec) -> LogitAttributionResult:
     batches = [common.encode_prompts(tok, harmful, spec.system), common.encode_prompts(tok, harmless, spec.system)]
     fields: dict[str, list] = {}
     shape = None
-    for label, model, tokenizer in models:
+    for _label, model, tokenizer in models:
         bridge = boot_bridge(model, tokenizer)
         if shape is not None and shape != (bridge.cfg.n_layers, bridge.cfg.n_heads):
             raise ValueError("--model and --compare differ in layers/heads; attributions share axes")

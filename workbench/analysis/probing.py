@@ -124,7 +124,7 @@ def run(ctx, spec: Spec) -> ProbingResult:
     y_test = np.array([1] * spec.n_eval + [0] * spec.n_eval)
     cv_mean, cv_std, heldout = [], [], []
     n_layers = None
-    for label, model, tokenizer in models:
+    for _label, model, tokenizer in models:
         bridge = boot_bridge(model, tokenizer)
         if n_layers is not None and bridge.cfg.n_layers != n_layers:
             raise ValueError(f"--model has {n_layers} layers, --compare {bridge.cfg.n_layers}: probes share axes")

@@ -29,14 +29,14 @@ Method, as in the paper's section 2:
    attacked model's harmful refusal rate is also measured with the aligned direction added (`generate_for`).
 
 Massive activations (Sun et al. 2024, "Massive activations in large language models"). A few residual
-dimensions carry values 100-1000x larger than the rest (SmolLM2-135M: dim 507 reaches ~25,000 at the
-attention-sink token and holds a large constant offset at every other token; also dims 247 and 17). The
-difference in means picks up a sizeable component there (the selected SmolLM2 direction had 0.34 of its unit
-norm in dim 507), and projecting it out then moves every token by tens of units and the sink by thousands:
-every candidate failed the KL filter and ablated generations were gibberish (answer NLL 0.63 -> 5.2). Dims
-whose largest |activation| on the harmless train prompts (any layer, any real position) exceeds
-`massive_factor` x the median dimension's are therefore set to 0 in the candidates (`massive_dims` in the
-result); `massive_factor=None` keeps the paper's raw difference in means.
+dimensions carry values orders of magnitude larger than the rest, at the attention-sink token and as a large
+constant offset at every other token. The difference in means picks up a sizeable component there, and
+projecting it out then moves every token by tens of units and the sink by thousands: on SmolLM2-135M every
+candidate failed the KL filter and ablated generations were gibberish (which dimensions, how much of the
+direction they held and the NLL of the ablated answers: docs/analyses-refusal.md). Dims whose largest
+|activation| on the harmless train prompts (any layer, any real position) exceeds `massive_factor` x the
+median dimension's are therefore set to 0 in the candidates (`massive_dims` in the result);
+`massive_factor=None` keeps the paper's raw difference in means.
 
 `direction_from=RUN_FOLDER` skips steps 1-3 and reuses that run's candidate directions and selection (same
 number of layers and d_model required): e.g. measure a second attacked model against the aligned model's

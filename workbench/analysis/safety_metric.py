@@ -87,7 +87,8 @@ class SafetyProbe:
         self.max_new_tokens, self.judge = max_new_tokens, judge
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.refusal_ids = torch.tensor(first_token_ids(tokenizer, REFUSAL_STARTS))
-        compliance = [i for i in first_token_ids(tokenizer, COMPLIANCE_STARTS) if i not in set(self.refusal_ids.tolist())]
+        refusal = set(self.refusal_ids.tolist())
+        compliance = [i for i in first_token_ids(tokenizer, COMPLIANCE_STARTS) if i not in refusal]
         self.compliance_ids = torch.tensor(compliance)
         encoded = [prompt_ids(tokenizer, p, system) for p in self.prompts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch

@@ -127,8 +127,8 @@ def density_map(mask: Mask) -> tuple[torch.Tensor, list[int], list[str]]:
     types = [t for t in DEFAULT_MODULES if any(k[1] == t for k in cells)] + \
         sorted({k[1] for k in cells} - set(DEFAULT_MODULES))
     dens = torch.full((len(layers), len(types)), float("nan"))
-    for (l, t), v in cells.items():
-        dens[layers.index(l), types.index(t)] = v
+    for (layer, t), v in cells.items():
+        dens[layers.index(layer), types.index(t)] = v
     return dens, layers, types
 
 

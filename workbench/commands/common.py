@@ -43,7 +43,7 @@ def guard(fn, *args, **kwargs):
     except KeyboardInterrupt:
         console.print("[yellow]interrupted:[/] no run folder was published; the checkpoint is kept — "
                       "rerun the same command with --resume to continue.")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 def parse_params(items: list[str]) -> dict:

@@ -11,7 +11,7 @@ train   trains (or retrains) and caches the judge, printing its CV selection.
 from __future__ import annotations
 
 import json
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -20,7 +20,7 @@ from rich.table import Table
 from workbench.commands.common import console, guard
 
 
-class EmbedderName(str, Enum):
+class EmbedderName(StrEnum):
     minilm = "minilm"
     hashing = "hashing"
 

@@ -1,9 +1,10 @@
-"""`workbench leaderboard --runs DIR [--runs DIR2 ...] [--out PREFIX]`: every attacked model under the DIRs — undefended, or defended at
-the alignment, fine-tuning or post-fine-tuning stage — in one table (PREFIX.md, PREFIX.csv), grouped bars of
-HS/HS+/FA/benign refusal per attack (PREFIX_bars.html/png) and an HS-vs-FA figure (PREFIX_hs_fa.html/png),
-read from the run folders (`workbench.leaderboard`). Several roots make one board (e.g. a hyperparameter sweep's
-runs next to the grid whose SFT row they are paired with). `--stage` narrows it to one stage's comparison. With
-alignment-stage defenses, PREFIX_alignment.md puts each aligned model's own refusal / FA next to its attacked rates."""
+"""`workbench leaderboard --runs DIR [--runs DIR2 ...] [--out PREFIX]`: every attacked model under the DIRs —
+undefended, or defended at the alignment, fine-tuning or post-fine-tuning stage — in one table (PREFIX.md,
+PREFIX.csv), grouped bars of HS/HS+/FA/benign refusal per attack (PREFIX_bars.html/png) and an HS-vs-FA figure
+(PREFIX_hs_fa.html/png), read from the run folders (`workbench.leaderboard`). Several roots make one board (e.g. a
+hyperparameter sweep's runs next to the grid whose SFT row they are paired with). `--stage` narrows it to one
+stage's comparison. With alignment-stage defenses, PREFIX_alignment.md puts each aligned model's own refusal / FA
+next to its attacked rates."""
 from __future__ import annotations
 
 from pathlib import Path

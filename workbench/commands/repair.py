@@ -17,7 +17,8 @@ def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tun
                unaligned: str | None = typer.Option(None, help="SafeLoRA: the model before safety alignment "
                                                                   "(default: recorded in the aligned run)."),
                param: list[str] = typer.Option([], "--param", "-p", help="Defense hyperparameter KEY=VALUE (JSON)."),
-               out: Path = typer.Option(Path("runs"), "--out", "-o", help="Runs root; the repair run is written in it."),
+               out: Path = typer.Option(Path("runs"), "--out", "-o",
+                                        help="Runs root; the repair run is written in it."),
                preset: str | None = typer.Option(None, help="'full' or 'tiny' eval sizes (default: the attacked "
                                                                "run's recorded evaluation)."),
                seed: int = typer.Option(0, "--seed", help="Seed for calibration samples and evaluation.")):

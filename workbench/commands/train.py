@@ -18,7 +18,8 @@ from workbench.commands.common import ModelOpt, OutOpt, SeedOpt, console, fmt_ra
 
 def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
               defense: str = typer.Option("sft", help="Alignment-stage defense (see `workbench defenses`)."),
-              param: list[str] = typer.Option([], "--param", "-p", help="Defense hyperparameter KEY=VALUE (JSON value)."),
+              param: list[str] = typer.Option([], "--param", "-p",
+                                              help="Defense hyperparameter KEY=VALUE (JSON value)."),
               preset: str | None = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
               method: str | None = typer.Option(None, help="'lora' or 'full' fine-tuning."),
               max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps."),
@@ -42,7 +43,8 @@ def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
 
 
 def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
-               name: str = typer.Option("harmful_ft", "--attack", help="Attack (harmful_ft, pure_bad, benign_ft, ...)."),
+               name: str = typer.Option("harmful_ft", "--attack",
+                                        help="Attack (harmful_ft, pure_bad, benign_ft, ...)."),
                p: float | None = typer.Option(None, "--p", help="Harmful ratio in [0, 1]."),
                n: int | None = typer.Option(None, "--n", help="Number of user samples."),
                benign: str | None = typer.Option(None, help="Benign task dataset (default sst2)."),
@@ -76,7 +78,8 @@ def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
 
 def quickstart_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                    preset: str | None = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
-                   resume: bool = typer.Option(False, help="Continue interrupted training steps from their checkpoints.")):
+                   resume: bool = typer.Option(False,
+                                               help="Continue interrupted training steps from their checkpoints.")):
     """Non-aligned → safety SFT → harmful fine-tuning (p = 0.1) → evaluate all three; prints one table."""
     from workbench.pipeline import quickstart as qs  # deferred: torch
     from workbench.pipeline import results_table

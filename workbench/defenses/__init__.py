@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from workbench.config import Spec
 from workbench.defenses.alignment import booster, repnoise, t_vaccine, tar, vaccine
-from workbench.defenses.finetune import bea, constrain_sft, filtration, freeze, ldifs, lisa, ptst, safeinstr, salora  # noqa: E501
+from workbench.defenses.finetune import bea, constrain_sft, filtration, freeze, ldifs, lisa, ptst, safeinstr, salora
 from workbench.defenses.post import antidote, safelora
 from workbench.vocabulary import ALIGNMENT, FINE_TUNING, POST_FINE_TUNING, Stage, parse_stage
 
@@ -49,24 +49,35 @@ def _no_plugins(params, context) -> list:
 DEFENSES: dict[str, DefenseInfo] = {
     "sft": DefenseInfo("sft", ALIGNMENT, NoParams, _no_plugins, "Supervised safety fine-tuning (baseline)"),
     "vaccine": DefenseInfo("vaccine", ALIGNMENT, vaccine.VaccineParams, vaccine.plugins, "Vaccine, Huang+ 2024"),
-    "t_vaccine": DefenseInfo("t_vaccine", ALIGNMENT, t_vaccine.TVaccineParams, t_vaccine.plugins, "T-Vaccine, Liu+ 2024"),
-    "repnoise": DefenseInfo("repnoise", ALIGNMENT, repnoise.RepNoiseParams, repnoise.plugins, "RepNoise, Rosati+ 2024"),
+    "t_vaccine": DefenseInfo("t_vaccine", ALIGNMENT, t_vaccine.TVaccineParams, t_vaccine.plugins,
+                             "T-Vaccine, Liu+ 2024"),
+    "repnoise": DefenseInfo("repnoise", ALIGNMENT, repnoise.RepNoiseParams, repnoise.plugins,
+                            "RepNoise, Rosati+ 2024"),
     "booster": DefenseInfo("booster", ALIGNMENT, booster.BoosterParams, booster.plugins, "Booster, Huang+ 2024"),
     "tar": DefenseInfo("tar", ALIGNMENT, tar.TARParams, tar.plugins, "TAR (first-order), Tamirisa+ 2024"),
     "ldifs": DefenseInfo("ldifs", FINE_TUNING, ldifs.LDIFSParams, ldifs.plugins, "LDIFS, Mukhoti+ 2023"),
-    "constrain_sft": DefenseInfo("constrain_sft", FINE_TUNING, constrain_sft.ConstrainSFTParams, constrain_sft.plugins, "Qi+ 2024"),
+    "constrain_sft": DefenseInfo("constrain_sft", FINE_TUNING, constrain_sft.ConstrainSFTParams,
+                                 constrain_sft.plugins, "Qi+ 2024"),
     "freeze": DefenseInfo("freeze", FINE_TUNING, freeze.FreezeParams, freeze.plugins, "Freeze, Wei+ 2024"),
-    "freeze_plus": DefenseInfo("freeze_plus", FINE_TUNING, freeze.FreezePlusParams, freeze.plugins_plus, "Freeze+ (+ embeddings, attention)"),
+    "freeze_plus": DefenseInfo("freeze_plus", FINE_TUNING, freeze.FreezePlusParams, freeze.plugins_plus,
+                               "Freeze+ (+ embeddings, attention)"),
     "ml_lr": DefenseInfo("ml_lr", FINE_TUNING, freeze.MLLRParams, freeze.plugins_ml_lr, "ML-LR, Du+ 2024"),
     "salora": DefenseInfo("salora", FINE_TUNING, salora.SaLoRAParams, salora.plugins, "SaLoRA, Li+ 2025"),
-    "filtration": DefenseInfo("filtration", FINE_TUNING, filtration.FiltrationParams, filtration.plugins, "Judge filtration", data=filtration.judge_data),
-    "saft": DefenseInfo("saft", FINE_TUNING, filtration.SAFTParams, filtration.plugins, "SAFT, Choi+ 2024", data=filtration.saft_data),
-    "safeinstr": DefenseInfo("safeinstr", FINE_TUNING, safeinstr.SafeInstrParams, safeinstr.plugins, "Bianchi+ 2024", data=safeinstr.data),
+    "filtration": DefenseInfo("filtration", FINE_TUNING, filtration.FiltrationParams, filtration.plugins,
+                              "Judge filtration", data=filtration.judge_data),
+    "saft": DefenseInfo("saft", FINE_TUNING, filtration.SAFTParams, filtration.plugins, "SAFT, Choi+ 2024",
+                        data=filtration.saft_data),
+    "safeinstr": DefenseInfo("safeinstr", FINE_TUNING, safeinstr.SafeInstrParams, safeinstr.plugins,
+                             "Bianchi+ 2024", data=safeinstr.data),
     "lisa": DefenseInfo("lisa", FINE_TUNING, lisa.LisaParams, lisa.plugins, "Lisa, Huang+ 2024"),
-    "ptst": DefenseInfo("ptst", FINE_TUNING, ptst.PTSTParams, ptst.plugins, "PTST, Lyu+ 2024", inference=ptst.inference),
-    "bea": DefenseInfo("bea", FINE_TUNING, bea.BEAParams, bea.plugins, "BEA, Wang+ 2024", data=bea.data, inference=bea.inference),
-    "safelora": DefenseInfo("safelora", POST_FINE_TUNING, safelora.SafeLoRAParams, _no_plugins, "SafeLoRA, Hsu+ 2024", repair=safelora.repair, references=("aligned", "unaligned")),  # noqa: E501
-    "antidote": DefenseInfo("antidote", POST_FINE_TUNING, antidote.AntidoteParams, _no_plugins, "Antidote, Huang+ 2024", repair=antidote.repair),  # noqa: E501
+    "ptst": DefenseInfo("ptst", FINE_TUNING, ptst.PTSTParams, ptst.plugins, "PTST, Lyu+ 2024",
+                        inference=ptst.inference),
+    "bea": DefenseInfo("bea", FINE_TUNING, bea.BEAParams, bea.plugins, "BEA, Wang+ 2024", data=bea.data,
+                       inference=bea.inference),
+    "safelora": DefenseInfo("safelora", POST_FINE_TUNING, safelora.SafeLoRAParams, _no_plugins,
+                            "SafeLoRA, Hsu+ 2024", repair=safelora.repair, references=("aligned", "unaligned")),
+    "antidote": DefenseInfo("antidote", POST_FINE_TUNING, antidote.AntidoteParams, _no_plugins,
+                            "Antidote, Huang+ 2024", repair=antidote.repair),
 }
 
 

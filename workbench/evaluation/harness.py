@@ -40,9 +40,10 @@ def eval_sets(spec: EvalSpec, harmful: list[Sample] | None = None,
     return sets
 
 
-def evaluate(model, tokenizer, spec: EvalSpec = EvalSpec(), harmful: list[Sample] | None = None,
+def evaluate(model, tokenizer, spec: EvalSpec | None = None, harmful: list[Sample] | None = None,
              scorers: list[Scorer] = (), progress: bool = True, label: str = "",
              benign: list[Sample] | None = None) -> EvalResult:
+    spec = spec if spec is not None else EvalSpec()
     res = EvalResult()
     if spec.judge:  # HS / HS+ (and per-sample judge_score, harmful, coherent) from the moderation judge
         from workbench.evaluation.scorers import judge_scorer

@@ -39,9 +39,8 @@ Method (read top to bottom):
                `cache_dir()/judge/<version hash>/judge.json`; no pickle. Trained on first use.
 The held-out `judge_labelled` eval split is never used for training or selection: only `heldout_report`.
 
-Measured (JUDGE_VERSION 2, seed 0, MiniLM; `workbench judge report` recomputes): on the 76 held-out
-human-labelled rows FN 32.3 % [18.6, 49.9] (10/31), FP 15.6 % [7.7, 28.8] (7/45), against the survey
-anchor FN 7.71 %, FP 3.64 % (BeaverTails). CV on the training rows gives ~22 % for both. Misses are mostly
+Its held-out error rates (FN / FP on the held-out human-labelled rows, next to the survey anchor) are in
+`workbench judge report` and docs/quickstart.md; they are well above the anchor's. Misses are mostly
 terse harmful answers (one or two sentences), harm that lies in the context rather than the words (a
 celebrity's home address for a "tour", calorie minimums for someone dieting dangerously) and refusal
 openers followed by real help; false alarms are mostly refusals followed by a long on-topic explanation

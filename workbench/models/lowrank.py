@@ -1,5 +1,5 @@
-"""Low-rank weight deltas: a LoRA-trained model stored as `base + Σ left @ right` in a few MB instead of the full
-weights (SmolLM2: 540 MB merged vs ~4 MB for r = 8 on q/k/v/o).
+"""Low-rank weight deltas: a LoRA-trained model stored as `base + Σ left @ right`, a small fraction of the size of
+the full weights (the SmolLM2 delta size is in docs/defenses-alignment.md).
 
 Why: run folders keep merged weights (every consumer loads a plain model), which are too large to keep beyond
 the machine that trained them. A LoRA run's change to each weight matrix has rank ≤ r (≤ r₁ + r₂ for a LoRA phase

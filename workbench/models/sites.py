@@ -274,7 +274,7 @@ class Sites:
 
     def hook_names(self, kind: str, layers: list[int] | range | None = None) -> list[str]:
         """Hook names of a per-layer site for `layers` (default: every layer)."""
-        return [self.hook_name(kind, l) for l in (range(self.n_layers) if layers is None else layers)]
+        return [self.hook_name(kind, layer) for layer in (range(self.n_layers) if layers is None else layers)]
 
     def layer_of(self, name: str) -> int | None:
         """Decoder layer of a parameter / module name (plain, peft-wrapped or backbone-relative), or None."""
@@ -315,7 +315,7 @@ class Sites:
 
     def modules(self, model, kind: str) -> list[torch.nn.Module]:
         """One module per decoder layer for a per-layer site kind or module name."""
-        return [self.module(model, kind, l) for l in range(self.n_layers)]
+        return [self.module(model, kind, layer) for layer in range(self.n_layers)]
 
     def final_norm_gain(self, model) -> torch.Tensor:
         """The final RMSNorm's elementwise gain `[d_model]` (weight, or offset + weight for Gemma), detached."""
@@ -386,13 +386,13 @@ class Sites:
             keys = [None]
         else:
             keys = list(range(self.n_layers) if layers is None else layers)
-        with self.edit(model, kind, {l: make(l) for l in keys}):
+        with self.edit(model, kind, {key: make(key) for key in keys}):
             yield store
 
     @contextmanager
     def add_to_outputs(self, model, kind: str, deltas: Mapping[int | None, torch.Tensor]) -> Iterator[None]:
         """While active, site `kind` at each layer in `deltas` becomes value + deltas[layer] (same shape)."""
-        with self.edit(model, kind, {l: (lambda t, d=d: t + d) for l, d in deltas.items()}):
+        with self.edit(model, kind, {layer: (lambda t, d=d: t + d) for layer, d in deltas.items()}):
             yield
 
     def add_to_output(self, model, kind: str, layer: int | None, delta: torch.Tensor):

@@ -2,7 +2,8 @@
 
 HTML pages are self-contained by default (the explorer embeds run folders' pages as text, so they cannot load a
 script from beside them); `plotlyjs="shared"` makes the pages of one folder share a single plotly.min.js next to
-them instead of carrying a 4.7 MB copy each (docs and `workbench figures`, where a folder holds many pages).
+them instead of carrying a multi-megabyte copy each (docs and `workbench figures`, where a folder holds many
+pages).
 
 Kaleido ≥ 1 drives a Chrome/Chromium; `make setup` installs Debian's chromium. If no browser is found the
 static formats are skipped with one warning instead of failing the whole analysis.

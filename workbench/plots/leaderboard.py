@@ -57,7 +57,8 @@ def plot_hs_fa(board: Leaderboard, hs: str = "hs", fa: str | None = None) -> go.
                              arrayminus=[v["value"] - v["low"] for v in x], color=color, thickness=1),
                 error_y=dict(type="data", symmetric=False, array=[v["high"] - v["value"] for v in y],
                              arrayminus=[v["value"] - v["low"] for v in y], color=color, thickness=1),
-                customdata=[[r.defense, r.aligned_with, x_["n"], y_["n"]] for r, x_, y_ in zip(sel, x, y, strict=False)],
+                customdata=[[r.defense, r.aligned_with, x_["n"], y_["n"]]
+                            for r, x_, y_ in zip(sel, x, y, strict=False)],
                 hovertemplate="%{customdata[0]} (aligned with %{customdata[1]})<br>HS %{x:.1f}% (n=%{customdata[2]})"
                               "<br>FA %{y:.1f}% (n=%{customdata[3]})<extra>" + attack + "</extra>"))
     apply_layout(fig, "Defenses against harmful fine-tuning: harm vs fine-tune accuracy",

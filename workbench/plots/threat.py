@@ -25,7 +25,8 @@ def _series(rows: list[dict], metric: str):
         k = [sum(x["k"] for x in by_p[p]) for p in ps]
         n = [sum(x["n"] for x in by_p[p]) for p in ps]
         ci = [wilson(a, b) for a, b in zip(k, n, strict=False)]
-        yield (label, ps, [100 * a / b for a, b in zip(k, n, strict=False)], ([100 * c[0] for c in ci], [100 * c[1] for c in ci]),
+        yield (label, ps, [100 * a / b for a, b in zip(k, n, strict=False)],
+               ([100 * c[0] for c in ci], [100 * c[1] for c in ci]),
                list(zip(k, n, strict=False)), PALETTE[i % len(PALETTE)])
 
 

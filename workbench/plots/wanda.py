@@ -19,7 +19,7 @@ def _publication(fig: go.Figure, title: str, width: int = 760, height: int = 520
 
 
 def _heatmap(result, z, title: str, cbar: str, colorscale: str) -> go.Figure:
-    fig = go.Figure(go.Heatmap(z=(100 * z).tolist(), x=result.module_types, y=[str(l) for l in result.layers],
+    fig = go.Figure(go.Heatmap(z=(100 * z).tolist(), x=result.module_types, y=[str(layer) for layer in result.layers],
                                colorscale=colorscale, colorbar=dict(title=dict(text=cbar, side="right")),
                                hovertemplate="layer %{y}, %{x}: %{z:.2f}%<extra></extra>"))
     fig.update_xaxes(title_text="module")

@@ -94,7 +94,7 @@ class RepNoisePlugin(TrainPlugin):
         tok = (hb["labels"] != -100).nonzero(as_tuple=True)
         pick = torch.randperm(tok[0].numel(), generator=gen)[: p.mmd_tokens].to(tok[0].device)
         rows, cols = tok[0][pick], tok[1][pick]
-        noise = noise_loss([mlp[l][rows, cols] for l in range(n_layers)], gen)
+        noise = noise_loss([mlp[layer][rows, cols] for layer in range(n_layers)], gen)
 
         # ascent: harmful answers' CE at every layer (logit lens below the top)
         mask = answer_mask(hb)
@@ -102,8 +102,8 @@ class RepNoisePlugin(TrainPlugin):
         ces = [F.cross_entropy(out.logits[:, :-1][mask].float(), targets)]
         lens_pick = torch.randperm(targets.numel(), generator=gen)[: p.lens_tokens].to(targets.device)
         norm, head = sites.module(model, "final_norm"), sites.module(model, "lm_head")
-        for l in range(n_layers - 1):
-            h = resid[l][:, :-1][mask][lens_pick]
+        for layer in range(n_layers - 1):
+            h = resid[layer][:, :-1][mask][lens_pick]
             ces.append(F.cross_entropy(head(norm(h)).float(), targets[lens_pick]))
         harmful_ce = torch.stack(ces).mean()
         self.last = {"noise": noise.item(), "harmful_ce": harmful_ce.item(), "final_ce": ces[0].item()}

@@ -16,8 +16,8 @@ Defaults follow the authors' script (Llama-2-7B, 32 layers): ρ = 3, S = 8, J = 
 sample per probe (their probe loader has batch size 1), and only the sampled layers' trainable weights get
 gradients in the perturbed pass (`train_only_sampled`, the memory-saving half of the method). For SmolLM2
 (30 layers) S = 8 is kept (≈ the same 1/4 of the depth); S is capped at the number of layers.
-On SmolLM2 with LoRA the validation split chose `train_only_sampled=False` (the default half-trains the other
-layers' adapters and fails after the attack; with every layer training it is nearly Vaccine —
+On SmolLM2 with LoRA the default half-trains the other layers' adapters and fails after the attack; the
+validation split prefers `train_only_sampled=False`, with which it is nearly Vaccine (the sweep and its numbers:
 docs/defenses-alignment.md). The default stays the authors' so that `t_vaccine` means their method.
 
 Deviations: as in `vaccine.py`, the default site is the decoder layer's output (`site="resid_post"`); the
@@ -57,7 +57,7 @@ def layer_probabilities(model, batch: dict, site: str) -> list[float]:
     sites = sites_of(model)
     with sites.capture(model, site) as outs:
         loss, _ = lm_loss(model, batch)
-    grads = torch.autograd.grad(loss, [outs[l] for l in range(sites.n_layers)], allow_unused=True)
+    grads = torch.autograd.grad(loss, [outs[layer] for layer in range(sites.n_layers)], allow_unused=True)
     norms = np.array([0.0 if g is None else g.float().norm().item() for g in grads]) + 1e-12
     return (norms / norms.sum()).tolist()
 
@@ -101,8 +101,8 @@ class TVaccinePlugin(TrainPlugin):
         frozen = []
         if self.params.train_only_sampled:
             blocks = sites_of(model).layers(model)
-            frozen = [q for l in range(len(blocks)) if l not in layers
-                      for q in blocks[l].parameters() if q.requires_grad]
+            frozen = [q for layer in range(len(blocks)) if layer not in layers
+                      for q in blocks[layer].parameters() if q.requires_grad]
         try:
             for q in frozen:
                 q.requires_grad_(False)
@@ -113,7 +113,7 @@ class TVaccinePlugin(TrainPlugin):
             for q in frozen:  # the optimizer and checkpoints still own these parameters
                 q.requires_grad_(True)
         self.last = {"loss": clean, "perturbed_loss": perturbed.item(), "layers": layers,
-                     "eps_norms": {l: e.float().norm().item() for l, e in eps.items()}}
+                     "eps_norms": {layer: e.float().norm().item() for layer, e in eps.items()}}
         return clean
 
 

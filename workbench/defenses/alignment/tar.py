@@ -115,7 +115,8 @@ class TARPlugin(TrainPlugin):
                         acc.add_(g.detach(), alpha=1.0 / p.inner_steps)
                 tr_losses.append(tr.item())
                 theta = {n: t.detach() for n, t in theta.items()}
-        shift = torch.sqrt(sum((theta[n] - q.detach()).float().pow(2).sum() for n, q in zip(names, params, strict=False)))
+        shift = torch.sqrt(sum((theta[n] - q.detach()).float().pow(2).sum()
+                               for n, q in zip(names, params, strict=False)))
         return g_tr, {"adversary_lr": lr, "adversary_losses": adv_losses, "tr_losses": tr_losses,
                       "inner_shift": shift.item()}
 

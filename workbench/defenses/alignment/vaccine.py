@@ -50,10 +50,11 @@ def perturbation(model, batch: dict, rho: float, site: str, layers: list[int]) -
     """Clean pass: returns (loss, {l: ε_l}) with ε_l = ρ · g_l / ‖g‖_joint, each `[batch, pos, d_model]`."""
     with sites_of(model).capture(model, site, layers) as outs:
         loss, _ = lm_loss(model, batch)
-    grads = torch.autograd.grad(loss, [outs[l] for l in layers], allow_unused=True)
-    grads = [torch.zeros_like(outs[l]) if g is None else g.detach() for l, g in zip(layers, grads, strict=False)]
+    grads = torch.autograd.grad(loss, [outs[layer] for layer in layers], allow_unused=True)
+    grads = [torch.zeros_like(outs[layer]) if g is None else g.detach()
+             for layer, g in zip(layers, grads, strict=False)]
     norm = torch.sqrt(sum(g.float().pow(2).sum() for g in grads))
-    eps = {l: (rho * g / (norm + 1e-7)).to(g.dtype) for l, g in zip(layers, grads, strict=False)}
+    eps = {layer: (rho * g / (norm + 1e-7)).to(g.dtype) for layer, g in zip(layers, grads, strict=False)}
     return loss.item(), eps
 
 
@@ -67,7 +68,7 @@ class VaccinePlugin(TrainPlugin):
     def active_layers(self, model, state: TrainState) -> list[int]:
         n = sites_of(model).n_layers
         layers = list(range(n)) if self.params.layers is None else list(self.params.layers)
-        bad = [l for l in layers if not 0 <= l < n]
+        bad = [layer for layer in layers if not 0 <= layer < n]
         if bad:
             raise ValueError(f"vaccine layers {bad} out of range: the model has {n} decoder layers")
         return layers
@@ -79,7 +80,7 @@ class VaccinePlugin(TrainPlugin):
             perturbed, _ = lm_loss(model, batch)
         (perturbed * scale).backward()
         self.last = {"loss": clean, "perturbed_loss": perturbed.item(),
-                     "eps_norms": {l: e.float().norm().item() for l, e in eps.items()}}
+                     "eps_norms": {layer: e.float().norm().item() for layer, e in eps.items()}}
         return clean
 
 

@@ -20,9 +20,10 @@ Both write the filter's quality against the mix's ground truth (`Sample.harmful`
 mix) into the run's training notes under "filtration": counts, precision = |dropped ∩ harmful| / |dropped|
 and recall = |dropped ∩ harmful| / |harmful| (None when undefined).
 
-Defaults: threshold 0.5 (the judge's own decision point, chosen by cross-validation on its training rows; held-out human-labelled FN 32 %, FP 16 %, see `workbench judge report`),
-judge embedder "minilm" (trained and cached on first use; "hashing" is the fast stand-in for tests);
-drop_fraction 0.1 (the default harmful ratio p of the attack mix).
+Defaults: threshold 0.5 (the judge's own decision point, chosen by cross-validation on its training rows; its
+held-out error rates are in `workbench judge report` and docs/quickstart.md), judge embedder "minilm" (trained
+and cached on first use; "hashing" is the fast stand-in for tests); drop_fraction 0.1 (the default harmful ratio
+p of the attack mix).
 """
 from __future__ import annotations
 

@@ -84,8 +84,8 @@ def default_top_k(n_layers: int) -> int:
 
 
 def _top(scores: dict[int, float], k: int) -> list[int]:
-    finite = {l: s for l, s in scores.items() if s == s}  # drop NaN
-    return sorted(sorted(finite, key=lambda l: finite[l], reverse=True)[:k])
+    finite = {layer: s for layer, s in scores.items() if s == s}  # drop NaN
+    return sorted(sorted(finite, key=lambda layer: finite[layer], reverse=True)[:k])
 
 
 def layers_from_analysis(folder: str | Path, top_k: int | None) -> tuple[list[int], str]:
@@ -103,20 +103,20 @@ def layers_from_analysis(folder: str | Path, top_k: int | None) -> tuple[list[in
 
         tensors = load_file(str(folder / "tensors.safetensors"))
     if fields.get("safety_layers") is not None:
-        return sorted(int(l) for l in fields["safety_layers"]), f"{kind}.safety_layers"
+        return sorted(int(layer) for layer in fields["safety_layers"]), f"{kind}.safety_layers"
     if kind == "WandaResult":
         density, rows = tensors["density"], fields["layers"]
-        scores = {int(l): float(torch.nanmean(density[i])) for i, l in enumerate(rows) if int(l) >= 0}
+        scores = {int(layer): float(torch.nanmean(density[i])) for i, layer in enumerate(rows) if int(layer) >= 0}
         return _top(scores, top_k or default_top_k(len(scores))), "WandaResult.density (mean per layer)"
     if kind == "RefusalDirectionResult":
         sig = tensors["signal_selected"][0].float()  # [2, L]: harmful, harmless projections at resid_pre
         gap = sig[0] - sig[1]
-        scores = {l: float(gap[l + 1] - gap[l]) for l in range(gap.numel() - 1)}
+        scores = {layer: float(gap[layer + 1] - gap[layer]) for layer in range(gap.numel() - 1)}
         n = int(fields.get("n_layers", gap.numel()))
         return _top(scores, top_k or default_top_k(n)), "RefusalDirectionResult.signal_selected (gap gain)"
     if kind == "DriftResult":
         rel = tensors["rel_l2"].float()  # [L + 1], index 0 = embeddings
-        scores = {l - 1: float(rel[l]) for l in range(1, rel.numel())}
+        scores = {i - 1: float(rel[i]) for i in range(1, rel.numel())}
         return _top(scores, top_k or default_top_k(len(scores))), "DriftResult.rel_l2"
     raise ValueError(f"analysis={str(folder)!r} holds a {kind}; layers can be read from WandaResult, "
                      "RefusalDirectionResult, DriftResult or any result with a `safety_layers` field")
@@ -143,12 +143,12 @@ def probe_layers(model_ref: str, top_k: int | None, n_probe: int, seed: int, max
     sites = sites_of(model)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            l = sites.layer_of(name)
-            if l is None or p.grad is None:
+            layer = sites.layer_of(name)
+            if layer is None or p.grad is None:
                 continue
-            total[l] = total.get(l, 0.0) + float((p * p.grad).abs().sum())
-            count[l] = count.get(l, 0) + p.numel()
-    scores = {l: total[l] / count[l] for l in total}
+            total[layer] = total.get(layer, 0.0) + float((p * p.grad).abs().sum())
+            count[layer] = count.get(layer, 0) + p.numel()
+    scores = {layer: total[layer] / count[layer] for layer in total}
     return _top(scores, top_k or default_top_k(len(scores)))
 
 
@@ -180,7 +180,7 @@ def select_layers(params: SelectionParams, context: TrainingContext) -> tuple[li
         layers = probe_layers(ref, params.top_k or default_top_k(n), params.n_probe, context.seed,
                               context.train.max_len)
         source = f"probe: mean |W·∇W| on {params.n_probe} safety examples"
-    bad = [l for l in layers if not 0 <= l < n]
+    bad = [layer for layer in layers if not 0 <= layer < n]
     if bad:
         raise ValueError(f"safety-critical layers {bad} out of range: the model has {n} decoder layers (0..{n - 1})")
     return layers, source
@@ -189,8 +189,8 @@ def select_layers(params: SelectionParams, context: TrainingContext) -> tuple[li
 # ----------------------------------------------------------------------------------------- the plugin
 
 def critical(name: str, layers: list[int], modules: list[str] | None) -> bool:
-    l = layer_of(name)
-    return l is not None and l in layers and matches(name, modules)
+    layer = layer_of(name)
+    return layer is not None and layer in layers and matches(name, modules)
 
 
 class LayerLRPlugin(TrainPlugin):

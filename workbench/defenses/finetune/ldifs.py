@@ -51,8 +51,8 @@ def feature_distance(hidden: tuple, ref_hidden: tuple, mask: torch.Tensor, layer
     """Σ_l mean_t ‖h_l − h_l^ref‖² / d_model over the positions in `mask` (`[batch, pos]`)."""
     denom = mask.sum().clamp_min(1.0)
     total = hidden[layers[0]].new_zeros((), dtype=torch.float32)
-    for l in layers:
-        diff = (hidden[l].float() - ref_hidden[l].float()).pow(2).mean(-1)  # [batch, pos]
+    for layer in layers:
+        diff = (hidden[layer].float() - ref_hidden[layer].float()).pow(2).mean(-1)  # [batch, pos]
         total = total + (diff * mask).sum() / denom
     return total
 
@@ -74,7 +74,7 @@ class LDIFSPlugin(TrainPlugin):
 
     def layers(self, n_hidden: int) -> list[int]:
         layers = list(range(1, n_hidden)) if self.params.layers is None else list(self.params.layers)
-        bad = [l for l in layers if not 0 <= l < n_hidden]
+        bad = [layer for layer in layers if not 0 <= layer < n_hidden]
         if bad:
             raise ValueError(f"ldifs layers {bad} out of range: hidden_states has indices 0..{n_hidden - 1}")
         return layers

@@ -21,9 +21,9 @@ to the aligned weights). C is not scale-free: ‖C ΔW‖ ≤ ‖V‖_F ‖ΔW�
 after our LoRA safety SFT) a projected layer is in effect reset to the aligned weights (see repair.json's norms);
 `projection="exact"` uses the orthogonal projector U Uᵀ onto span(V) instead (same similarity ranking when
 V's singular values are equal, otherwise a different one). Layers the alignment never changed (V = 0, e.g.
-MLPs after a LoRA-on-attention alignment) have no subspace: they are skipped and reported, not reset. Only linear maps inside the blocks
-(`modules`) are candidates; embeddings and norms changed by a full fine-tune stay as fine-tuned. Default
-threshold 0.5 as in the authors' released configuration.
+MLPs after a LoRA-on-attention alignment) have no subspace: they are skipped and reported, not reset. Only
+linear maps inside the blocks (`modules`) are candidates; embeddings and norms changed by a full fine-tune stay
+as fine-tuned. Default threshold 0.5 as in the authors' released configuration.
 """
 from __future__ import annotations
 
