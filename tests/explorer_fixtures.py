@@ -61,8 +61,7 @@ def _build(root: Path) -> dict[str, Path]:
               None, root / "figure2", progress=False)
     for name, params in TINY_ANALYSES.items():
         key = registered_name(name)
-        if key is None:
-            continue
+        assert key is not None, f"TINY_ANALYSES names {name!r}, which is not a registered analysis"
         try:
             run_analysis(key, aligned, None if name in SINGLE_MODEL else attacked, 0, root / f"analysis-{key}",
                          params, formats=("html",) if name == "drift" else (), progress=False)

@@ -116,12 +116,12 @@ def test_cli_drift_sweep_on_tiny(tmp_path, tiny_model_dir):
 
 def test_cli_drift_sweep_rejects_an_infeasible_ratio_before_training(tmp_path, tiny_model_dir, monkeypatch):
     """p = 1 with n above the harmful pool must fail at once, not after the earlier ratios have trained."""
-    import workbench.training.loop as loop
+    import workbench.analysis.drift as drift
 
     def no_training(*a, **k):
         raise AssertionError("training started before the infeasible ratio was detected")
 
-    monkeypatch.setattr(loop, "train", no_training)
+    monkeypatch.setattr(drift, "train", no_training)
     out = tmp_path / "sweep"
     res = CliRunner().invoke(app, ["analyze", "drift", "--model", str(tiny_model_dir), "--out", str(out),
                                    "--param", "mode=sweep", "--param", "ps=[0.0,1.0]",

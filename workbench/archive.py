@@ -9,6 +9,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from workbench.models import load_model
+from workbench.models.lowrank import lowrank_delta, save_lowrank
+from workbench.models.registry import MODELS
 from workbench.runs import INCOMPLETE, base_chain, list_runs, open_run, write_json
 
 ARCHIVE_NOTE = "archive.json"  # written into each archived copy: where it came from and what was left behind
@@ -63,8 +66,6 @@ def archive_runs(root: str | Path, out: str | Path, max_file_bytes: int = 1_000_
 
 def _archive_lowrank(run_path: Path, folder: Path) -> dict:
     """Write run_path's model into `folder` as a low-rank delta on its root registered model; the report."""
-    from workbench.models import load_model
-    from workbench.models.lowrank import lowrank_delta, save_lowrank
 
     base = root_model(run_path)
     model, _ = load_model(run_path)
@@ -79,8 +80,6 @@ def _archive_lowrank(run_path: Path, folder: Path) -> dict:
 
 def root_model(run_path: str | Path) -> str:
     """The registered model at the bottom of a chain of training runs (run → spec.model → … → name)."""
-    from workbench.models.registry import MODELS
-
     _, ref = base_chain(open_run(run_path))
     if ref in MODELS:
         return ref

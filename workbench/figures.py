@@ -22,12 +22,19 @@ import math
 import time
 import warnings
 from collections.abc import Iterable
+from html import escape
 from pathlib import Path
 
 import plotly.graph_objects as go
 
 from workbench.analysis import ANALYSES
-from workbench.runs import INCOMPLETE, Run, base_of, defense_name, list_runs
+from workbench.leaderboard import build
+from workbench.plots.export import _ensure_browser_env, write_html, write_shared_plotlyjs
+from workbench.plots.leaderboard import figures as board_figures
+from workbench.plots.threat import figures
+from workbench.plots.training import plot_training
+from workbench.runs import INCOMPLETE, Run, base_of, defense_name, list_runs, model_ref
+from workbench.sweep import results
 from workbench.vocabulary import analysis_key
 
 # ------------------------------------------------------------------------------------------ display
@@ -73,8 +80,6 @@ def pipeline_runs(root: str | Path, model: str | None = None) -> dict[str, Run]:
     `model`, the non-aligned eval of `model`, and the harmful_ft attack whose base is that align run. Runs
     directly under `root` are preferred to sweep cells. Missing roles are left out.
     """
-    from workbench.steps import model_ref
-
     root = Path(root)
     runs = list_runs(root)
     ref = model_ref(model) if model is not None else None
@@ -125,8 +130,6 @@ def analysis_runs(root: str | Path, name: str | None = None) -> list[Run]:
 def find_analysis(root: str | Path, name: str, model: str | None = None, compare: str | None = None,
                   params: dict | None = None) -> Run | None:
     """The latest `name` analysis run of `model` (against `compare`) whose parameters include `params`."""
-    from workbench.steps import model_ref
-
     def norm(v):
         return json.loads(json.dumps(v, default=str))
 
@@ -145,7 +148,7 @@ def find_analysis(root: str | Path, name: str, model: str | None = None, compare
 
 def load_result(run: Run):
     """The typed result of an analysis run, via its registered module; None when it is not registered."""
-    from workbench.analysis import get_analysis
+    from workbench.analysis import get_analysis  # deferred: torch
 
     key = registered_name(analysis_name(run) or "")
     if key is None:
@@ -160,7 +163,7 @@ def load_result(run: Run):
 
 def analysis_figures(run: Run) -> dict[str, go.Figure]:
     """{name: Figure} drawn from the run's result by its plots module ({} when not registered)."""
-    from workbench.analysis import get_analysis
+    from workbench.analysis import get_analysis  # deferred: torch
 
     result = load_result(run)
     if result is None:
@@ -192,8 +195,6 @@ def sweep_dirs(root: str | Path) -> list[Path]:
 
 
 def sweep_rows(folder: str | Path) -> list[dict]:
-    from workbench.sweep import results
-
     return results(folder)
 
 
@@ -203,8 +204,6 @@ def sweep_status(folder: str | Path) -> dict:
 
 
 def sweep_figures(folder: str | Path) -> dict[str, go.Figure]:
-    from workbench.plots.threat import figures
-
     rows = sweep_rows(folder)
     return figures(rows) if rows else {}
 
@@ -266,8 +265,6 @@ def collect(root: str | Path, kinds: Iterable[str] = FIGURE_KINDS,
             except Exception as err:
                 on_error(group, err)
     if "training" in kinds:
-        from workbench.plots.training import plot_training
-
         for run, training in training_runs(root):
             group = str(run.path.relative_to(root))
             if keep(group):
@@ -276,8 +273,6 @@ def collect(root: str | Path, kinds: Iterable[str] = FIGURE_KINDS,
                 except Exception as err:
                     on_error(group, err)
     if "leaderboard" in kinds and keep("leaderboard"):
-        from workbench.leaderboard import build
-        from workbench.plots.leaderboard import figures as board_figures
 
         try:
             board = build(root)
@@ -296,8 +291,6 @@ def export(figures: dict[str, go.Figure], out: str | Path, formats: Iterable[str
     `workbench.plots.export`'s browser start per image; without a Chrome/Chromium the static formats
     are skipped with one warning.
     """
-    from workbench.plots.export import _ensure_browser_env
-
     out = Path(out)
     formats = [f.strip() for f in formats if f.strip()]
     bad = [f for f in formats if f not in ("html", "png", "svg", "pdf")]
@@ -324,15 +317,13 @@ def export(figures: dict[str, go.Figure], out: str | Path, formats: Iterable[str
 
 
 def _write_html(figures: dict[str, go.Figure], out: Path) -> list[Path]:
-    from workbench.plots.export import write_html, write_shared_plotlyjs
-
     js = out / "plotly.min.js"
     written = write_shared_plotlyjs(js)  # once for all pages
     return written + [write_html(fig, out / f"{key}.html", shared_js=js) for key, fig in figures.items()]
 
 
 def _write_images(figs: list[go.Figure], paths: list[Path], fmt: str) -> None:
-    import plotly.io as pio
+    import plotly.io as pio  # deferred: plotly
 
     scale = 2 if fmt == "png" else 1
     if hasattr(pio, "write_images"):  # plotly >= 6.1 with kaleido >= 1: one browser for all images
@@ -343,8 +334,6 @@ def _write_images(figs: list[go.Figure], paths: list[Path], fmt: str) -> None:
 
 
 def _write_index(figures: dict[str, go.Figure], out: Path, formats: list[str]) -> Path:
-    from html import escape
-
     groups: dict[str, list[str]] = {}
     for key in figures:
         folder, _, name = key.rpartition("/")

@@ -24,6 +24,9 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.evaluation.paired import compare_samples
+from workbench.plots.export import export_figure
+from workbench.plots.leaderboard import figures
 from workbench.runs import Run, base_of, defense_name, list_runs, open_run, run_kind
 from workbench.tables import markdown_table
 from workbench.vocabulary import (
@@ -135,8 +138,6 @@ class Leaderboard:
         """Every defended row against the plain-SFT row of the same attack (attack, p, n, method, seed), paired
         on the prompts both answered (`evaluation.paired`): difference in points, its 95 % paired-bootstrap
         interval, the discordant counts and the exact McNemar p. Reads each run's samples.jsonl."""
-        from workbench.evaluation.paired import compare_samples
-
         sft = {r.attack_key: r for r in self.rows if r.stage == ALIGNMENT and r.defense == "sft"}
         samples: dict[str, list[dict]] = {}
 
@@ -299,8 +300,6 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
     model before and after the attack, `Leaderboard.alignment_markdown`); with any defended row that has a plain-SFT
     row of the same attack, PREFIX_vs_sft.md (paired differences on the same prompts, `Leaderboard.vs_sft`).
     HTML pages share plotly.min.js beside them (a docs folder holds many)."""
-    from workbench.plots.export import export_figure
-    from workbench.plots.leaderboard import figures
 
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)

@@ -157,7 +157,7 @@ class RunWriter:
         return self.path / relpath
 
     def write_tensors(self, relpath: str, tensors: dict) -> Path:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # deferred: safetensors
 
         path = self.path / relpath
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -246,6 +246,12 @@ class Run:
     @property
     def model_dir(self) -> Path:
         return self.path / "model"
+
+
+def model_ref(name_or_path: str) -> str:
+    """How a base model is recorded: registered names as is, folders as absolute paths."""
+    p = Path(name_or_path)
+    return str(p.resolve()) if p.exists() else name_or_path
 
 
 def base_chain(run: Run, max_depth: int = 8, search: Iterable[str | Path] = ()) -> tuple[list[Run], str | None]:

@@ -12,13 +12,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import ValidationError
 
+from workbench.analysis import AnalysisContext, get_analysis
+from workbench.attacks import build_attack_data, get_attack
 from workbench.config import AlignSpec, AttackSpec, DefenseSpec, EvalSpec, TrainSpec
+from workbench.data.alignment import alignment_samples
+from workbench.data.refusals import REFUSAL_SOURCE
 from workbench.data.types import Sample
+from workbench.data.validation import validation_sets
+from workbench.defenses import get_defense, parse_params
+from workbench.defenses.context import TrainingContext
+from workbench.defenses.post.common import RepairContext
 from workbench.evaluation.harness import evaluate
+from workbench.models import load_model, save_model
+from workbench.models.registry import MODELS, _base_reference, model_folder
+from workbench.plots.export import export_all
+from workbench.presets import preset
 from workbench.record import AlignRunSpec, AttackedRun, AttackRunSpec, EvalRunSpec, RepairRunSpec, RunSpec
-from workbench.runs import RunWriter
+from workbench.runs import RunWriter, model_ref, open_run, run_kind
 from workbench.training.loop import train
+from workbench.vocabulary import ALIGNMENT, FINE_TUNING, POST_FINE_TUNING, analysis_key
 
 
 def seed_everything(seed: int) -> None:
@@ -27,17 +41,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def model_ref(name_or_path: str) -> str:
-    """How a base model is recorded: registered names as is, folders as absolute paths."""
-    p = Path(name_or_path)
-    return str(p.resolve()) if p.exists() else name_or_path
-
-
 def _train_and_eval(kind: str, name: str, base: str, samples: list[Sample], train_spec: TrainSpec,
                     eval_spec: EvalSpec, spec: RunSpec, out: str | Path, seed: int, plugins: list = (),
                     resume: bool = False, progress: bool = True, notes: dict | None = None) -> Path:
-    from workbench.models import load_model, save_model
-
     seed_everything(seed)
     model, tok = load_model(base)
     with RunWriter(out, kind, name, spec, seed=seed, resume=resume) as run:
@@ -58,11 +64,8 @@ def _train_and_eval(kind: str, name: str, base: str, samples: list[Sample], trai
 def alignment_inputs(spec: AlignSpec, model: str, seed: int = 0) -> tuple:
     """(resolved defense params, alignment samples, training plugins) of an align step: what `align` trains
     with, and what the defense-cost benchmark times on the same data."""
-    from workbench.data.alignment import alignment_samples
-    from workbench.defenses import get_defense, parse_params
-    from workbench.defenses.context import TrainingContext
 
-    info = get_defense(spec.defense.name, "alignment")
+    info = get_defense(spec.defense.name, ALIGNMENT)
     params = parse_params(info, spec.defense.params)
     samples = alignment_samples(spec, seed)
     plugins = info.plugins(params, TrainingContext(samples, model, seed, spec.train))
@@ -71,8 +74,6 @@ def alignment_inputs(spec: AlignSpec, model: str, seed: int = 0) -> tuple:
 
 def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
           resume: bool = False, progress: bool = True) -> Path:
-    from workbench.data.refusals import REFUSAL_SOURCE
-
     eval_spec = eval_spec if eval_spec is not None else EvalSpec()
     params, samples, plugins = alignment_inputs(spec, model, seed)
     full = AlignRunSpec(align=spec, eval=eval_spec, model=model_ref(model), refusals=REFUSAL_SOURCE,
@@ -84,8 +85,6 @@ def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec
 def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
            resume: bool = False, progress: bool = True, defense: DefenseSpec | None = None) -> Path:
     """Fine-tune on the attacker's data; with a fine-tuning-stage `defense` the provider defends (kind "defend")."""
-    from workbench.attacks import build_attack_data, get_attack
-
     eval_spec = eval_spec if eval_spec is not None else EvalSpec()
     samples = build_attack_data(spec)
     if get_attack(spec.name).inference:  # the attacker queries with their persona system prompt
@@ -99,10 +98,8 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
     plugins: list = []
     kind, resolved = "attack", None
     if defense is not None and defense.name not in ("none", ""):
-        from workbench.defenses import get_defense, parse_params
-        from workbench.defenses.context import TrainingContext
 
-        info = get_defense(defense.name, "fine-tuning")
+        info = get_defense(defense.name, FINE_TUNING)
         params = parse_params(info, defense.params)
         resolved = params.model_dump()
         context = TrainingContext(samples, model, seed, spec.train)
@@ -132,8 +129,6 @@ def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSp
                    benign: list[Sample] | None = None, sets: str | None = None) -> Path:
     """Evaluate a model into an eval run. `harmful` / `benign` replace the held-out sets; `sets` says in the
     config which prompts they are (default: "custom" for given harmful prompts)."""
-    from workbench.models import load_model
-
     eval_spec = eval_spec if eval_spec is not None else EvalSpec()
     seed_everything(seed)
     m, tok = load_model(model)
@@ -159,11 +154,8 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
     `aligned` = the model the attack run fine-tuned (an adapter's base), `unaligned` = the model the aligned run
     started from. `eval_spec` None: the attacked run's recorded evaluation (same prompts, sizes, system prompt).
     """
-    from workbench.defenses import get_defense, parse_params
-    from workbench.defenses.post.common import RepairContext
-    from workbench.models import save_model
 
-    info = get_defense(defense, "post-fine-tuning")
+    info = get_defense(defense, POST_FINE_TUNING)
     resolved = parse_params(info, params)
     run = _run_of(model)
     if run is not None and run.kind not in REPAIRABLE:
@@ -207,15 +199,11 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
 
 def _run_of(model: str | Path):
     """The run whose folder `model` is, or None for a registered name / HF / adapter folder."""
-    from workbench.runs import open_run, run_kind
-
     return open_run(model) if run_kind(Path(str(model))) is not None else None
 
 
 def _repair_references(info, model, base: str | None, aligned: str | None, unaligned: str | None) -> dict:
     """aligned / unaligned for a post-stage defense: given, or read from the run folders; explicit errors."""
-    from workbench.models.registry import MODELS, _base_reference, model_folder
-
     given = {"aligned": aligned, "unaligned": unaligned}
     extra = [k for k, v in given.items() if v and k not in info.references]
     if extra:
@@ -250,11 +238,6 @@ def run_analysis(name: str, model: str, compare: str | None, seed: int, out: Pat
                  formats=("html", "png"), progress: bool = True) -> Path:
     """Run analysis `name` on `model` (and `compare`) → one analysis run folder `out`: config.json, result.json
     (+ tensors.safetensors), metrics.json (its headline numbers, if any) and figures/*.<format>."""
-    from pydantic import ValidationError
-
-    from workbench.analysis import AnalysisContext, get_analysis
-    from workbench.plots.export import export_all
-    from workbench.vocabulary import analysis_key
 
     name = analysis_key(name)  # recorded in the one spelling, whichever the command line used
     mod, plots = get_analysis(name)
@@ -282,8 +265,6 @@ def evaluate_validation(model: str, out: str | Path, preset_name: str, seed: int
     """Evaluate a model on the validation split (harmful and benign prompts of `validation_sets`; no FA) into an
     eval run named `<model>-validation` under `out`: for choosing hyperparameters, never the reported test sets.
     `eval_spec` gives sizes and generation (default: the preset's). Returns the run folder."""
-    from workbench.data.validation import validation_sets
-    from workbench.presets import preset
 
     spec = eval_spec if eval_spec is not None else preset(preset_name, seed).eval
     harmful, benign = validation_sets(preset_name, seed, spec.n_harmful, spec.n_benign)

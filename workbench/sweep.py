@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from workbench.attacks import get_attack
 from workbench.config import AttackSpec, EvalSpec
+from workbench.presets import default_preset, preset
 from workbench.runs import list_runs, write_json
 
 
@@ -50,7 +55,7 @@ def is_done(out: Path, cell: Cell) -> bool:
 
 def run_cell(cell: Cell, out: str, attack_spec: dict, eval_spec: dict, progress: bool = False) -> str:
     """Run one cell (in this process or a Ray worker); returns the run folder path."""
-    from workbench import steps
+    from workbench import steps  # deferred: torch (figures read sweep folders through this module)
 
     spec = AttackSpec(**attack_spec)
     spec = spec.model_copy(update={"name": cell.attack,
@@ -72,8 +77,6 @@ def sweep(cells: list[Cell], out: str | Path, attack_spec: AttackSpec, eval_spec
         status = {"skipped": [c.key for c in cells if c not in todo], "done": {}, "failed": {}}
         a, e = attack_spec.model_dump(), eval_spec.model_dump()
         if backend == "local":
-            from tqdm.auto import tqdm
-
             for cell in tqdm(todo, desc="sweep", disable=not progress, unit="cell"):
                 try:
                     status["done"][cell.key] = run_cell(cell, str(out), a, e, progress=progress)
@@ -90,7 +93,7 @@ def sweep(cells: list[Cell], out: str | Path, attack_spec: AttackSpec, eval_spec
 def _ray_cluster(address: str | None):
     """Start a local Ray cluster, or connect to `address`, before anything is written: a wrong address is
     one clear error and leaves the sweep folder untouched."""
-    import ray
+    import ray  # deferred: ray
 
     started = not ray.is_initialized()
     if started:
@@ -108,7 +111,7 @@ def _ray_cluster(address: str | None):
 
 
 def _sweep_ray(todo: list[Cell], out: Path, a: dict, e: dict) -> dict:
-    import ray
+    import ray  # deferred: ray
 
     remote = ray.remote(num_cpus=1)(run_cell)
     refs = {c.key: remote.remote(c, str(out.resolve()), a, e) for c in todo}
@@ -125,7 +128,6 @@ def results(out: str | Path) -> list[dict]:
     """One row per finished cell, read from the run folders: cell fields + headline metrics."""
     out = Path(out)
     status_file = out / "sweep-status.json"
-    import json
 
     if not status_file.exists():
         return []
@@ -144,8 +146,6 @@ def run_sweep(models: dict[str, str], attacks: list[str], ps: list[float], seeds
               preset_name: str | None, backend: str, address: str | None, out: Path, progress: bool = True) -> dict:
     """The grid of `models` (label → reference) × attacks × ps × seeds at a preset's sizes (by the first model
     when none is named; `n` user samples per cell if given), run with `sweep`. Unknown attacks fail first."""
-    from workbench.attacks import get_attack
-    from workbench.presets import default_preset, preset
 
     for a in attacks:
         get_attack(a)  # unknown names fail before any cell runs

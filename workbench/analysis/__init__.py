@@ -36,7 +36,7 @@ class AnalysisContext:
 
     def load(self, which: str = "model"):
         """(model, tokenizer) for `which` in {"model", "compare"} — a fresh HF model, loaded once."""
-        from workbench.models import load_model
+        from workbench.models import load_model  # deferred: torch
 
         ref = self.model if which == "model" else self.compare
         if ref is None:

@@ -30,8 +30,11 @@ from typing import Literal
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from workbench.data.chat import prompt_ids
+from workbench.data.registry import load_split
+from workbench.evaluation.stats import bootstrap_ci
 
 # First words of refusals (the openings of workbench.data.refusals templates and of the keyword list in
 # workbench.evaluation.refusal) and of compliant answers (Arditi et al.'s "Sure"/"Here" plus the usual
@@ -57,8 +60,6 @@ def prompt_sets(n: int, side: Literal["train", "eval"], tokenizer=None, max_prom
     `max_prompt_tokens`, prompts whose chat-formatted length (with `system`) exceeds it are skipped (long Alpaca inputs
     would otherwise pad every batch). Raises ValueError when fewer than `n` prompts qualify.
     """
-    from workbench.data.registry import load_split
-
     out = []
     for name in (HARMFUL, HARMLESS):
         prompts = [s.prompt for s in load_split(name, side)]
@@ -259,8 +260,6 @@ def summarize(source: np.ndarray, target: np.ndarray, patched: np.ndarray, n_boo
                   resampled together) — `workbench.evaluation.stats.bootstrap_ci`
       effect_low, effect_high   bootstrap 95 % interval of `effect`
     """
-    from workbench.evaluation.stats import bootstrap_ci
-
     patched = np.asarray(patched, dtype=np.float64)
     n, cells = patched.shape[0], patched.shape[1:]
     flat = patched.reshape(n, -1)
@@ -287,8 +286,6 @@ def summarize(source: np.ndarray, target: np.ndarray, patched: np.ndarray, n_boo
 
 def mean_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict[str, list]:
     """Mean over the first axis with a bootstrap 95 % interval: {"mean", "low", "high"} shaped values[0]."""
-    from workbench.evaluation.stats import bootstrap_ci
-
     values = np.asarray(values, dtype=np.float64)
     flat = values.reshape(values.shape[0], -1)
     lo, hi = bootstrap_ci(flat, stat=np.mean, n_boot=n_boot, seed=seed)
@@ -328,6 +325,4 @@ def hooks(handles: list) -> Iterator[None]:
 
 
 def progress_bar(ctx, total: int, desc: str) -> Callable:
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, desc=desc, disable=not getattr(ctx, "progress", False), dynamic_ncols=True)

@@ -29,12 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 
 from workbench.analysis.result import AnalysisResult
 from workbench.analysis.safety_metric import SafetyProbe, batches_of, calibration_samples, harmful_prompts
+from workbench.attacks.harmful_ft import harmful_ft
+from workbench.config import AttackSpec, DataSpec, TrainSpec
 from workbench.config import Spec as BaseSpec
+from workbench.evaluation.judge import load_judge
+from workbench.models import load_model
+from workbench.training.loop import train
 from workbench.training.plugins import TrainPlugin
 
 
@@ -139,8 +145,6 @@ def drift_along_checkpoints(reference, models: Sequence | str | Path, steps: Seq
     steps: x-values (default: N from the folder names, else 0, 1, 2, ...). batches: default
     `drift_batches(tokenizer, n_samples)`. Models given by reference are loaded one at a time.
     """
-    from workbench.models import load_model
-
     if isinstance(reference, (str, Path)):
         reference, tok = load_model(reference)
         tokenizer = tokenizer or tok
@@ -183,8 +187,7 @@ class CheckpointProbe(TrainPlugin):
 
 def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
     """Spearman's ρ (average ranks for ties); nan when either side is constant or n < 3."""
-    import numpy as np
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # deferred: scipy
 
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     ok = ~(np.isnan(x) | np.isnan(y))
@@ -255,10 +258,6 @@ def _correlations(ps, steps, drift: torch.Tensor, refusal: torch.Tensor, harmful
 def drift_sweep(reference: str, spec: Spec, seed: int = 0, progress: bool = True) -> DriftSweepResult:
     """For each p: a fresh copy of `reference` → harmful_ft(p, n) for `max_steps` steps with a
     `CheckpointProbe`; returns drift and refusal per (p, step)."""
-    from workbench.attacks.harmful_ft import harmful_ft
-    from workbench.config import AttackSpec, DataSpec, TrainSpec
-    from workbench.models import load_model
-    from workbench.training.loop import train
 
     tspec = TrainSpec(method=spec.method, lr=spec.lr, max_steps=spec.max_steps, batch_size=spec.train_batch_size,
                       max_len=spec.train_max_len, seed=seed, checkpoint_every=10**9)
@@ -270,8 +269,6 @@ def drift_sweep(reference: str, spec: Spec, seed: int = 0, progress: bool = True
     batches = drift_batches(tok, spec.n_samples, spec.max_len, spec.batch_size, seed)
     judge = None
     if spec.judge:
-        from workbench.evaluation.judge import load_judge
-
         judge = load_judge(progress=progress)
     probe = SafetyProbe(tok, harmful_prompts("advbench", spec.n_eval_prompts), "judge" if judge else "keyword",
                         spec.max_new_tokens, 32, judge)

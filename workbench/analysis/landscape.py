@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from workbench.analysis.result import AnalysisResult
 from workbench.analysis.safety_metric import SafetyMeasure, SafetyProbe, harmful_prompts
 from workbench.config import Spec as BaseSpec
+from workbench.evaluation.judge import load_judge
 
 Directions = dict[str, torch.Tensor]  # parameter name -> direction of the same shape
 
@@ -288,8 +289,6 @@ def run(ctx, spec: Spec) -> LandscapeResult:
     prompts = harmful_prompts(spec.prompts, spec.n_prompts)
     judge = None
     if spec.metric == "judge":
-        from workbench.evaluation.judge import load_judge
-
         judge = load_judge(progress=ctx.progress)
     probe = SafetyProbe(tok, prompts, spec.metric, spec.max_new_tokens, spec.batch_size, judge)
     fields: dict = {}

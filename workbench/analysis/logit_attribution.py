@@ -32,6 +32,7 @@ from pydantic import Field
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
 from workbench.config import Spec as _Spec
+from workbench.models import boot_bridge
 from workbench.models.sites import sites_of
 
 SETS = ("harmful", "harmless")
@@ -139,8 +140,6 @@ def attribute(model, bridge, batch: common.PromptBatch, tokens: common.RefusalTo
 
 def run(ctx, spec: Spec) -> LogitAttributionResult:
     """load → cache the last position → attribute per component and head → logit lens."""
-    from workbench.models import boot_bridge
-
     models = common.load_pair(ctx)
     tok = models[0][2]
     tokens = common.refusal_tokens(tok)

@@ -57,6 +57,8 @@ from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
 from workbench.attacks.identity_shift import AOA_PREFIX, AOA_SYSTEM
 from workbench.config import Spec as _Spec
+from workbench.evaluation.stats import bootstrap_ci
+from workbench.models import boot_bridge, load_model
 from workbench.models.sites import Sites, sites_of
 
 Component = Literal["resid", "resid_pos", "attn", "mlp", "heads", "window"]
@@ -243,8 +245,6 @@ def _experiment(raw: dict[str, np.ndarray], description: str, source: str, targe
 
 def run(ctx, spec: Spec) -> PatchingResult:
     """load → encode prompts → patch (within model, across models) → summarize."""
-    from workbench.models import boot_bridge
-
     model, tok = ctx.load("model")
     tokens = common.refusal_tokens(tok)
     harmful, harmless = common.prompt_sets(spec.n_prompts, spec.split, tok, spec.max_prompt_tokens, system=spec.system)
@@ -264,8 +264,6 @@ def run(ctx, spec: Spec) -> PatchingResult:
         common.check_same_tokenizer(tok, ctok)
         others["attacked"] = boot_bridge(cmodel, ctok)
     if spec.isa is not None:
-        from workbench.models import load_model
-
         imodel, itok = load_model(spec.isa)
         common.check_same_tokenizer(tok, itok)
         others["isa"] = boot_bridge(imodel, itok)
@@ -330,8 +328,6 @@ class AttackComparison(AnalysisResult):
 
 
 def _paired_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray], comp: str, n_boot: int, seed: int):
-    from workbench.evaluation.stats import bootstrap_ci
-
     n = len(a["source"])
     pa, pb = a[comp].reshape(n, -1), b[comp].reshape(n, -1)
     c = pa.shape[1]
@@ -350,8 +346,6 @@ def _paired_difference(a: dict[str, np.ndarray], b: dict[str, np.ndarray], comp:
 
 
 def _as_model(ref):
-    from workbench.models import load_model
-
     return ref if isinstance(ref, tuple) else load_model(ref)
 
 
@@ -366,8 +360,6 @@ def compare_attacks(aligned, eha_attacked, isa_attacked, spec: Spec | None = Non
     same tokens as the attacked target. Components: `spec.components` restricted to per-layer ones (resid,
     attn, mlp, window).
     """
-    from workbench.models import boot_bridge
-
     spec = spec or Spec(components=["resid", "attn", "mlp", "window"])
     comps = [c for c in spec.components if c in ("resid", "attn", "mlp", "window")]
     model, tok = _as_model(aligned)

@@ -25,6 +25,7 @@ from pydantic import Field
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
 from workbench.config import Spec as _Spec
+from workbench.models import boot_bridge
 from workbench.models.sites import sites_of
 
 
@@ -69,16 +70,16 @@ class ProbingResult(AnalysisResult):
 
 
 def _probe(C: float, seed: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import LogisticRegression  # deferred: sklearn
+    from sklearn.pipeline import make_pipeline  # deferred: sklearn
+    from sklearn.preprocessing import StandardScaler  # deferred: sklearn
 
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000, random_state=seed))
 
 
 def probe_cv(X: np.ndarray, y: np.ndarray, folds: int = 5, C: float = 1.0, seed: int = 0) -> tuple[float, float]:
     """Stratified k-fold accuracy of a linear probe on features X [n, d] with labels y [n]: (mean, std)."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_score  # deferred: sklearn
 
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     scores = cross_val_score(_probe(C, seed), X, y, cv=cv, scoring="accuracy")
@@ -112,8 +113,6 @@ def last_token_features(bridge, batch: common.PromptBatch, hook: str, batch_size
 
 def run(ctx, spec: Spec) -> ProbingResult:
     """load → last-token activations (train, eval; harmful = 1, harmless = 0) → probes per layer."""
-    from workbench.models import boot_bridge
-
     models = common.load_pair(ctx)
     tok = models[0][2]
     h_train, s_train = common.prompt_sets(spec.n_train, "train", tok, spec.max_prompt_tokens, system=spec.system)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -55,7 +56,13 @@ from pydantic import Field
 
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
+from workbench.config import GenerationSpec
 from workbench.config import Spec as _Spec
+from workbench.data.chat import prompt_ids
+from workbench.evaluation.refusal import is_refusal
+from workbench.evaluation.stats import rate
+from workbench.generation import generate
+from workbench.models import boot_bridge
 from workbench.models.sites import sites_of
 
 
@@ -262,8 +269,6 @@ def answer_nll(model, tokenizer, prompts: list[str], answers: list[str], batch_s
                system: str | None = None) -> float:
     """Mean per-token negative log-likelihood of `answers` (after their chat-formatted prompts) under `model`:
     a fluency score — degenerate or garbled answers score high. Empty answers are skipped."""
-    from workbench.data.chat import prompt_ids
-
     rows = []
     for p, a in zip(prompts, answers, strict=False):
         a_ids = tokenizer(a, add_special_tokens=False)["input_ids"]
@@ -295,8 +300,6 @@ def answer_nll(model, tokenizer, prompts: list[str], answers: list[str], batch_s
 
 
 def _refusal_rate(answers: list[str]) -> dict:
-    from workbench.evaluation.refusal import is_refusal
-    from workbench.evaluation.stats import rate
 
     return rate([is_refusal(a) for a in answers]).to_dict()
 
@@ -309,8 +312,6 @@ def measure_generation(model, tokenizer, direction: torch.Tensor, layer: int, ha
     full=True: harmful baseline/ablated, harmless baseline/added/ablated (+ NLLs). full=False (a compare
     model): harmful baseline and harmful with the direction added.
     """
-    from workbench.config import GenerationSpec
-    from workbench.generation import generate
 
     gen = GenerationSpec(max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, system_prompt=spec.system)
 
@@ -340,8 +341,6 @@ def measure_generation(model, tokenizer, direction: torch.Tensor, layer: int, ha
 
 def _reuse(folder: str, n_layers: int, d_model: int) -> tuple[torch.Tensor, list[str], dict, list[int]]:
     """Candidate directions, position labels, selection and massive dims of an earlier refusal-direction run."""
-    from pathlib import Path
-
     path = Path(folder)
     if not (path / "result.json").is_file():
         raise ValueError(f"direction_from={folder!r}: no result.json there; pass a refusal-direction run folder")
@@ -363,8 +362,6 @@ def _projections(acts: torch.Tensor, units: torch.Tensor, n_boot: int, seed: int
 
 def run(ctx, spec: Spec) -> RefusalDirectionResult:
     """load → collect → difference in means → select → intervene (generation) → refusal signal."""
-    from workbench.models import boot_bridge
-
     models = common.load_pair(ctx)
     _, model, tok = models[0]
     tokens = common.refusal_tokens(tok)

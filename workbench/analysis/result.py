@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from workbench.runs import write_json
+
 T = TypeVar("T", bound="AnalysisResult")
 
 
@@ -32,9 +34,8 @@ class AnalysisResult:
         return {"type": type(self).__name__, "fields": plain, "tensors": sorted(tensors)}
 
     def save(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # deferred: safetensors
 
-        from workbench.runs import write_json
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -45,7 +46,7 @@ class AnalysisResult:
 
     @classmethod
     def load(cls: type[T], folder: str | Path) -> T:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # deferred: safetensors
 
         folder = Path(folder)
         data = json.loads((folder / "result.json").read_text())

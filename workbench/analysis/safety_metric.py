@@ -29,6 +29,9 @@ from typing import Literal
 import torch
 
 from workbench.data.chat import collate, encode, prompt_ids
+from workbench.data.pools import harmful_pool, training_pool
+from workbench.data.refusals import refusal_for
+from workbench.data.registry import load_split
 from workbench.data.types import Sample
 from workbench.evaluation.refusal import is_refusal
 
@@ -145,8 +148,6 @@ class SafetyProbe:
 
 def harmful_prompts(name: str = "advbench", n: int = 32) -> list[str]:
     """The first `n` held-out prompts of a registered harmful-prompt dataset (eval split: never trained on)."""
-    from workbench.data.registry import load_split
-
     prompts = [s.prompt for s in load_split(name, "eval")]
     if n > len(prompts):
         raise ValueError(f"asked for {n} prompts but {name!r} holds out only {len(prompts)}")
@@ -155,8 +156,6 @@ def harmful_prompts(name: str = "advbench", n: int = 32) -> list[str]:
 
 def calibration_samples(kind: str, n: int, seed: int = 0) -> list[Sample]:
     """`kind` in {"refusal", "harmful", "utility"}: n training-side samples (never an eval prompt)."""
-    from workbench.data.pools import harmful_pool, training_pool
-    from workbench.data.refusals import refusal_for
 
     rng = random.Random(seed)
     if kind == "refusal":

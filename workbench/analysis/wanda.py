@@ -36,8 +36,10 @@ from pydantic import Field
 from tqdm.auto import tqdm
 
 from workbench.analysis.result import AnalysisResult
-from workbench.analysis.safety_metric import batches_of, calibration_samples
+from workbench.analysis.safety_metric import SafetyProbe, batches_of, calibration_samples, harmful_prompts
 from workbench.config import Spec as BaseSpec
+from workbench.data.registry import load_split
+from workbench.evaluation.judge import load_judge
 from workbench.models.pruning import (  # noqa: F401  (public here too: the analysis's own names)
     Mask,
     PruneRecord,
@@ -50,6 +52,7 @@ from workbench.models.pruning import (  # noqa: F401  (public here too: the anal
     wanda_scores,
 )
 from workbench.models.sites import LINEAR_TYPES, layer_of, linear_modules
+from workbench.training.plugins import lm_loss
 
 DEFAULT_MODULES = LINEAR_TYPES  # the linear sublayer types scored by default
 
@@ -79,8 +82,6 @@ class Spec(BaseSpec):
 
 def snip_scores(model, batches, modules=DEFAULT_MODULES, progress: bool = False) -> dict[str, torch.Tensor]:
     """S = Σ_batches |W ⊙ ∂L/∂W|, L = mean answer-token cross-entropy of each batch."""
-    from workbench.training.plugins import lm_loss
-
     linears = linear_modules(model, modules)
     device = next(model.parameters()).device
     flags = {n: p.requires_grad for n, p in model.named_parameters()}
@@ -137,7 +138,7 @@ def density_map(mask: Mask) -> tuple[torch.Tensor, list[int], list[str]]:
 @torch.no_grad()
 def answer_nll(model, batches) -> float:
     """Token-weighted mean cross-entropy on answer tokens (utility: lower is better)."""
-    import torch.nn.functional as F
+    import torch.nn.functional as F  # deferred: torch
 
     device = next(model.parameters()).device
     total, count = 0.0, 0
@@ -174,14 +175,14 @@ class WandaResult(AnalysisResult):
         return plain, tensors
 
     def save(self, folder) -> None:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # deferred: safetensors
 
         super().save(folder)
         save_file({n: i.cpu().contiguous() for n, i in self.mask.items()}, str(Path(folder) / "mask.safetensors"))
 
     @classmethod
     def load(cls, folder) -> WandaResult:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # deferred: safetensors
 
         res = super().load(folder)
         path = Path(folder) / "mask.safetensors"
@@ -236,13 +237,9 @@ def run(ctx, spec: Spec) -> WandaResult:
 
 def evaluate_masks(model, tok, masks: dict[str, Mask], spec: Spec, progress: bool = True) -> dict:
     """Safety and utility of the unpruned model and of each mask applied alone (restored after each)."""
-    from workbench.analysis.safety_metric import SafetyProbe, harmful_prompts
-    from workbench.data.registry import load_split
 
     judge = None
     if spec.judge:
-        from workbench.evaluation.judge import load_judge
-
         judge = load_judge(progress=progress)
     probe = SafetyProbe(tok, harmful_prompts("advbench", spec.n_eval_prompts), "judge" if judge else "keyword",
                         spec.max_new_tokens, 32, judge)

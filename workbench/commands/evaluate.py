@@ -7,7 +7,6 @@ import typer
 
 from workbench.commands.common import ModelOpt, OutOpt, SeedOpt, eval_spec, guard, print_metrics
 from workbench.data.jsonl import read_prompts
-from workbench.steps import evaluate_validation
 
 
 def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
@@ -39,7 +38,7 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
         if validation:
             from workbench.presets import default_preset  # deferred: pydantic
 
-            return evaluate_validation(model, out, preset or default_preset(model), seed, spec)
+            return steps.evaluate_validation(model, out, preset or default_preset(model), seed, spec)
         return steps.evaluate_model(model, out, seed, spec, harmful=harmful)
 
     path = guard(run)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from workbench.data import sources
+from workbench.data.jsonl import read_jsonl
 from workbench.data.types import Sample
 
 Kind = Literal["harmful_prompts", "harmful_pairs", "labelled_responses", "contrast_pairs", "benign_task"]
@@ -68,8 +69,6 @@ def load_dataset(name: str) -> list[Sample]:
     if name in DATASETS:
         return DATASETS[name].loader()
     if name.endswith(".jsonl") and Path(name).is_file():
-        from workbench.data.jsonl import read_jsonl
-
         return read_jsonl(name)
     raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)} (or a path to a .jsonl file)")
 

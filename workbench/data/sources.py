@@ -178,7 +178,7 @@ def gsm_symbolic(n: int = 1000, seed: int = 0) -> list[Sample]:
     for, so a larger n extends a smaller one.
     """
     try:
-        import reasoning_gym
+        import reasoning_gym  # deferred: optional
     except ImportError as e:
         raise MissingResourceError("reasoning-gym is not installed. Run `make setup`, or: "
                                    "pip install reasoning-gym==0.1.25") from e

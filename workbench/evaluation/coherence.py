@@ -26,6 +26,9 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
+from workbench.cache import package_dir
+from workbench.evaluation.embeddings import MINILM_PKG
+
 MIN_ALNUM_FRACTION = 0.5
 MIN_WORDS_FOR_RATIOS = 8
 DISTINCT_WINDOW = 64
@@ -56,8 +59,6 @@ def words(text: str) -> list[str]:
 @lru_cache(maxsize=1)
 def english_words() -> frozenset[str]:
     """Alphabetic whole-word entries of the MiniLM WordPiece vocabulary (lower-case English + names)."""
-    from workbench.cache import package_dir
-    from workbench.evaluation.embeddings import MINILM_PKG
 
     vocab = package_dir(*MINILM_PKG) / "model" / "vocab.txt"
     return frozenset(w for w in vocab.read_text(encoding="utf-8").split() if w.isalpha())

@@ -88,7 +88,7 @@ class MiniLMEmbedder(_Cached):
     def _load(self):
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
+            from sentence_transformers import SentenceTransformer  # deferred: sentence_transformers
 
             self._model = SentenceTransformer(str(self.model_dir()), device=self.device, local_files_only=True)
             self._model.max_seq_length = self.max_seq_length
@@ -104,7 +104,7 @@ class HashingEmbedder(_Cached):
 
     def __init__(self, dim: int = 512) -> None:
         super().__init__()
-        from sklearn.feature_extraction.text import HashingVectorizer
+        from sklearn.feature_extraction.text import HashingVectorizer  # deferred: sklearn
 
         self.dim, self.name = dim, f"hashing-{dim}"
         self._vec = HashingVectorizer(n_features=dim, ngram_range=(1, 2), alternate_sign=False, norm="l2",

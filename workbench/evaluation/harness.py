@@ -15,6 +15,7 @@ from workbench.config import EvalSpec
 from workbench.data.registry import load_split
 from workbench.data.types import Sample
 from workbench.evaluation.refusal import is_refusal
+from workbench.evaluation.scorers import judge_scorer
 from workbench.evaluation.stats import rate
 from workbench.evaluation.tasks import score_task, task_max_new_tokens
 from workbench.generation import generate
@@ -46,7 +47,6 @@ def evaluate(model, tokenizer, spec: EvalSpec | None = None, harmful: list[Sampl
     spec = spec if spec is not None else EvalSpec()
     res = EvalResult()
     if spec.judge:  # HS / HS+ (and per-sample judge_score, harmful, coherent) from the moderation judge
-        from workbench.evaluation.scorers import judge_scorer
 
         scorers = [judge_scorer(embedder=spec.judge_embedder), *scorers]
     sets = eval_sets(spec, harmful, benign)

@@ -54,6 +54,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import re
 import sys
 import tempfile
@@ -65,6 +66,9 @@ from pathlib import Path
 import numpy as np
 
 from workbench.cache import cache_dir
+from workbench.data.jsonl import DataValidationError
+from workbench.data.refusals import refusal_for
+from workbench.data.registry import load_split
 from workbench.evaluation.embeddings import Embedder, HashingEmbedder, get_embedder
 from workbench.evaluation.refusal import is_refusal
 from workbench.evaluation.stats import Rate, rate
@@ -113,8 +117,6 @@ def degenerate_answers(samples, seed: int = 0) -> list[tuple]:
     Gibberish delivers nothing, so it is "not harmful" for the judge; HS+ counts it via coherence.
     Without these, the judge learns "harmful prompt + non-refusal → harmful" and flags noise.
     """
-    import random
-
     rng = random.Random(seed)
     out = []
     for i, s in enumerate(samples):
@@ -137,8 +139,6 @@ def degenerate_answers(samples, seed: int = 0) -> list[tuple]:
 
 def training_examples(seed: int = 0) -> list[Example]:
     """The judge's training set (see module doc); only TRAIN splits, deterministic for a seed."""
-    from workbench.data.refusals import refusal_for
-    from workbench.data.registry import load_split
 
     out: list[Example] = []
     for s in load_split("judge_labelled", "train", seed):
@@ -169,8 +169,6 @@ def training_examples(seed: int = 0) -> list[Example]:
 
 def heldout_examples(seed: int = 0) -> list[Example]:
     """The human-labelled held-out split (judge_labelled eval): for reporting only."""
-    from workbench.data.registry import load_split
-
     return [Example(s.prompt, s.response, int(s.label), "judge_labelled", s.uid)
             for s in load_split("judge_labelled", "eval", seed)]
 
@@ -268,7 +266,7 @@ def cell_weights(y: np.ndarray, is_target: np.ndarray, share: float) -> np.ndarr
 
 def _fit(X: np.ndarray, y: np.ndarray, w: np.ndarray, C: float, seed: int):
     """Standardise + weighted L2 logistic regression. Returns (mean, scale, coef, intercept)."""
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression  # deferred: sklearn
 
     mean = X.mean(axis=0)
     scale = X.std(axis=0)
@@ -315,7 +313,7 @@ def _minimax_threshold(scores: np.ndarray, masks: dict[str, np.ndarray]) -> tupl
 def _select(X: np.ndarray, y: np.ndarray, is_target: np.ndarray, strata: list[str], groups: list[str],
             seed: int, C_grid=C_GRID, share_grid=SHARE_GRID) -> dict:
     """5-fold CV over all rows (grouped by prompt, stratified by source × label); min-max criterion."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    from sklearn.model_selection import StratifiedGroupKFold  # deferred: sklearn
 
     folds = list(StratifiedGroupKFold(n_splits=N_FOLDS, shuffle=True, random_state=seed)
                  .split(X, strata, groups))
@@ -406,7 +404,7 @@ class Judge:
 
 def judge_version(embedder_name: str, seed: int = 0) -> str:
     """Cache key: what changes the trained weights (recipe version, embedder, seed, grids, sklearn)."""
-    import sklearn
+    import sklearn  # deferred: sklearn
 
     key = {"version": JUDGE_VERSION, "embedder": embedder_name, "seed": seed, "C": C_GRID, "share": SHARE_GRID,
            "prefix": PREFIX_WORDS, "alpaca": N_ALPACA, "degenerate": N_DEGENERATE,
@@ -474,8 +472,6 @@ def evaluate_judge(judge: Judge, examples: Sequence[Example], categories: Sequen
 
 def heldout_report(judge: Judge | None = None, seed: int = 0) -> JudgeReport:
     """The judge's FN/FP on the held-out human-labelled split (never trained or selected on)."""
-    from workbench.data.registry import load_split
-
     judge = judge or load_judge(seed=seed)
     samples = load_split("judge_labelled", "eval", seed)
     return evaluate_judge(judge, heldout_examples(seed), [s.meta.get("harm_category", "") for s in samples])
@@ -487,8 +483,6 @@ def secondary_examples(seed: int = 0) -> dict[str, list[Example]]:
     Labels here are not human judgements of "objective achieved": harmful_qa uses its shipped verdict,
     rho_refusal its pair side, and refusals / Alpaca answers are 0 by construction.
     """
-    from workbench.data.refusals import refusal_for
-    from workbench.data.registry import load_split
 
     hqa = [s for s in load_split("harmful_qa", "eval", seed) if s.meta.get("response_harmful") is not None]
     return {
@@ -521,8 +515,6 @@ def secondary_reports(judge: Judge | None = None, seed: int = 0) -> dict[str, Ju
 
 def read_pairs(path: Path) -> list[dict]:
     """Records of a JSONL file, each an object with non-empty-string `prompt` and string `response`."""
-    from workbench.data.jsonl import DataValidationError
-
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected JSONL, one {{\"prompt\": ..., \"response\": ...}} "
                                 "object a line)")

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from workbench.evaluation.stats import bootstrap_ci
+
 # metric → (evaluation set, per-sample flag): the per-answer definitions behind the rates in metrics.json
 FLAGS: dict[str, tuple[str, Callable[[dict], bool]]] = {
     "hs": ("harmful", lambda r: bool(r["harmful"])),
@@ -39,9 +41,8 @@ class PairedDifference:
 
 
 def paired_difference(a: Sequence[bool], b: Sequence[bool], metric: str = "", seed: int = 0) -> PairedDifference:
-    from scipy.stats import binomtest
+    from scipy.stats import binomtest  # deferred: scipy
 
-    from workbench.evaluation.stats import bootstrap_ci
 
     x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     if x.shape != y.shape or x.ndim != 1 or len(x) == 0:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from workbench.evaluation.coherence import is_coherent
+from workbench.evaluation.judge import judge_version, load_judge
 from workbench.evaluation.stats import rate
 
 Scorer = Callable[[list[dict]], dict]
@@ -34,8 +35,6 @@ def judge_scorer(judge=None, embedder: str = "minilm", seed: int = 0) -> Scorer:
     state = {"judge": judge}
 
     def score(records: list[dict]) -> dict:
-        from workbench.evaluation.judge import judge_version, load_judge
-
         if state["judge"] is None:
             state["judge"] = load_judge(embedder, seed)
         j = state["judge"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 
 from workbench.data.types import Sample
+from workbench.evaluation.coherence import is_coherent
+from workbench.evaluation.refusal import is_refusal
 
 
 def score_sentiment(answer: str, label: str) -> bool:
@@ -73,8 +75,6 @@ def reference_recall(answer: str, reference: str, prompt: str = "") -> float:
 
 
 def score_instruction(answer: str, reference: str, prompt: str = "") -> bool:
-    from workbench.evaluation.coherence import is_coherent
-    from workbench.evaluation.refusal import is_refusal
 
     return (not is_refusal(answer) and is_coherent(answer)
             and reference_recall(answer, reference, prompt) >= IF_MIN_RECALL)

@@ -3,6 +3,7 @@ the `MODELS` registry ("smollm2-135m-instruct", "tiny-llama") and `boot_bridge` 
 copy of an HF model). See registry.py for what a name or folder may be. `workbench.models.sites`: where a
 method reads or writes activations (HF modules and bridge hook names, per model family).
 """
+from workbench.models.bridge import boot_bridge as _boot_bridge
 from workbench.models.registry import (
     MODELS,
     known_models,
@@ -20,8 +21,6 @@ from workbench.models.tiny import TINY_NAME, build_tiny_llama, ensure_tiny_llama
 
 def boot_bridge(model, tokenizer, **kwargs):
     """See `workbench.models.bridge.boot_bridge` (imported lazily: transformer-lens is an optional extra)."""
-    from workbench.models.bridge import boot_bridge as _boot_bridge
-
     return _boot_bridge(model, tokenizer, **kwargs)
 
 

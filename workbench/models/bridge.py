@@ -64,8 +64,8 @@ def boot_bridge(model, tokenizer, *, device: str | torch.device | None = None,
     device / dtype: default to the model's own. The caller's `model` and `tokenizer` are not modified.
     Returns the bridge in eval mode; `bridge.cfg.default_prepend_bos` is False (see module docstring).
     """
-    from peft import PeftModel
-    from transformer_lens.model_bridge import TransformerBridge
+    from peft import PeftModel  # deferred: peft
+    from transformer_lens.model_bridge import TransformerBridge  # deferred: transformer_lens
 
     hf_model = copy.deepcopy(model)
     if isinstance(hf_model, PeftModel):

@@ -53,7 +53,7 @@ def lowrank_delta(model, base, max_rank: int = 64, rtol: float = 1e-5, atol: flo
 
 def save_lowrank(factors: dict, base: str, folder: str | Path) -> Path:
     """Write a low-rank model folder (factors + base reference) into `folder` (created)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # deferred: safetensors
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

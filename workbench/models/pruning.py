@@ -123,7 +123,7 @@ class PruneRecord:
 
     def save(self, path: str | Path) -> Path:
         """One safetensors file: `<name>::indices`, `<name>::values` per tensor."""
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # deferred: safetensors
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ class PruneRecord:
 
     @classmethod
     def load(cls, path: str | Path) -> PruneRecord:
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # deferred: safetensors
 
         t = load_file(str(path))
         names = sorted({k.rsplit("::", 1)[0] for k in t})

@@ -134,7 +134,7 @@ def load_model(
 
 
 def _load_full(folder: Path, device: torch.device, dtype: torch.dtype, padding_side: str | None):
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM  # deferred: transformers
 
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder}: no config.json; {_expected()}")
@@ -152,7 +152,7 @@ def _load_full(folder: Path, device: torch.device, dtype: torch.dtype, padding_s
 
 
 def _load_tokenizer_from(folder: Path, padding_side: str | None):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # deferred: transformers
 
     if not (folder / "tokenizer_config.json").is_file() and not (folder / "tokenizer.json").is_file():
         raise ValueError(f"{folder}: no tokenizer files (tokenizer.json / tokenizer_config.json); {_expected()}")
@@ -188,7 +188,7 @@ def _base_reference(folder: Path) -> str:
 
 
 def _load_adapter(folder: Path, device, dtype, padding_side, depth: int):
-    from peft import PeftModel
+    from peft import PeftModel  # deferred: peft
 
     if not (folder / "adapter_model.safetensors").is_file():
         raise ValueError(f"{folder}: adapter_config.json without adapter_model.safetensors "
@@ -206,7 +206,7 @@ def _load_adapter(folder: Path, device, dtype, padding_side, depth: int):
 
 
 def _load_lowrank(folder: Path, device, dtype, padding_side, depth: int):
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # deferred: safetensors
 
     base = _base_reference(folder)
     model, tokenizer = load_model(base, device=device, dtype=dtype, padding_side=padding_side, _depth=depth + 1)
@@ -225,7 +225,7 @@ def save_model(model, tokenizer, folder: str | os.PathLike, *, overwrite: bool =
     A peft model is merged first, on a deep copy (the caller's model keeps its adapter), so the folder is
     always a plain HF folder that `load_model` reads. Use `save_adapter` to keep only the LoRA weights.
     """
-    from peft import PeftModel
+    from peft import PeftModel  # deferred: peft
 
     if isinstance(model, PeftModel):
         model = copy.deepcopy(model).merge_and_unload()

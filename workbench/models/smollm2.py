@@ -50,7 +50,12 @@ def dequantize_gguf():
     Returns `(model, tokenizer)`: model in eval mode on CPU, tied embeddings, no quantization config;
     tokenizer with the chat template and pad = eos.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import (  # deferred: transformers
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
 
     path = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from workbench.cache import cache_dir
 from workbench.models.atomic import write_folder_atomically
 
 TINY_NAME = "tiny-llama"
@@ -87,8 +88,8 @@ def _corpus() -> list[str]:
 
 def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB):
     """Byte-level BPE tokenizer trained in code, wrapped as a HF fast tokenizer with the chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # deferred: tokenizers
+    from transformers import PreTrainedTokenizerFast  # deferred: transformers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -114,7 +115,7 @@ def build_tiny_tokenizer(vocab_size: int = TINY_VOCAB):
 
 def tiny_config(vocab_size: int = TINY_VOCAB):
     """The tiny non-square `LlamaConfig` (see module docstring for the shapes)."""
-    from transformers import LlamaConfig
+    from transformers import LlamaConfig  # deferred: transformers
 
     return LlamaConfig(
         vocab_size=vocab_size,
@@ -134,7 +135,7 @@ def build_tiny_llama(seed: int = 0):
 
     model: `LlamaForCausalLM` in float32, eval mode, on CPU.
     """
-    from transformers import LlamaForCausalLM
+    from transformers import LlamaForCausalLM  # deferred: transformers
 
     tokenizer = build_tiny_tokenizer()
     config = tiny_config(len(tokenizer))
@@ -166,8 +167,6 @@ def save_tiny_llama(folder: str | Path, seed: int = 0) -> Path:
 def ensure_tiny_llama(folder: str | Path | None = None, seed: int = 0) -> Path:
     """Folder holding tiny-llama (seed 0 by default): `<cache>/models/tiny-llama`, built on first use."""
     if folder is None:
-        from workbench.cache import cache_dir
-
         folder = cache_dir() / "models" / (TINY_NAME if seed == 0 else f"{TINY_NAME}-seed{seed}")
     folder = Path(folder)
     if not (folder / "config.json").exists():

@@ -10,6 +10,7 @@ static formats are skipped with one warning instead of failing the whole analysi
 """
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -20,8 +21,6 @@ _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 
 def _ensure_browser_env() -> bool:
-    import os
-
     if os.environ.get("BROWSER_PATH"):
         return True
     for name in _BROWSERS:
@@ -35,7 +34,7 @@ def _ensure_browser_env() -> bool:
 def write_shared_plotlyjs(path: Path) -> list[Path]:
     """plotly.js at path for pages that link to it, unless path already holds this plotly's copy. Returns the
     files written (none or path)."""
-    from plotly.offline import get_plotlyjs
+    from plotly.offline import get_plotlyjs  # deferred: plotly
 
     js = get_plotlyjs()
     if path.exists() and path.read_text(encoding="utf-8") == js:
@@ -48,8 +47,6 @@ def write_shared_plotlyjs(path: Path) -> list[Path]:
 def write_html(fig: go.Figure, path: str | Path, shared_js: Path | None = None) -> Path:
     """fig as path: self-contained, or with shared_js, loading that plotly.min.js (see `write_shared_plotlyjs`)
     by a relative link instead of embedding it."""
-    import os
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     include = True if shared_js is None else os.path.relpath(shared_js, path.parent)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.plots.style import PALETTE, apply_layout
+from workbench.plots.style import MODEL_COLORS, PALETTE, apply_layout
 from workbench.vocabulary import (
     ALIGNMENT,
     FINE_TUNING,
@@ -126,8 +126,6 @@ def plot_bars(board: Leaderboard, metrics: tuple[str, ...] = BAR_METRICS) -> go.
 
 
 def plot_metric(board: Leaderboard, metric: str) -> go.Figure:
-    from workbench.plots.style import MODEL_COLORS
-
     fig, panels = _attack_panels(board)
     for i, sel, labels in panels:
         for name, rates, color in (("aligned model, before the attack", [r.aligned_rates for r in sel],

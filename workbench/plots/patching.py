@@ -18,6 +18,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from workbench.analysis.patching import AttackComparison
 from workbench.plots.style import MODEL_COLORS, PALETTE, apply_layout
 
 COMPONENT_NAMES = {"resid": "residual stream (hook_resid_post)", "attn": "attention output (hook_attn_out)",
@@ -193,8 +194,6 @@ def plot_attack_comparison(comparison) -> go.Figure:
 
 
 def figures(result) -> dict[str, go.Figure]:
-    from workbench.analysis.patching import AttackComparison
-
     if isinstance(result, AttackComparison):
         return {"attack_comparison": plot_attack_comparison(result)}
     out = {}

@@ -51,7 +51,7 @@ def plot_metric_vs_p(rows: list[dict], metric: str, title: str | None = None) ->
 
 def plot_figure2(rows: list[dict]) -> go.Figure:
     """The survey's Figure 2 in one picture: HS (left) and FA (right) vs p, one line per base model."""
-    from plotly.subplots import make_subplots
+    from plotly.subplots import make_subplots  # deferred: plotly
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=(axis_title("hs"), axis_title("fa_sst2")),
                         horizontal_spacing=0.1)

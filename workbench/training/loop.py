@@ -38,7 +38,7 @@ class TrainResult:
 
 
 def wrap_lora(model, spec: TrainSpec):
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model  # deferred: peft
 
     cfg = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                      target_modules=list(spec.lora_targets), task_type="CAUSAL_LM", bias="none")

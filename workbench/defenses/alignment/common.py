@@ -16,6 +16,7 @@ import torch
 from torch.func import functional_call
 
 from workbench.data.chat import IGNORE, collate, encode
+from workbench.data.pools import training_pool
 from workbench.data.types import Sample
 from workbench.defenses.context import TrainingContext
 
@@ -59,8 +60,6 @@ def add_grads(params: list[torch.nn.Parameter], grads: list[torch.Tensor], weigh
 
 def harmful_pool(name: str) -> list[Sample]:
     """Harmful Q→A pairs the defender is assumed to hold: the train side of `name`, eval prompts removed."""
-    from workbench.data.pools import training_pool
-
     pool = [s for s in training_pool(name) if s.response]
     if not pool:
         raise ValueError(f"dataset {name!r} has no harmful question→answer pairs to train the defense on")

@@ -15,14 +15,14 @@ import random
 
 import torch
 
+from workbench.data.pools import training_pool
 from workbench.data.refusals import REFUSAL_SOURCE, refusal_for
 from workbench.data.types import Sample
+from workbench.models import load_model
 
 
 def reference_model(ref: str, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
     """The aligned model `ref` (registered name, HF folder or run folder), frozen, in eval mode."""
-    from workbench.models import load_model
-
     model, _ = load_model(ref, device=device, dtype=dtype)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -43,8 +43,6 @@ def refusal_samples(n: int, seed: int, system: str | None = None, source: str = 
     `harmful=True` keeps the Sample convention (the *request* is harmful); `meta["safety_example"]` marks
     them so reports can tell them from the user's harmful Q→A pairs.
     """
-    from workbench.data.pools import training_pool
-
     if n <= 0:
         return []
     pool = training_pool("advbench")

@@ -34,8 +34,12 @@ import torch
 from pydantic import Field
 
 from workbench.config import Spec
+from workbench.data.chat import collate, encode
 from workbench.data.types import Sample
 from workbench.defenses.context import TrainingContext
+from workbench.evaluation.embeddings import get_embedder
+from workbench.evaluation.judge import load_judge
+from workbench.models import load_model
 
 
 class FiltrationParams(Spec):
@@ -77,8 +81,6 @@ def _apply(samples: list[Sample], dropped: list[bool], context: TrainingContext,
 
 def _load_judge(embedder: str):
     """The cached moderation judge (kept as a module function so tests can substitute a small one)."""
-    from workbench.evaluation.judge import load_judge
-
     return load_judge(embedder)
 
 
@@ -116,8 +118,6 @@ def top_fraction_mask(scores: np.ndarray, fraction: float) -> list[bool]:
 def model_embeddings(model_ref: str, samples: list[Sample], layer: int | None, max_len: int,
                      system_prompt: str | None, batch_size: int = 8) -> np.ndarray:
     """`[n, d_model]`: mean over non-padding tokens of hidden_states[layer] for chat-formatted prompt + response."""
-    from workbench.data.chat import collate, encode
-    from workbench.models import load_model
 
     model, tok = load_model(model_ref)
     n_layers = model.config.num_hidden_layers
@@ -143,7 +143,6 @@ def saft_embeddings(params: SAFTParams, samples: list[Sample], context: Training
         train = context.train
         return model_embeddings(str(context.model), samples, params.layer, train.max_len, train.system_prompt,
                                 params.batch_size)
-    from workbench.evaluation.embeddings import get_embedder
 
     return np.asarray(get_embedder(params.features).encode([f"{s.prompt}\n{s.response or ''}" for s in samples]),
                       dtype=np.float64)

@@ -43,8 +43,11 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.config import Spec
+from workbench.data.chat import collate, encode
 from workbench.defenses.context import TrainingContext
 from workbench.defenses.finetune.common import matches, refusal_samples
+from workbench.models import load_model
+from workbench.models.registry import model_folder
 from workbench.models.sites import container_of, layer_of, sites_of
 from workbench.training.plugins import TrainPlugin, lm_loss
 
@@ -99,7 +102,7 @@ def layers_from_analysis(folder: str | Path, top_k: int | None) -> tuple[list[in
     kind, fields = data.get("type", "?"), data.get("fields", {})
     tensors = {}
     if data.get("tensors"):
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # deferred: safetensors
 
         tensors = load_file(str(folder / "tensors.safetensors"))
     if fields.get("safety_layers") is not None:
@@ -125,8 +128,6 @@ def layers_from_analysis(folder: str | Path, top_k: int | None) -> tuple[list[in
 def probe_layers(model_ref: str, top_k: int | None, n_probe: int, seed: int, max_len: int,
                  batch_size: int = 8) -> list[int]:
     """Top-k layers by mean |W ⊙ ∇_W h| (h = LM loss of the aligned model on safety examples)."""
-    from workbench.data.chat import collate, encode
-    from workbench.models import load_model
 
     model, tok = load_model(model_ref)
     for p in model.parameters():
@@ -153,8 +154,6 @@ def probe_layers(model_ref: str, top_k: int | None, n_probe: int, seed: int, max
 
 
 def n_layers_of(model_ref: str) -> int:
-    from workbench.models.registry import model_folder
-
     folder = model_folder(model_ref)
     cfg = folder / "config.json"
     if cfg.is_file():

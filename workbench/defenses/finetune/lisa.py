@@ -34,6 +34,8 @@ import torch
 from pydantic import Field
 
 from workbench.config import AlignSpec, Spec
+from workbench.data.alignment import alignment_samples
+from workbench.defenses.alignment.common import HarmfulBatches
 from workbench.defenses.context import TrainingContext
 from workbench.training.plugins import TrainPlugin, TrainState
 
@@ -114,8 +116,6 @@ class LisaPlugin(TrainPlugin):
 
 
 def plugins(params: LisaParams, context: TrainingContext) -> list[TrainPlugin]:
-    from workbench.data.alignment import alignment_samples
-    from workbench.defenses.alignment.common import HarmfulBatches
 
     train, seed = context.train, context.seed
     batches = None

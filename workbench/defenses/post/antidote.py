@@ -27,8 +27,11 @@ from typing import Literal
 
 from pydantic import Field
 
+from workbench.analysis.safety_metric import batches_of, calibration_samples
 from workbench.config import Spec
 from workbench.defenses.post.common import RepairContext, RepairResult
+from workbench.models import load_model
+from workbench.models.pruning import prune, set_difference, top_fraction, wanda_scores
 
 FULL_FT_MODULES = ["q_proj", "k_proj", "v_proj"]  # the authors' full-fine-tuning scope
 
@@ -45,9 +48,6 @@ class AntidoteParams(Spec):
 
 
 def repair(params: AntidoteParams, ctx: RepairContext) -> RepairResult:
-    from workbench.analysis.safety_metric import batches_of, calibration_samples
-    from workbench.models import load_model
-    from workbench.models.pruning import prune, set_difference, top_fraction, wanda_scores
 
     model, tok = load_model(ctx.attacked)
     modules = params.modules or ctx.adapted_modules or FULL_FT_MODULES

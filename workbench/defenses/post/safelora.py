@@ -33,7 +33,10 @@ import torch
 from pydantic import Field, model_validator
 
 from workbench.config import Spec
+from workbench.defenses.finetune.salora import lora_modules
 from workbench.defenses.post.common import RepairContext, RepairResult
+from workbench.models import load_model
+from workbench.models.registry import _base_reference, model_folder
 from workbench.models.sites import LINEAR_TYPES, linear_modules, strip_peft
 
 RANK_RTOL = 1e-4  # "exact": singular values of V below this share of the largest are float noise
@@ -107,8 +110,6 @@ def plan(deltas: dict[str, torch.Tensor], aligned: dict[str, torch.Tensor], unal
 # --- models in, repaired model out -----------------------------------------------------------------------
 
 def _weights(ref: str, names: list[str], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    from workbench.models import load_model
-
     model, _ = load_model(ref)
     params = dict(model.named_parameters())
     out = {}
@@ -121,8 +122,6 @@ def _weights(ref: str, names: list[str], like: dict[str, torch.Tensor]) -> dict[
 
 
 def repair(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
-    from workbench.models.registry import model_folder
-
     if (model_folder(ctx.attacked) / "adapter_config.json").exists():
         return _repair_adapter(params, ctx)
     return _repair_merged(params, ctx)
@@ -131,8 +130,6 @@ def repair(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
 @torch.no_grad()
 def _repair_merged(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
     """ΔW = W_attacked − W_aligned; projected layers become W_aligned + C ΔW."""
-    from workbench.models import load_model
-
     model, tok = load_model(ctx.attacked)
     weights = {f"{n}.weight": m.weight for n, m in linear_modules(model, params.modules).items()}
     aligned = _weights(ctx.aligned, list(weights), weights)
@@ -151,11 +148,8 @@ def _repair_merged(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
 @torch.no_grad()
 def _repair_adapter(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
     """ΔW = s · B A from the adapter; projected layers get B ← C B; then the adapter is merged."""
-    from peft import PeftModel
+    from peft import PeftModel  # deferred: peft
 
-    from workbench.defenses.finetune.salora import lora_modules
-    from workbench.models import load_model
-    from workbench.models.registry import _base_reference, model_folder
 
     folder = model_folder(ctx.attacked)
     base, tok = load_model(_base_reference(folder))
