@@ -1,6 +1,6 @@
 """Every notebook in analyses/ runs top to bottom on tiny-llama (papermill, a kernel on this venv's python).
 
-They run against the session's fixture runs root (tests/explorer_fixtures.py), so most steps are read back
+They run against a copy of the session's fixture runs root (tests/explorer_fixtures.py), so most steps are read back
 from run folders; what a notebook needs beyond the fixture (an identity-shift attack, patching with the ISA
 model, a landscape and a Wanda scan of the attacked model) it runs itself at toy sizes, which exercises the
 "run when missing" path.
@@ -8,6 +8,7 @@ model, a landscape and a Wanda scan of the attacked model) it runs itself at toy
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,11 @@ def test_the_five_notebooks_exist_with_a_parameters_cell():
 
 @pytest.fixture(scope="module")
 def runs_root(tmp_path_factory):
-    return explorer_runs_root(tmp_path_factory)
+    """A copy of the shared fixture root: notebooks add the analysis runs they miss, which must not change what
+    the explorer tests (sharing the session's root) find as the latest run of an analysis."""
+    copy = tmp_path_factory.mktemp("notebook-runs") / "runs"
+    shutil.copytree(explorer_runs_root(tmp_path_factory), copy, symlinks=True)
+    return copy
 
 
 @pytest.mark.timeout(300)
