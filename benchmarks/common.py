@@ -19,6 +19,9 @@ from pathlib import Path
 
 import torch
 
+from workbench.machine import available_cpus, cpu_flags, cpu_model
+from workbench.runs import git_hash
+
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -31,24 +34,13 @@ def bench_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine() -> dict:
     """What the numbers depend on; recorded in every result file."""
-    from workbench.runs import git_hash
-
     gpu = torch.cuda.is_available()
     return {"device_kind": "gpu" if gpu else "cpu",
-            "device": torch.cuda.get_device_name(0) if gpu else cpu_name(),
-            "cpu": cpu_name(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(0) if gpu else cpu_model(),
+            "cpu": cpu_model(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
+            "cpus_available": available_cpus(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "cuda": torch.version.cuda if gpu else None,
             "python": platform.python_version(), "git_hash": git_hash(), "git_dirty": _git_dirty(),
             "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}

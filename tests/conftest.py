@@ -16,6 +16,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["WORKBENCH_THREADS"] = "1"  # steps set torch's threads from it (workbench.machine.configure_threads)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

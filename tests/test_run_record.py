@@ -74,7 +74,9 @@ def test_a_new_run_round_trips_with_its_schema_version(tmp_path):
         pass
     raw = json.loads((w.final_path / "config.json").read_text())
     assert raw["schema_version"] == SCHEMA_VERSION
-    assert list(raw) == ["schema_version", "kind", "name", "seed", "spec", "git_hash", "versions", "created"]
+    assert list(raw) == ["schema_version", "kind", "name", "seed", "spec", "git_hash", "versions", "created",
+                         "machine"]
+    assert raw["machine"]["cpu"] and raw["machine"]["cpus"] >= 1  # what a timing in this run must be read with
     assert list(raw["spec"]) == ["attack", "eval", "model", "defense", "defense_params"]  # what the step wrote
     run = open_run(w.final_path, kind="defend")
     assert run.record == w.record and run.record.schema_version == SCHEMA_VERSION

@@ -6,6 +6,7 @@
         name, seed      the run's name (folder `<kind>-<name>-<timestamp>`) and seed
         spec            what the step ran, typed by kind (table below)
         git_hash, versions, created     provenance
+        machine         the CPU, its precision flags, usable cores and threads (`workbench.machine`; from schema 3)
 
     kind             spec                what it holds (besides `model`, the model the run started from)
     align            AlignRunSpec        align (AlignSpec), eval, refusals, defense_params
@@ -20,7 +21,7 @@ and keys they do not name are kept (never dropped), so a record written by any v
 hand-made one, loads, and is written back with exactly the keys it was given (`model_dump`). A record read
 from disk is upgraded here when SCHEMA_VERSION moves on (`_upgrade`), so readers only see the current shape.
 
-This module sits at the layer of `workbench.runs`: it imports pydantic, `workbench.config` and
+This module sits below `workbench.runs`: it imports pydantic, `workbench.config`, `workbench.machine` and
 `workbench.vocabulary` only.
 """
 from __future__ import annotations
@@ -30,9 +31,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from workbench.config import AlignSpec, AttackSpec, DefenseSpec, EvalSpec
+from workbench.machine import Machine
 from workbench.vocabulary import ALIGNMENT, FINE_TUNING, POST_FINE_TUNING
 
-SCHEMA_VERSION = 2  # 1: the records written before the version was (config.json without "schema_version")
+# 1: the records written before the version was (config.json without "schema_version"); 3 adds `machine`
+SCHEMA_VERSION = 3
 
 RunKind = Literal["align", "attack", "defend", "repair", "eval", "analysis"]
 
@@ -146,6 +149,7 @@ class RunRecord(BaseModel):
     git_hash: str | None = None
     versions: dict[str, str] = Field(default_factory=dict)
     created: str = ""
+    machine: Machine | None = None  # CPU model, its precision flags, usable cores, threads (schema 3 on)
 
     @model_validator(mode="before")
     @classmethod
@@ -175,6 +179,7 @@ def parse_record(data: Any) -> RunRecord:
 
 
 def _upgrade(data: dict) -> dict:
-    """A record of an older schema version in the current shape. 1 → 2 only added `schema_version` (the spec is
-    unchanged), so the version the record was written with is kept as it is."""
+    """A record of an older schema version in the current shape. 1 → 2 only added `schema_version`, 2 → 3 only the
+    optional `machine` (absent: None); the spec is unchanged, so the version the record was written with is kept
+    as it is."""
     return data

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import AttackSpec, DefenseSpec
+from workbench.machine import describe
 from workbench.record import SCHEMA_VERSION, AlignRunSpec, RunRecord, RunSpec, parse_record, run_spec
 
 INCOMPLETE = ".incomplete"
@@ -121,7 +122,7 @@ class RunWriter:
         self.path.mkdir(parents=True, exist_ok=True)
         self.record = RunRecord(schema_version=SCHEMA_VERSION, kind=self.kind, name=self.name, seed=self.seed,
                                 spec=self.spec, git_hash=git_hash(), versions=package_versions(),
-                                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                                created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), machine=describe())
         write_json(self.path / "config.json", self.record.model_dump())
         return self
 

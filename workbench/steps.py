@@ -25,6 +25,7 @@ from workbench.defenses import get_defense, parse_params
 from workbench.defenses.context import TrainingContext
 from workbench.defenses.post.common import RepairContext
 from workbench.evaluation.harness import evaluate
+from workbench.machine import configure_threads
 from workbench.models import load_model, save_model
 from workbench.models.registry import MODELS, _base_reference, model_folder
 from workbench.plots.export import export_all
@@ -41,10 +42,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def begin_step(seed: int) -> None:
+    """Every step starts the same way: threads for the cores this process may use (`workbench.machine`), then
+    every random generator seeded."""
+    configure_threads()
+    seed_everything(seed)
+
+
 def _train_and_eval(kind: str, name: str, base: str, samples: list[Sample], train_spec: TrainSpec,
                     eval_spec: EvalSpec, spec: RunSpec, out: str | Path, seed: int, plugins: list = (),
                     resume: bool = False, progress: bool = True, notes: dict | None = None) -> Path:
-    seed_everything(seed)
+    begin_step(seed)
     model, tok = load_model(base)
     with RunWriter(out, kind, name, spec, seed=seed, resume=resume) as run:
         run.write_samples_file("train_data.jsonl", [s.to_dict() for s in samples])
@@ -130,7 +138,7 @@ def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSp
     """Evaluate a model into an eval run. `harmful` / `benign` replace the held-out sets; `sets` says in the
     config which prompts they are (default: "custom" for given harmful prompts)."""
     eval_spec = eval_spec if eval_spec is not None else EvalSpec()
-    seed_everything(seed)
+    begin_step(seed)
     m, tok = load_model(model)
     full = EvalRunSpec(eval=eval_spec, model=model_ref(model),
                        harmful_prompts=sets or ("custom" if harmful is not None else "advbench eval split"))
@@ -172,7 +180,7 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
     train = run.attack.train if run is not None and run.attack is not None else None
     adapted = train.lora_targets if train is not None and train.method == "lora" else None
 
-    seed_everything(seed)
+    begin_step(seed)
     ctx = RepairContext(attacked=str(model), aligned=refs.get("aligned"), unaligned=refs.get("unaligned"),
                         adapted_modules=adapted, seed=seed, progress=progress)
     t0 = time.perf_counter()
@@ -249,7 +257,7 @@ def run_analysis(name: str, model: str, compare: str | None, seed: int, out: Pat
                          f"it accepts: {', '.join(mod.Spec.model_fields)}") from None
     cfg = {"analysis": name, "params": spec.model_dump(), "model": model_ref(model),
            "compare": model_ref(compare) if compare else None}
-    seed_everything(seed)
+    begin_step(seed)
     with RunWriter(out.parent, "analysis", name, cfg, seed=seed, final=out) as run:
         ctx = AnalysisContext(model=model, compare=compare, seed=seed, progress=progress)
         result = mod.run(ctx, spec)
