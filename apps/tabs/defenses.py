@@ -18,6 +18,9 @@ from workbench.vocabulary import BOARD_STAGES, short_title
 
 TITLE = "Defenses"
 LOWER_IS_BETTER = {"hs", "hs_plus", "refusal_benign"}
+# Archived grids committed with the repository (`workbench runs archive`): what the tab shows when the runs root
+# holds no attacked model yet, so a first look at the explorer already compares defenses on the real model.
+ARCHIVE = Path(__file__).resolve().parents[2] / "results"
 
 
 @st.cache_data(show_spinner=False)
@@ -35,6 +38,13 @@ def paired_vs_sft(root: str, fp: tuple, stages: tuple, metric: str) -> list[dict
     return board.select(stages).vs_sft((metric,)) if board else []
 
 
+def archived_grids(archive: Path = ARCHIVE) -> list[Path]:
+    """The folders under `archive` holding attacked models, the defense grid first."""
+    grids = [p for p in sorted(archive.iterdir()) if p.is_dir() and any(p.rglob("config.json"))] \
+        if archive.is_dir() else []
+    return sorted(grids, key=lambda p: p.name != "defense-grid")
+
+
 def render(root: Path) -> None:
     fp = common.fingerprint(root)
     board = leaderboard(str(root), fp)
@@ -42,7 +52,13 @@ def render(root: Path) -> None:
         common.empty("attacked models (attack, defend or repair runs) under this runs root",
                      f"workbench align --model tiny-llama --defense sft --out {root}  &&  "
                      f"workbench attack --model <the align run folder> --out {root}")
-        return
+        grids = [g for g in archived_grids() if leaderboard(str(g), common.fingerprint(g)) is not None]
+        if not grids:
+            return
+        root = st.selectbox("Meanwhile, an archived grid of the real model (results/)", grids,
+                            format_func=lambda p: p.name, key="def-archive")
+        fp = common.fingerprint(root)
+        board = leaderboard(str(root), fp)
     present = [s for s in BOARD_STAGES if any(r.stage == s for r in board.rows)]
     c1, c2 = st.columns(2)
     with c1:
