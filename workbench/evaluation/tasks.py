@@ -48,9 +48,8 @@ def score_integer(answer: str, label) -> bool:
 # Instruction following (Alpaca), judge-free. Correct ⇔ the answer is not a refusal, is coherent
 # (coherence.py), and recalls ≥ IF_MIN_RECALL of the reference's *novel* content words: lower-cased words
 # of the reference answer, minus stopwords, minus words already in the instruction (so parroting the
-# prompt earns nothing; if that leaves nothing, all of the reference's content words count). Calibration
-# on Alpaca eval: an unrelated Alpaca answer passes 2.6 % of the time, the first third of the reference
-# answer itself passes 76 %, the full references 193 of 201 (the 8 others are refusals: "As an AI, I cannot ...").
+# prompt earns nothing; if that leaves nothing, all of the reference's content words count). Its calibration
+# on Alpaca eval (unrelated answers, partial and full references) is in docs/calibration.md.
 IF_MIN_RECALL = 0.2
 _STOPWORDS = frozenset(
     "a an the and or but if then else of to in on at by for with from as is are was were be been being it its "

