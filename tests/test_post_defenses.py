@@ -354,7 +354,8 @@ def test_cli_leaderboard_puts_every_stage_against_the_same_attack(runs_root, tmp
     assert (d["n"], d["only_a"]) == (8, only_antidote)
     assert d["value"] == pytest.approx(open_run(paths["antidote"]).metrics["refusal_harmful"]["value"]
                                        - open_run(paths["attacked"]).metrics["refusal_harmful"]["value"])
-    assert (tmp_path / "lb_vs_sft.md").read_text().count("\n") == 2 + 3  # header + rule + one row per defended run
+    table = [line for line in (tmp_path / "lb_vs_sft.md").read_text().splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 3  # header + rule + one line per defended or repaired run
     fig = plot_hs_fa(board)
     points = {(t.name, d) for t in fig.data for d in t.text}
     assert points == {("alignment", "sft"), ("fine-tuning", "freeze"), ("post-fine-tuning", "safelora"),

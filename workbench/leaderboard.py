@@ -24,7 +24,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench.evaluation.paired import compare_samples
+from workbench.evaluation.paired import compare_flags, sample_flags, stratified_difference
+from workbench.evaluation.power import mcnemar_mde
 from workbench.plots.export import export_figure
 from workbench.plots.leaderboard import figures
 from workbench.runs import Run, base_of, defense_name, list_runs, open_run, run_kind
@@ -134,10 +135,15 @@ class Leaderboard:
                           *[_short_rate(r.rates.get(m)) for m in after]])
         return markdown_table(head, table)
 
-    def vs_sft(self, metrics: tuple[str, ...] = ("hs", "hs_plus", "refusal_harmful")) -> list[dict]:
+    def vs_sft(self, metrics: tuple[str, ...] = ("hs", "hs_plus", "refusal_harmful"), alpha: float = 0.05,
+               power: float = 0.8) -> list[dict]:
         """Every defended row against the plain-SFT row of the same attack (attack, p, n, method, seed), paired
         on the prompts both answered (`evaluation.paired`): difference in points, its 95 % paired-bootstrap
-        interval, the discordant counts and the exact McNemar p. Reads each run's samples.jsonl."""
+        interval, the discordant counts and the exact McNemar p. A defense attacked under several seeds also gets
+        one combined line with the seeds as strata (`stratified_difference`). Every line states the minimum
+        detectable difference of the test at its n (`evaluation.power`, Connor 1987), planned from the
+        discordance rate pooled over the whole board for that metric, not from the line's own outcome. Reads
+        each run's samples.jsonl."""
         sft = {r.attack_key: r for r in self.rows if r.stage == ALIGNMENT and r.defense == "sft"}
         samples: dict[str, list[dict]] = {}
 
@@ -146,33 +152,62 @@ class Leaderboard:
                 samples[run] = open_run(run).samples()
             return samples[run]
 
-        out = []
+        out: list[dict] = []
+        strata: dict[tuple, list[tuple]] = {}
         for r in self.rows:
             base = sft.get(r.attack_key)
             if base is None or base is r or r.stage == NONE:  # an attack on a non-aligned model
                 continue
             for m in metrics:
                 if m in r.rates and m in base.rates:
-                    d = compare_samples(read(r.run), read(base.run), m)
-                    out.append({"attack": r.attack, "p": r.p, "stage": r.stage, "defense": r.defense,
+                    flags, sft_flags = sample_flags(read(r.run), m), sample_flags(read(base.run), m)
+                    d = compare_flags(flags, sft_flags, m)
+                    out.append({"attack": r.attack, "p": r.p, "stage": r.stage, "defense": r.defense, "seed": r.seed,
                                 "metric": m, **d.to_dict(), "run": r.run, "sft_run": base.run})
+                    key = (r.attack, r.p, r.n, r.method, r.stage, r.defense, m)
+                    strata.setdefault(key, []).append((r.seed, flags, sft_flags))
+        for (attack, p, _, _, stage, defense, m), items in strata.items():
+            seeds = sorted({seed for seed, _, _ in items}, key=str)
+            if len(seeds) > 1:
+                d = stratified_difference([(a, b) for _, a, b in items], m)
+                label = "+".join(map(str, seeds))
+                out.append({"attack": attack, "p": p, "stage": stage, "defense": defense, "seed": label, "metric": m,
+                            **d.to_dict(), "run": f"seeds {label}", "sft_run": ""})
+        for m in metrics:
+            single = [d for d in out if d["metric"] == m and d["strata"] == 1]
+            pairs = sum(d["n"] for d in single)
+            pooled = sum(d["only_a"] + d["only_b"] for d in single) / pairs if pairs else 0.0
+            for d in (d for d in out if d["metric"] == m):
+                mde = mcnemar_mde(d["n"], pooled, alpha, power) if pooled > 0 else None
+                d.update(mde=None if mde is None else 100.0 * mde, discordance_pooled=pooled)
         return out
 
     def vs_sft_markdown(self, metrics: tuple[str, ...] = ("hs", "hs_plus", "refusal_harmful"),
                         rows: list[dict] | None = None) -> str:
-        """`vs_sft` as a table, one line per defended run; pass `rows` when `vs_sft(metrics)` was computed."""
+        """`vs_sft` as a table, one line per defended run (and per defense over its seeds); pass `rows` when
+        `vs_sft(metrics)` was computed."""
         rows = self.vs_sft(metrics) if rows is None else rows
-        head = ["attack", "p", "stage", "defense",
-                *[f"{short_title(m)} − SFT [95 %] (only defense / only SFT; McNemar p)" for m in metrics]]
+        head = ["attack", "p", "stage", "defense", "seed",
+                *[f"{short_title(m)} − SFT [95 %] (only defense / only SFT; McNemar p; MDE)" for m in metrics]]
         groups: dict[tuple, dict] = {}
         for d in rows:
-            groups.setdefault((d["attack"], d["p"], d["stage"], d["defense"], d["run"]), {})[d["metric"]] = d
+            key = (d["attack"], d["p"], d["stage"], d["defense"], d["seed"], d["run"])
+            groups.setdefault(key, {})[d["metric"]] = d
         table = []
-        for (attack, p, stage, defense, _), by_metric in groups.items():
+        for (attack, p, stage, defense, seed, _), by_metric in groups.items():
             cells = [f"{d['value']:+.0f} [{d['low']:+.0f}, {d['high']:+.0f}] ({d['only_a']}/{d['only_b']}; "
-                     f"p = {d['p_value']:.2g})" if d else "—" for d in (by_metric.get(m) for m in metrics)]
-            table.append([attack, _num(p), stage, defense, *cells])
-        return markdown_table(head, table)
+                     f"p = {d['p_value']:.2g}; {_mde(d['mde'])})" if d else "—"
+                     for d in (by_metric.get(m) for m in metrics)]
+            table.append([attack, _num(p), stage, defense, str(seed), *cells])
+        note = ("\nMDE: the smallest difference (points) the exact McNemar test detects with power 0.8 at α = 0.05 "
+                "and that line's n, planned from the discordance rate pooled over this board (Connor 1987); a "
+                "difference below it is not evidence of no effect. Lines with seeds joined by + combine those "
+                "seeds as strata.\n")
+        return markdown_table(head, table) + note
+
+
+def _mde(value: float | None) -> str:
+    return "MDE —" if value is None else f"MDE {value:.0f}"
 
 
 def _in_stages(rows: list[Row], stages) -> list[Row]:

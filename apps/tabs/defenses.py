@@ -98,10 +98,13 @@ def render(root: Path) -> None:
         st.dataframe([{"defense": d["defense"], "stage": d["stage"], "attack": d["attack"], "p": d["p"],
                        "defense − SFT (points)": d["value"], "95 % low": d["low"], "95 % high": d["high"],
                        "flagged for the defense only": d["only_a"], "for SFT only": d["only_b"],
-                       "McNemar p": d["p_value"], "prompts": d["n"]} for d in paired],
+                       "McNemar p": d["p_value"], "prompts": d["n"], "seed": str(d["seed"]),
+                       "detectable (MDE, points)": d["mde"]} for d in paired],
                      hide_index=True, width="stretch",
                      column_config={k: st.column_config.NumberColumn(k, format="%+.1f")
                                     for k in ("defense − SFT (points)", "95 % low", "95 % high")})
         st.caption("Both models answered the same prompts, so only the prompts where they disagree carry evidence: "
                    "exact McNemar test on those (two-sided, unadjusted) and a paired-bootstrap interval of the "
-                   "difference. Two overlapping Wilson intervals do not mean 'no difference', nor the reverse.")
+                   "difference. Two overlapping Wilson intervals do not mean 'no difference', nor the reverse. "
+                   "MDE: the smallest difference the test detects with power 0.8 at this n, planned from the "
+                   "disagreement rate pooled over the board; seeds joined by + are combined as strata.")

@@ -36,7 +36,6 @@ class AnalysisResult:
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file  # deferred: safetensors
 
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         plain, tensors = self._split()

@@ -35,6 +35,7 @@ class PairedDifference:
     only_a: int  # prompts flagged for A but not B
     only_b: int
     p_value: float  # exact McNemar (two-sided)
+    strata: int = 1  # seeds combined as strata (`stratified_difference`)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,7 +43,6 @@ class PairedDifference:
 
 def paired_difference(a: Sequence[bool], b: Sequence[bool], metric: str = "", seed: int = 0) -> PairedDifference:
     from scipy.stats import binomtest  # deferred: scipy
-
 
     x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
     if x.shape != y.shape or x.ndim != 1 or len(x) == 0:
@@ -65,8 +65,40 @@ def sample_flags(samples: list[dict], metric: str) -> dict[str, bool]:
 
 def compare_samples(samples_a: list[dict], samples_b: list[dict], metric: str, seed: int = 0) -> PairedDifference:
     """Paired difference A − B on the prompts both runs answered."""
-    fa, fb = sample_flags(samples_a, metric), sample_flags(samples_b, metric)
+    return compare_flags(sample_flags(samples_a, metric), sample_flags(samples_b, metric), metric, seed)
+
+
+def compare_flags(fa: dict[str, bool], fb: dict[str, bool], metric: str = "", seed: int = 0) -> PairedDifference:
+    """Paired difference A − B of two {prompt: flag} maps, on the prompts both have."""
     shared = [p for p in fa if p in fb]
     if not shared:
         raise ValueError(f"the two runs share no prompts for {metric}: they were evaluated on different sets")
     return paired_difference([fa[p] for p in shared], [fb[p] for p in shared], metric, seed)
+
+
+def stratified_difference(strata: Sequence[tuple[dict[str, bool], dict[str, bool]]], metric: str = "",
+                          seed: int = 0) -> PairedDifference:
+    """A − B combined over strata (e.g. seeds: each stratum one pair of runs, {prompt: flag} for A and for B).
+
+    Seeds are strata, not extra prompts: the same prompt answered under two seeds is one unit of the
+    evaluation set, so the interval is a bootstrap over prompts that resamples each prompt with all its
+    strata together. The difference is pooled over every (prompt, stratum) pair both runs answered; the exact
+    McNemar test pools the discordant pairs of all strata (the conditional test for stratified matched pairs)."""
+    from scipy.stats import binomtest  # deferred: scipy
+
+    per_prompt: dict[str, list[float]] = {}
+    only_a = only_b = pairs = 0
+    for fa, fb in strata:
+        for prompt in (p for p in fa if p in fb):
+            a, b = fa[prompt], fb[prompt]
+            only_a, only_b, pairs = only_a + (a and not b), only_b + (b and not a), pairs + 1
+            cell = per_prompt.setdefault(prompt, [0.0, 0.0])
+            cell[0] += 100.0 * (a - b)
+            cell[1] += 1
+    if not pairs:
+        raise ValueError(f"the strata share no prompts for {metric}: they were evaluated on different sets")
+    clusters = np.array(list(per_prompt.values()))
+    low, high = bootstrap_ci(clusters, stat=lambda v, axis=0: v[:, 0].sum() / v[:, 1].sum(), seed=seed)
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return PairedDifference(metric, pairs, 100.0 * (only_a - only_b) / pairs, float(low), float(high), only_a,
+                            only_b, float(p), strata=len(strata))

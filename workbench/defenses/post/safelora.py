@@ -150,7 +150,6 @@ def _repair_adapter(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
     """ΔW = s · B A from the adapter; projected layers get B ← C B; then the adapter is merged."""
     from peft import PeftModel  # deferred: peft
 
-
     folder = model_folder(ctx.attacked)
     base, tok = load_model(_base_reference(folder))
     peft_model = PeftModel.from_pretrained(base, folder, is_trainable=False)
