@@ -69,22 +69,22 @@ METRIC_TITLES: dict[str, tuple[str, str]] = {
 FA_PREFIX = "fa_"
 
 
+def _title(metric: str, long: bool) -> str:
+    if metric in METRIC_TITLES:
+        return METRIC_TITLES[metric][long]
+    if metric.startswith(FA_PREFIX):
+        return f"{'fine-tune accuracy ' if long else ''}FA {metric[len(FA_PREFIX):]}"
+    return metric.replace("_", " ")
+
+
 def short_title(metric: str) -> str:
     """"HS", "HS+", "FA sst2", "refusal benign": a metric in a table header or a legend."""
-    if metric in METRIC_TITLES:
-        return METRIC_TITLES[metric][0]
-    if metric.startswith(FA_PREFIX):
-        return f"FA {metric[len(FA_PREFIX):]}"
-    return metric.replace("_", " ")
+    return _title(metric, long=False)
 
 
 def long_title(metric: str) -> str:
     """"harmful score HS", "fine-tune accuracy FA sst2": a metric spelled out."""
-    if metric in METRIC_TITLES:
-        return METRIC_TITLES[metric][1]
-    if metric.startswith(FA_PREFIX):
-        return f"fine-tune accuracy FA {metric[len(FA_PREFIX):]}"
-    return metric.replace("_", " ")
+    return _title(metric, long=True)
 
 
 def axis_title(metric: str) -> str:
