@@ -64,7 +64,15 @@ class EvalSpec(Spec):
     generation: GenerationSpec = GenerationSpec()
     judge: bool = True  # moderation judge on the harmful set → HS, HS+ (evaluation/judge.py)
     judge_embedder: Literal["minilm", "hashing"] = "minilm"  # "hashing": fast stand-in (tiny preset, tests)
+    # the judge as `--judge` named it (`evaluation.moderation.get_judge`: minilm-lr, hashing-lr, or a local HF
+    # folder as an absolute path); None: the built-in judge of `judge_embedder`, as in every run before `--judge`
+    judge_model: str | None = None
     seed: int = 0
+
+    @property
+    def judge_spec(self) -> str:
+        """The spec of the judge behind HS / HS+: `judge_model`, else `minilm-lr` / `hashing-lr` by embedder."""
+        return self.judge_model or f"{self.judge_embedder}-lr"
 
 
 class DefenseSpec(Spec):
