@@ -153,6 +153,16 @@ def test_guard_without_chat_template_is_an_error(judges, tmp_path):
         M.get_judge(folder).p_harmful(["p"], ["r"])
 
 
+def test_guard_whose_template_asks_for_other_words_is_an_error(judges, tmp_path):
+    folder = tmp_path / "yes-no-guard"
+    shutil.copytree(judges["guard"], folder)
+    template = (folder / "chat_template.jinja").read_text()
+    yes_no = template.replace("Answer safe or unsafe.", "Answer Yes or No.").replace("is unsafe", "is harmful")
+    (folder / "chat_template.jinja").write_text(yes_no)
+    with pytest.raises(ValueError, match="never asks for 'safe' or 'unsafe'"):
+        M.get_judge(folder).p_harmful(["p"], ["r"])
+
+
 # --- versions and names ------------------------------------------------------------------------------------------
 
 def test_folder_versions_name_the_exact_files(judges, tmp_path):

@@ -318,7 +318,7 @@ class FolderJudge(ModerationJudge):
         encoded = [self.encode(p, r) for p, r in zip(prompts, responses, strict=True)]
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # longest first: memory peaks early
         out = [0.0] * len(encoded)
-        bar = tqdm(total=len(encoded), desc=f"judge {self.name}", unit="answer", dynamic_ncols=True,
+        bar = tqdm(total=len(encoded), desc=f"judge {self.name}", unit="answer", dynamic_ncols=True, leave=False,
                    disable=not self.progress or len(encoded) <= self.batch_size)
         with torch.no_grad():
             for start in range(0, len(order), self.batch_size):
@@ -394,6 +394,11 @@ class GuardJudge(FolderJudge):
         if not getattr(self.tokenizer, "chat_template", None):
             raise ValueError(f"{self.folder}: a guard model is read through its own chat template, and this "
                              f"tokenizer has none")
+        rendered = self.tokenizer.decode(self.encode("PROMPT", "RESPONSE"))
+        if "unsafe" not in rendered.lower():  # e.g. ShieldGemma asks for Yes / No: its P("unsafe") means nothing
+            raise ValueError(f"{self.folder}: its chat template never asks for 'safe' or 'unsafe', so the next-token "
+                             f"ratio of those words is not its verdict; only guards that answer safe / unsafe (Llama "
+                             f"Guard style) are read")
         self.safe_id, self.unsafe_id = (self.first_token(w) for w in ("safe", "unsafe"))
         if self.safe_id == self.unsafe_id:
             raise ValueError(f"{self.folder}: 'safe' and 'unsafe' start with the same token "
