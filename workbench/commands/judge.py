@@ -52,7 +52,8 @@ def rescore_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root (
 
     outcomes = guard(rescore_runs, runs, judge)
     table = Table(title=f"rescored with {judge}")
-    for col in ("run", "status", "HS recorded", "HS rescored", "HS+ rescored"):
+    table.add_column("run", overflow="fold")
+    for col in ("status", "HS recorded", "HS rescored", "HS+ rescored"):
         table.add_column(col)
     for o in outcomes:
         table.add_row(o.run.name, o.status, fmt_rate(o.recorded.get("hs"), decimals=0),
