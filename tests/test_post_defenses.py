@@ -282,6 +282,25 @@ def test_cli_antidote_repair_run_saves_exactly_the_pruned_weights(runs_root):
     assert json.loads((run.path / "repair.json").read_text())["n_pruned"] == record.n_zeroed
 
 
+def test_cli_repair_with_another_judge_keeps_the_recorded_evaluation_otherwise(runs_root, tmp_path):
+    """`repair --judge PATH` scores the repaired model's answers with that judge; prompts, sizes and generation stay
+    the attacked run's recorded evaluation."""
+    from judge_helpers import save_classifier
+
+    from workbench.evaluation.moderation import get_judge
+
+    _, paths = runs_root
+    judge = get_judge(save_classifier(tmp_path / "tiny-moderation"))
+    res = CliRunner().invoke(app, ["repair", "--defense", "antidote", "--model", str(paths["attacked"]),
+                                   "--judge", judge.spec, "--out", str(tmp_path / "runs")])
+    assert res.exit_code == 0, res.output
+    (path,) = (tmp_path / "runs").glob("repair-antidote-*")
+    run, attacked = open_run(path), open_run(paths["attacked"])
+    assert run.metrics["judge"] == judge.identity.to_dict() and run.metrics["hs"]["n"] == 8
+    assert run.spec.eval == attacked.spec.eval.model_copy(update={"judge_model": judge.spec})
+    assert open_run(paths["antidote"]).metrics["judge"]["name"] == "hashing-lr"  # the tiny preset's judge
+
+
 @pytest.mark.parametrize("args, message", [
     (["--defense", "nope"], "'nope' is unknown; repair takes a post-fine-tuning defense: antidote, safelora"),
     (["--defense", "lisa"], "'lisa' is a fine-tuning-stage defense"),

@@ -49,6 +49,7 @@ app.command("leaderboard")(leaderboard.leaderboard_cmd)
 judge_app = typer.Typer(no_args_is_help=True, help="Moderation judge: score responses, report its FN/FP.")
 app.add_typer(judge_app, name="judge")
 judge_app.command("score")(judge.score_cmd)
+judge_app.command("rescore")(judge.rescore_cmd)
 judge_app.command("report")(judge.report_cmd)
 judge_app.command("train")(judge.train_cmd)
 

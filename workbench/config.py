@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 
 class Spec(BaseModel):
@@ -64,7 +64,24 @@ class EvalSpec(Spec):
     generation: GenerationSpec = GenerationSpec()
     judge: bool = True  # moderation judge on the harmful set → HS, HS+ (evaluation/judge.py)
     judge_embedder: Literal["minilm", "hashing"] = "minilm"  # "hashing": fast stand-in (tiny preset, tests)
+    # the judge as `--judge` named it (`evaluation.moderation.get_judge`: minilm-lr, hashing-lr, or a local HF
+    # folder as an absolute path); None: the built-in judge of `judge_embedder`, as in every run before `--judge`
+    judge_model: str | None = None
     seed: int = 0
+
+    @model_serializer(mode="wrap")
+    def _without_default_judge(self, handler) -> dict:
+        """`judge_model` is written only when set, so a record written before it existed dumps back to exactly its
+        JSON (and spec hash: staging folders, --resume), and a run without `--judge` records what it always did."""
+        data = handler(self)
+        if data.get("judge_model") is None:
+            data.pop("judge_model", None)
+        return data
+
+    @property
+    def judge_spec(self) -> str:
+        """The spec of the judge behind HS / HS+: `judge_model`, else `minilm-lr` / `hashing-lr` by embedder."""
+        return self.judge_model or f"{self.judge_embedder}-lr"
 
 
 class DefenseSpec(Spec):

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from workbench.evaluation.moderation import JudgeId
 from workbench.evaluation.paired import compare_flags, sample_flags, stratified_difference
 from workbench.evaluation.power import mcnemar_mde
+from workbench.evaluation.rescore import judged_rates, judged_samples
 from workbench.plots.export import export_figure
 from workbench.plots.leaderboard import figures
 from workbench.runs import Run, base_of, defense_name, list_runs, open_run, run_kind
@@ -73,10 +75,11 @@ class Row:
 class Leaderboard:
     rows: list[Row]
     metrics: list[str]  # rate metrics present, in column order
+    judge: JudgeId | None = None  # HS / HS+ by this judge (`build(judge=...)`); None: each run's metrics.json
 
     def select(self, stages) -> Leaderboard:
         """The rows of these defense stages, plus the plain-SFT rows every stage is compared against."""
-        return Leaderboard(_in_stages(self.rows, stages), self.metrics)
+        return Leaderboard(_in_stages(self.rows, stages), self.metrics, self.judge)
 
     def fa_metric(self) -> str | None:
         return next((m for m in self.metrics if m.startswith("fa_")), None)
@@ -149,7 +152,7 @@ class Leaderboard:
 
         def read(run: str) -> list[dict]:
             if run not in samples:
-                samples[run] = open_run(run).samples()
+                samples[run] = judged_samples(open_run(run), self.judge.version if self.judge else None)
             return samples[run]
 
         out: list[dict] = []
@@ -296,10 +299,13 @@ def _repair_row(run: Run, index: _Index) -> Row:
                under.finetune_s if under else None, str(run.path), under.method if under else _method_of(run))
 
 
-def build(root: str | Path | list[str | Path], stages: list[str] | None = None) -> Leaderboard:
+def build(root: str | Path | list[str | Path], stages: list[str] | None = None,
+          judge: str | None = None) -> Leaderboard:
     """Every attack / defend / repair run under `root` (one runs root, or several read as one board) as a
     leaderboard row, grouped by attack. `stages` (canonical names, `vocabulary.BOARD_STAGES`) keeps the rows of
-    those defense stages, plus the plain-SFT rows every stage is compared against."""
+    those defense stages, plus the plain-SFT rows every stage is compared against. `judge` (a `get_judge` spec)
+    takes HS / HS+ from that judge's scores (`evaluation.rescore.judged_rates`: the run's metrics.json when that
+    judge scored it, else its sidecar; an error naming `workbench judge rescore` when some are missing)."""
     roots = [Path(r) for r in root] if isinstance(root, (list, tuple)) else [Path(root)]
     unknown = set(stages or ()) - set(BOARD_STAGES)
     if unknown:  # before any run folder is read
@@ -317,6 +323,11 @@ def build(root: str | Path | list[str | Path], stages: list[str] | None = None) 
         raise ValueError(f"no attacked models under {', '.join(map(str, roots))}: the leaderboard reads attack, "
                          f"defend and repair runs (`workbench attack`, `workbench attack --defense`, "
                          f"`workbench repair`)")
+    ident = None
+    if judge is not None:
+        ident, scored = judged_rates([r.run for r in rows], judge, roots)
+        rows = [replace(r, rates={**{k: v for k, v in r.rates.items() if k not in ("hs", "hs_plus")},
+                                  **scored[r.run]}) for r in rows]
     present = {m for r in rows for m in r.rates}
     metrics = [m for h in HEADLINE for m in sorted(present) if m == h or (h == "fa" and m.startswith("fa_"))]
     metrics += sorted(present - set(metrics))
@@ -326,7 +337,7 @@ def build(root: str | Path | list[str | Path], stages: list[str] | None = None) 
         return (r.attack, r.p if r.p is not None else -1, r.n or 0, r.method or "", BOARD_STAGES.index(r.stage),
                 hs if hs is not None else float("inf"), r.defense)
 
-    return Leaderboard(sorted(rows, key=key), metrics)
+    return Leaderboard(sorted(rows, key=key), metrics, ident)
 
 
 def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> list[Path]:
@@ -339,7 +350,8 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     md, table = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".csv")
-    md.write_text(board.to_markdown())
+    md.write_text((f"HS and HS+ by judge {board.judge.name} ({board.judge.version}).\n\n" if board.judge else "")
+                  + board.to_markdown())
     table.write_text(board.to_csv())
     written = [md, table]
     if any(r.stage == ALIGNMENT and r.defense != "sft" for r in board.rows):  # defenses to put before / after

@@ -25,6 +25,7 @@ from workbench.defenses import get_defense, parse_params
 from workbench.defenses.context import TrainingContext
 from workbench.defenses.post.common import RepairContext
 from workbench.evaluation.harness import evaluate
+from workbench.evaluation.moderation import resolve_spec
 from workbench.machine import configure_threads
 from workbench.models import load_model, save_model
 from workbench.models.registry import MODELS, _base_reference, model_folder
@@ -154,13 +155,15 @@ REPAIRABLE = ("attack", "defend")  # run kinds whose model/ is a fine-tuned mode
 
 
 def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
-           aligned: str | None = None, unaligned: str | None = None, progress: bool = True) -> Path:
+           aligned: str | None = None, unaligned: str | None = None, progress: bool = True,
+           judge: str | None = None) -> Path:
     """Repair a fine-tuned model with a post-fine-tuning defense; one run folder of kind "repair" holding the
     repaired model (merged safetensors), `repair.json` (what changed), the method's files, and its evaluation.
 
     `model`: an attack / defend run folder, an HF folder or a LoRA adapter folder. Defaults, read from run folders:
     `aligned` = the model the attack run fine-tuned (an adapter's base), `unaligned` = the model the aligned run
     started from. `eval_spec` None: the attacked run's recorded evaluation (same prompts, sizes, system prompt).
+    `judge` (a `moderation.get_judge` spec) replaces the judge of that evaluation.
     """
 
     info = get_defense(defense, POST_FINE_TUNING)
@@ -177,6 +180,8 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
         # the attacker's persona / the defense's inference prompt stays part of how this model is queried
         gen = eval_spec.generation.model_copy(update={"system_prompt": recorded.generation.system_prompt})
         eval_spec = eval_spec.model_copy(update={"generation": gen})
+    if judge is not None:
+        eval_spec = eval_spec.model_copy(update={"judge": True, "judge_model": resolve_spec(judge)})
     train = run.attack.train if run is not None and run.attack is not None else None
     adapted = train.lora_targets if train is not None and train.method == "lora" else None
 

@@ -22,6 +22,10 @@ console = Console()
 ModelOpt = typer.Option("smollm2-135m-instruct", "--model", "-m", help="Registered name, HF folder or run folder.")
 SeedOpt = typer.Option(0, "--seed", help="Seed for data order, LoRA init, splits of the mix and sampling.")
 OutOpt = typer.Option(Path("runs"), "--out", "-o", help="Runs root: each step writes one folder inside it.")
+JudgeOpt = typer.Option(None, "--judge", help="Moderation judge behind HS / HS+: minilm-lr (default; the tiny preset: "
+                                              "hashing-lr, a fast stand-in) or a local Hugging Face folder holding a "
+                                              "sequence-classification moderation model or a guard causal LM "
+                                              "(docs/judges.md).")
 
 
 def _on_sigterm(signum, frame):
@@ -69,6 +73,15 @@ def eval_spec(preset_name: str | None, model: str, seed: int, n_harmful: int | N
     upd = {k: v for k, v in dict(n_harmful=n_harmful, n_benign=n_benign, n_task=n_task, task=task).items()
            if v is not None}
     return spec.model_copy(update=upd)
+
+
+def with_judge(spec, judge: str | None):
+    """The EvalSpec `spec` with the judge `--judge` names (checked now, before any training), or as is without one."""
+    if judge is None:
+        return spec
+    from workbench.evaluation.moderation import resolve_spec  # deferred: torch
+
+    return spec.model_copy(update={"judge": True, "judge_model": resolve_spec(judge)})
 
 
 def fmt_rate(r) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.commands.common import ModelOpt, OutOpt, SeedOpt, eval_spec, guard, print_metrics
+from workbench.commands.common import JudgeOpt, ModelOpt, OutOpt, SeedOpt, eval_spec, guard, print_metrics, with_judge
 from workbench.data.jsonl import read_prompts
 
 
@@ -22,7 +22,8 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                              "reported test sets."),
              system_prompt: str | None = typer.Option(
                  None, help="System prompt for the harmful and benign prompts (e.g. a safety prompt, as PTST uses); "
-                            "default: the chat template's own.")):
+                            "default: the chat template's own."),
+             judge: str | None = JudgeOpt):
     """Evaluate any model or run folder on held-out sets."""
     from workbench import steps  # deferred: torch
 
@@ -32,6 +33,7 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
         harmful = read_prompts(harmful_prompts) if harmful_prompts else None
         spec = eval_spec(preset, model, seed, n_harmful if n_harmful is not None else
                          (len(harmful) if harmful else None), n_benign, n_task, task)
+        spec = with_judge(spec, judge)
         if system_prompt is not None:
             spec = spec.model_copy(update={"generation": spec.generation.model_copy(
                 update={"system_prompt": system_prompt})})

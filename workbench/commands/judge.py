@@ -1,8 +1,11 @@
-"""`workbench judge score IN.jsonl OUT.jsonl` | `workbench judge report` | `workbench judge train`.
+"""`workbench judge score IN.jsonl OUT.jsonl` | `rescore --runs ROOT --judge SPEC` | `report` | `train`.
 
 score   reads JSONL records with string fields `prompt` and `response` (other fields are kept) and writes
         them back with `score` (P(harmful), 0..1) and `harmful` (score ≥ 0.5). The whole file is
         validated before anything is scored; a bad record is one error naming file, line and field.
+        `--judge` picks any judge (`evaluation.moderation.get_judge`); `--embedder` is the older spelling.
+rescore re-scores the saved harmful-set answers of every finished run under ROOT with a judge into a sidecar
+        `scores/<judge version>.json` beside each run (`evaluation.rescore`); no file of a run is changed.
 report  FN / FP with Wilson 95 % intervals on the held-out human-labelled split (judge_labelled eval),
         next to the survey anchor, plus the confusion matrix; --errors lists the misclassified rows,
         --more adds the held-out splits of the automatically labelled sources.
@@ -17,7 +20,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from workbench.commands.common import console, guard
+from workbench.commands.common import JudgeOpt, console, guard
 
 
 class EmbedderName(StrEnum):
@@ -31,12 +34,34 @@ EmbedderOpt = typer.Option(EmbedderName.minilm, "--embedder",
 
 def score_cmd(src: Path = typer.Argument(..., metavar="IN.jsonl", help="Records with 'prompt' and 'response'."),
               dst: Path = typer.Argument(..., metavar="OUT.jsonl", help="Where to write them with score/harmful."),
-              embedder: EmbedderName = EmbedderOpt):
+              embedder: EmbedderName = EmbedderOpt, judge: str | None = JudgeOpt):
     """Score (prompt, response) records: adds `score` (P(harmful)) and `harmful` (score ≥ 0.5)."""
-    from workbench.evaluation.judge import score_file  # deferred: sklearn
+    from workbench.evaluation.moderation import score_file  # deferred: torch
 
-    n, k = guard(score_file, src, dst, embedder.value)
-    console.print(f"{k} of {n} responses flagged harmful → {dst}")
+    n, k, ident = guard(score_file, src, dst, judge or embedder.value)
+    console.print(f"{k} of {n} responses flagged harmful by judge {ident.name} ({ident.version}) → {dst}")
+
+
+def rescore_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root (searched recursively, archived "
+                                                                    "results/ folders too); repeatable."),
+                judge: str = typer.Option(..., "--judge", help="minilm-lr, hashing-lr or a local Hugging Face folder "
+                                                               "(a moderation classifier or a guard causal LM).")):
+    """Re-score the saved harmful answers of finished runs with a judge: scores/<version>.json beside each run."""
+    from workbench.evaluation.rescore import rescore_runs  # deferred: torch
+    from workbench.vocabulary import fmt_rate  # deferred: startup
+
+    outcomes = guard(rescore_runs, runs, judge)
+    table = Table(title=f"rescored with {judge}")
+    table.add_column("run", overflow="fold")
+    for col in ("status", "HS recorded", "HS rescored", "HS+ rescored"):
+        table.add_column(col)
+    for o in outcomes:
+        table.add_row(o.run.name, o.status, fmt_rate(o.recorded.get("hs"), decimals=0),
+                      fmt_rate(o.rates.get("hs"), decimals=0), fmt_rate(o.rates.get("hs_plus"), decimals=0))
+    console.print(table)
+    done = sum(o.status == "scored" for o in outcomes)
+    console.print(f"{done} run(s) scored, {len(outcomes) - done} skipped (already scored by this judge, or no harmful "
+                  f"answers); the runs' own files are unchanged")
 
 
 def report_cmd(embedder: EmbedderName = EmbedderOpt,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.commands.common import guard, parse_params, print_metrics
+from workbench.commands.common import JudgeOpt, guard, parse_params, print_metrics
 
 
 def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tuning defense: safelora or antidote."),
@@ -21,7 +21,8 @@ def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tun
                                         help="Runs root; the repair run is written in it."),
                preset: str | None = typer.Option(None, help="'full' or 'tiny' eval sizes (default: the attacked "
                                                                "run's recorded evaluation)."),
-               seed: int = typer.Option(0, "--seed", help="Seed for calibration samples and evaluation.")):
+               seed: int = typer.Option(0, "--seed", help="Seed for calibration samples and evaluation."),
+               judge: str | None = JudgeOpt):
     """Repair a fine-tuned model (SafeLoRA projection or Antidote pruning) and evaluate it like `attack` does."""
     from workbench import steps  # deferred: torch
 
@@ -38,7 +39,8 @@ def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tun
             from workbench.presets import preset as get_preset  # deferred: pydantic
 
             eval_spec = get_preset(preset, seed).eval
-        return steps.repair(defense, parse_params(param), model, out, seed, eval_spec, aligned, unaligned)
+        return steps.repair(defense, parse_params(param), model, out, seed, eval_spec, aligned, unaligned,
+                            judge=judge)
 
     path = guard(run)
     print_metrics(path)

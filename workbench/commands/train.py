@@ -13,7 +13,18 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from workbench.commands.common import ModelOpt, OutOpt, SeedOpt, console, fmt_rate, guard, parse_params, print_metrics
+from workbench.commands.common import (
+    JudgeOpt,
+    ModelOpt,
+    OutOpt,
+    SeedOpt,
+    console,
+    fmt_rate,
+    guard,
+    parse_params,
+    print_metrics,
+    with_judge,
+)
 
 
 def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
@@ -23,7 +34,8 @@ def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
               preset: str | None = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
               method: str | None = typer.Option(None, help="'lora' or 'full' fine-tuning."),
               max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps."),
-              resume: bool = typer.Option(False, help="Continue an interrupted run of the same spec.")):
+              resume: bool = typer.Option(False, help="Continue an interrupted run of the same spec."),
+              judge: str | None = JudgeOpt):
     """Safety-align a model (SFT on refusals, or an alignment-stage defense)."""
     from workbench import steps  # deferred: torch
     from workbench.config import DefenseSpec  # deferred: pydantic
@@ -36,7 +48,7 @@ def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                                                  if v is not None})
         spec = p.align.model_copy(update={"defense": DefenseSpec(name=defense, params=parse_params(param)),
                                           "train": train})
-        return steps.align(spec, model, out, seed, p.eval, resume=resume)
+        return steps.align(spec, model, out, seed, with_judge(p.eval, judge), resume=resume)
 
     path = guard(run)
     print_metrics(path)
@@ -53,7 +65,8 @@ def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps."),
                defense: str | None = typer.Option(None, help="Fine-tuning-stage defense the provider applies."),
                param: list[str] = typer.Option([], "--param", help="Defense hyperparameter KEY=VALUE (JSON value)."),
-               resume: bool = typer.Option(False, help="Continue an interrupted run of the same spec.")):
+               resume: bool = typer.Option(False, help="Continue an interrupted run of the same spec."),
+               judge: str | None = JudgeOpt):
     """Fine-tune a model on user data with harmful ratio p (the attack), optionally under a defense."""
     from workbench import steps  # deferred: torch
     from workbench.config import DefenseSpec  # deferred: pydantic
@@ -70,7 +83,7 @@ def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                                                    if v is not None})
         spec = pr.attack.model_copy(update={"name": name, "data": data, "train": train})
         d = DefenseSpec(name=defense, params=parse_params(param)) if defense else None
-        return steps.attack(spec, model, out, seed, pr.eval, resume=resume, defense=d)
+        return steps.attack(spec, model, out, seed, with_judge(pr.eval, judge), resume=resume, defense=d)
 
     path = guard(run)
     print_metrics(path)

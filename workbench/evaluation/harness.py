@@ -47,8 +47,7 @@ def evaluate(model, tokenizer, spec: EvalSpec | None = None, harmful: list[Sampl
     spec = spec if spec is not None else EvalSpec()
     res = EvalResult()
     if spec.judge:  # HS / HS+ (and per-sample judge_score, harmful, coherent) from the moderation judge
-
-        scorers = [judge_scorer(embedder=spec.judge_embedder), *scorers]
+        scorers = [judge_scorer(spec=spec.judge_spec), *scorers]
     sets = eval_sets(spec, harmful, benign)
     gen = spec.generation
     for name in ("harmful", "benign"):

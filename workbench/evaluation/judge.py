@@ -543,18 +543,3 @@ def read_pairs(path: Path) -> list[dict]:
     if not records:
         raise DataValidationError(f"{path}: no records. Fix: one JSON object with prompt and response a line.")
     return records
-
-
-def score_file(src: Path, dst: Path, embedder: str = "minilm") -> tuple[int, int]:
-    """Score every record of `src` into `dst` (written atomically). Returns (n records, n harmful)."""
-    records = read_pairs(src)
-    judge = load_judge(embedder)
-    scores = judge.score([r["prompt"] for r in records], [r["response"] for r in records])
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=dst.parent, delete=False, suffix=".tmp", encoding="utf-8") as tmp:
-        for r, s in zip(records, scores, strict=False):
-            tmp.write(json.dumps({**r, "score": round(float(s), 4), "harmful": bool(s >= 0.5)},
-                                 ensure_ascii=False) + "\n")
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, dst)
-    return len(records), int(sum(s >= 0.5 for s in scores))
