@@ -18,8 +18,8 @@ with <end_of_turn>, pad = <pad> ≠ eos):
 
     vocab 512  ≠  d_model 64  ≠  d_mlp 176,   n_layers 4,   n_heads 4 / n_kv_heads 1,   d_head 32
 
-Both tokenizers are the same byte-level BPE (any UTF-8 text encodes; vocab 512 = the format's special tokens +
-256 bytes + merges) trained in code on a built-in corpus; only the special tokens differ, and they take the real
+Both tokenizers are byte-level BPEs (any UTF-8 text encodes; vocab 512 = the format's special tokens + 256 bytes +
+merges) trained by the same code on the same built-in corpus; the special tokens differ, and they take the real
 model's ids (tiny-llama: `<|endoftext|>` 0, `<|im_start|>` 1 = bos, `<|im_end|>` 2 = eos and pad; tiny-gemma3:
 `<pad>` 0, `<eos>` 1, `<bos>` 2, `<unk>` 3, then `<start_of_turn>` 4 and `<end_of_turn>` 5, which are 105 and 106
 in the real Gemma vocabulary).
@@ -102,8 +102,8 @@ def _corpus() -> list[str]:
 
 def build_tiny_tokenizer(fmt: ChatFormat = CHATML_SMOLLM2, vocab_size: int = TINY_VOCAB):
     """Byte-level BPE tokenizer trained in code, wrapped as a HF fast tokenizer with `fmt`'s special tokens (ids 0,
-    1, ... in the format's order), BOS / EOS / pad / unk and chat template. The merges are the same for every
-    format (same corpus, same trainer), so tiny-llama and tiny-gemma3 split plain text alike."""
+    1, ... in the format's order), BOS / EOS / pad / unk and chat template. Every format trains on the same corpus
+    with the same trainer; a format with more special tokens keeps that many fewer merges."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # deferred: tokenizers
     from transformers import PreTrainedTokenizerFast  # deferred: transformers
 
