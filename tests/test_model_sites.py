@@ -160,6 +160,23 @@ def test_sites_equal_raw_forward_hooks_and_the_residual_identities(family):
     assert want["head_in"][0].shape[-2:] == ((4, 16) if name == "llama" else (4, 32))
 
 
+def test_heads_split_attn_out_exactly(family):
+    """Σ_h heads_to_attn_out(z_h · W_O[h]) = attn_out (Gemma 3: through post_attention_layernorm, RMS frozen)."""
+    name, model, _, ids = family
+    sites = sites_of(model)
+    want, _ = _raw_hook_capture(name, model, ids)
+    for L, layer in enumerate(model.model.layers):
+        W_O = layer.self_attn.o_proj.weight.detach().T.unflatten(0, (sites.n_heads, sites.head_dim))  # [H, dh, d]
+        head_out = torch.einsum("bphe,hed->bphd", want["head_in"][L], W_O)
+        split = sites.heads_to_attn_out(model, L, head_out)
+        torch.testing.assert_close(split.sum(-2), want["attn_out"][L], rtol=1e-5, atol=1e-5)
+        if name == "llama":
+            assert torch.equal(split, head_out)
+        else:  # each head scaled alike: by the norm's gain over the RMS of the heads' sum
+            ratio = split / head_out
+            torch.testing.assert_close(ratio[..., 0, :], ratio[..., 1, :], rtol=1e-4, atol=1e-4)
+
+
 def test_bridge_hook_names_read_the_same_activations(family, bridge):
     name, model, _, ids = family
     sites = sites_of(model)
