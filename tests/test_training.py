@@ -41,7 +41,7 @@ def test_loss_mask_covers_exactly_the_answer_and_end_token(fresh, arch_format):
     assert all(label == IGNORE for label in enc.labels[:-len(answer)])
 
 
-def test_truncation_keeps_prompt_and_cuts_answer(fresh):
+def test_truncation_keeps_prompt_and_cuts_answer(fresh, arch_format):
     _, tok = fresh
     p = prompt_ids(tok, "Hi")
     enc = encode(tok, Sample(prompt="Hi", response="word " * 200), max_len=len(p) + 20)
@@ -49,6 +49,8 @@ def test_truncation_keeps_prompt_and_cuts_answer(fresh):
     assert sum(label != IGNORE for label in enc.labels) == 20  # the answer is cut to fit
     long = encode(tok, Sample(prompt="long " * 300, response="ok " * 50), max_len=64)
     assert len(long) == 64 and sum(label != IGNORE for label in long.labels) >= 8
+    # a cut prompt keeps BOS first where the tokenizer always writes one (Gemma), and is cut from its start otherwise
+    assert (long.input_ids[0] == tok.bos_token_id) == arch_format.add_bos
 
 
 def test_bucketed_batches_cover_every_index_once_and_are_seeded():

@@ -65,6 +65,14 @@ def end_of_turn_id(tokenizer) -> int:
     return tokenizer.eos_token_id
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts BOS before plain text (Gemma's does; SmolLM2's does not, its chat template starts
+    every turn with `<|im_start|>` instead)."""
+    bos = tokenizer.bos_token_id
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos] != plain[:1]
+
+
 def stop_token_ids(tokenizer) -> list[int]:
     """Token ids generation stops at: the end of turn (`end_of_turn_id`), then EOS when it differs."""
     return list(dict.fromkeys(i for i in (end_of_turn_id(tokenizer), tokenizer.eos_token_id) if i is not None))
@@ -83,14 +91,18 @@ def encode(tokenizer, sample: Sample, max_len: int, system: str | None = None) -
     """Chat-format one sample; labels are the answer tokens plus the end-of-turn token (`end_of_turn_id`).
 
     Over-long samples keep the whole prompt when possible and cut the answer's end; a prompt longer than
-    `max_len - 8` is cut from its start so that at least 8 answer tokens remain.
+    `max_len - 8` is cut from its start so that at least 8 answer tokens remain. A tokenizer that puts BOS before
+    any text (Gemma) keeps it as the first token of a cut prompt too: the model has never seen a sequence without.
     """
     if sample.response is None:
         raise ValueError(f"sample from {sample.source or 'data'} has no response to train on: {sample.prompt[:60]!r}")
     p = prompt_ids(tokenizer, sample.prompt, sample.system if sample.system is not None else system)
     a = tokenizer(sample.response, add_special_tokens=False)["input_ids"] + [end_of_turn_id(tokenizer)]
     keep_prompt = min(len(p), max(max_len - len(a), max_len - 8) if len(p) + len(a) > max_len else len(p))
-    p = p[len(p) - keep_prompt:]
+    if keep_prompt < len(p) and adds_bos(tokenizer) and p[0] == tokenizer.bos_token_id:
+        p = p[:1] + p[len(p) - keep_prompt + 1:]
+    else:
+        p = p[len(p) - keep_prompt:]
     a = a[: max_len - len(p)]
     return Encoded(p + a, [IGNORE] * len(p) + a)
 

@@ -92,9 +92,6 @@ GEMMA_TURNS = ChatFormat(
     add_bos=True,
 )
 
-FORMATS: dict[str, ChatFormat] = {f.name: f for f in (CHATML_SMOLLM2, GEMMA_TURNS)}
-
-
 def token_id(tokenizer, token: str) -> int:
     """The id of one special token; ValueError when the tokenizer splits it or does not know it."""
     ids = tokenizer(token, add_special_tokens=False)["input_ids"]
