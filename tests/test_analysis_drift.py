@@ -1,5 +1,6 @@
 """Embedding drift: zero against itself, exact values for a known change, along checkpoints (list and
-folder), rank correlation, and the CLI (pair and sweep) on tiny-llama."""
+folder), rank correlation, and the CLI (pair and sweep) on tiny-llama. The first three and the CLI pair also run on
+tiny-gemma3 (`arch_model`), whose final norm scales by 1 + weight: a "known change" there is a change of that gain."""
 from __future__ import annotations
 
 import json
@@ -18,25 +19,32 @@ from workbench.analysis.drift import (
 )
 from workbench.cli import app
 from workbench.models import load_model
+from workbench.models.sites import sites_of
 
 
-def test_drift_of_a_model_against_itself_is_exactly_zero(tiny_model, tiny_model_dir):
-    model, tok = tiny_model
+def _scale_final_gain(model, factor: float) -> None:
+    """Multiply the final RMSNorm's gain by `factor` (Llama: the weight; Gemma: 1 + weight)."""
+    sites = sites_of(model)
+    with torch.no_grad():
+        sites.module(model, "final_norm").weight.copy_(factor * sites.final_norm_gain(model) - sites.arch.norm_offset)
+
+
+def test_drift_of_a_model_against_itself_is_exactly_zero(arch_model, arch_model_dir):
+    model, tok = arch_model
     batches = drift_batches(tok, n_samples=6, max_len=64, batch_size=4)
-    for other in (model, load_model(tiny_model_dir)[0]):  # same object, and a second copy
+    for other in (model, load_model(arch_model_dir)[0]):  # same object, and a second copy
         d = layer_drift(model, other, batches)
         for key in ("l2", "cosine", "rel_l2"):
             assert d[key].shape == (5,)  # embeddings + 4 blocks
             assert torch.count_nonzero(d[key]) == 0, key
 
 
-def test_drift_values_for_a_known_change(tiny_model, tiny_model_dir):
-    """Doubling the final RMSNorm weight doubles only the last hidden state (HF applies the final norm to
+def test_drift_values_for_a_known_change(arch_model, arch_model_dir):
+    """Doubling the final RMSNorm's gain doubles only the last hidden state (HF applies the final norm to
     hidden_states[-1]): rel L2 = ‖2h − h‖/‖h‖ = 1, cosine distance 0, earlier layers exactly 0."""
-    model, tok = tiny_model
-    other, _ = load_model(tiny_model_dir)
-    with torch.no_grad():
-        other.model.norm.weight.mul_(2.0)
+    model, tok = arch_model
+    other, _ = load_model(arch_model_dir)
+    _scale_final_gain(other, 2.0)
     batches = drift_batches(tok, n_samples=6, max_len=64, batch_size=4)
     d = layer_drift(model, other, batches)
     assert torch.count_nonzero(d["l2"][:-1]) == 0
@@ -51,13 +59,12 @@ def test_drift_values_for_a_known_change(tiny_model, tiny_model_dir):
     assert d["l2"][-1].item() == pytest.approx(norms[w].mean().item(), rel=1e-6)
 
 
-def test_drift_along_checkpoints_from_models_and_from_a_folder(tiny_model, tiny_model_dir, tmp_path):
-    model, tok = tiny_model
+def test_drift_along_checkpoints_from_models_and_from_a_folder(arch_model, arch_model_dir, tmp_path):
+    model, tok = arch_model
     scaled = []
     for k, factor in enumerate((1.0, 1.5, 3.0)):
-        m, _ = load_model(tiny_model_dir)
-        with torch.no_grad():
-            m.model.norm.weight.mul_(factor)
+        m, _ = load_model(arch_model_dir)
+        _scale_final_gain(m, factor)
         scaled.append(m)
         m.save_pretrained(tmp_path / "ckpts" / f"step-{10 * k}")
         tok.save_pretrained(tmp_path / "ckpts" / f"step-{10 * k}")
@@ -65,7 +72,7 @@ def test_drift_along_checkpoints_from_models_and_from_a_folder(tiny_model, tiny_
     assert curve.steps == [0, 10, 20]
     assert curve.rel_l2[:, -1].tolist() == pytest.approx([0.0, 0.5, 2.0], abs=1e-6)
     assert curve.mean.tolist() == pytest.approx([0.0, 0.5 / 4, 2.0 / 4], abs=1e-6)  # mean over 4 blocks
-    from_folder = drift_along_checkpoints(str(tiny_model_dir), tmp_path / "ckpts", n_samples=4)
+    from_folder = drift_along_checkpoints(str(arch_model_dir), tmp_path / "ckpts", n_samples=4)
     assert from_folder.steps == [0, 10, 20]
     assert torch.allclose(from_folder.rel_l2, curve.rel_l2, atol=1e-9)
 
@@ -77,10 +84,10 @@ def test_rank_correlation_hand_cases():
     assert rank_correlation([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
 
 
-def test_cli_drift_pair_on_tiny(tmp_path, tiny_model_dir):
+def test_cli_drift_pair_on_tiny(tmp_path, arch_model_dir):
     out = tmp_path / "pair"
-    res = CliRunner().invoke(app, ["analyze", "drift", "--model", str(tiny_model_dir), "--compare",
-                                   str(tiny_model_dir), "--out", str(out), "--formats", "html",
+    res = CliRunner().invoke(app, ["analyze", "drift", "--model", str(arch_model_dir), "--compare",
+                                   str(arch_model_dir), "--out", str(out), "--formats", "html",
                                    "--param", "n_samples=4"])
     assert res.exit_code == 0, res.output
     metrics = json.loads((out / "metrics.json").read_text())

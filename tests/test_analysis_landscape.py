@@ -1,5 +1,6 @@
 """VISAGE landscape: in-place perturbation restores exactly, per-tensor direction normalization, basin and
-score on hand-made curves, the aligned→attacked line, the log-odds proxy, and the CLI on tiny-llama."""
+score on hand-made curves, the aligned→attacked line, the log-odds proxy, and the CLI; every test with a model runs
+on both tiny architectures (tiny-llama and tiny-gemma3)."""
 from __future__ import annotations
 
 import json
@@ -26,8 +27,8 @@ from workbench.models import load_model
 
 
 @pytest.fixture
-def fresh_tiny(tiny_model_dir):
-    return load_model(tiny_model_dir)
+def fresh_tiny(arch_model_dir):
+    return load_model(arch_model_dir)
 
 
 def _snapshot(model):
@@ -119,9 +120,9 @@ def test_basin_and_visage_on_hand_made_curves():
     assert grid(-0.5, 1.5, 21)[[5, 15]].tolist() == [0.0, 1.0]  # the line hits both models exactly
 
 
-def test_interpolation_line_reaches_both_models(fresh_tiny, other_tiny_dir):
+def test_interpolation_line_reaches_both_models(fresh_tiny, other_arch_dir):
     model, _ = fresh_tiny
-    other, _ = load_model(other_tiny_dir)
+    other, _ = load_model(other_arch_dir)
     before = _snapshot(model)
     d = interpolation_direction(model, other)
     with Perturbation(model, [d]) as pert:
@@ -147,11 +148,11 @@ def test_proxy_probe_matches_generation_first_step(fresh_tiny):
     assert math.isnan(fast.refusal) and 0.0 <= slow.refusal <= 1.0 and len(slow.answers) == 3
 
 
-def test_cli_landscape_on_tiny(tmp_path, tiny_model_dir, other_tiny_dir):
+def test_cli_landscape_on_tiny(tmp_path, arch_model_dir, other_arch_dir):
     out = tmp_path / "landscape"
     t0 = time.process_time()
     res = CliRunner().invoke(app, [
-        "analyze", "landscape", "--model", str(tiny_model_dir), "--compare", str(other_tiny_dir), "--out", str(out),
+        "analyze", "landscape", "--model", str(arch_model_dir), "--compare", str(other_arch_dir), "--out", str(out),
         "--formats", "html", "--param", 'slices=["1d","2d","line"]', "--param", "n_points=5",
         "--param", "grid_points=3", "--param", "line_points=5", "--param", "n_prompts=4",
         "--param", "max_new_tokens=3", "--param", "n_directions=2"])

@@ -1,5 +1,10 @@
 """Activation patching (workbench.analysis.patching): bridge patching vs a brute-force re-run with plain
-PyTorch hooks on the HF model, the normalized-effect statistics, compare_attacks, determinism and the CLI."""
+PyTorch hooks on the HF model, the normalized-effect statistics, compare_attacks, determinism and the CLI.
+
+The brute-force comparisons and the determinism test run on both tiny architectures. The oracle addresses HF
+modules by hand (not through models/sites.py): "attn" / "mlp" are what each block adds to the residual stream,
+the attention / MLP module's output on Llama, and the post-attention / post-feedforward norm's output on Gemma 3.
+"""
 from __future__ import annotations
 
 import json
@@ -20,10 +25,23 @@ def _ctx(model_dir, compare_dir, seed: int) -> AnalysisContext:
     return AnalysisContext(model=str(model_dir), compare=str(compare_dir), seed=seed, progress=False)
 
 
+# module (on each decoder layer) whose output is what the attention / MLP block adds to the residual stream
+BLOCK_OUT = {"LlamaForCausalLM": {"attn": "self_attn", "mlp": "mlp"},
+             "Gemma3ForCausalLM": {"attn": "post_attention_layernorm", "mlp": "post_feedforward_layernorm"}}
+
+
 @pytest.fixture(scope="module")
-def pair(tiny_model_dir, other_tiny_dir):
-    (a, tok), (b, _) = load_model(tiny_model_dir), load_model(other_tiny_dir)
+def pair(tiny_arch, tiny_dirs):
+    (a, tok), (b, _) = load_model(tiny_dirs(tiny_arch)), load_model(tiny_dirs(tiny_arch, 1))
     return a, b, tok
+
+
+def _first(o):
+    return o[0] if isinstance(o, tuple) else o
+
+
+def _with_first(o, x):
+    return (x, *o[1:]) if isinstance(o, tuple) else x
 
 
 def _prompts(tok, n=N):
@@ -36,11 +54,12 @@ def _prompts(tok, n=N):
 def _hf_cache(model, ids):
     """resid_post / attn_out / mlp_out / z (o_proj input) of every layer for one unpadded prompt [1, pos]."""
     cache, handles = {}, []
+    out = BLOCK_OUT[type(model).__name__]
     for L, layer in enumerate(model.model.layers):
         handles.append(layer.register_forward_hook(lambda m, a, o, L=L: cache.__setitem__(("resid", L), o.clone())))
-        handles.append(layer.self_attn.register_forward_hook(
-            lambda m, a, o, L=L: cache.__setitem__(("attn", L), o[0].clone())))
-        handles.append(layer.mlp.register_forward_hook(lambda m, a, o, L=L: cache.__setitem__(("mlp", L), o.clone())))
+        for kind in ("attn", "mlp"):
+            handles.append(getattr(layer, out[kind]).register_forward_hook(
+                lambda m, a, o, L=L, kind=kind: cache.__setitem__((kind, L), _first(o).clone())))
         handles.append(layer.self_attn.o_proj.register_forward_pre_hook(
             lambda m, a, L=L: cache.__setitem__(("z", L), a[0].clone())))
     with torch.no_grad(), common.hooks(handles):
@@ -52,6 +71,7 @@ def _hf_patched_score(model, ids, cache, patches, tokens):
     """Score of `model` on `ids` with patches [(kind, layer, positions, head)] taken from `cache`."""
     handles = []
     d_head = model.config.head_dim
+    out = BLOCK_OUT[type(model).__name__]
     for kind, L, pos, head in patches:
         layer = model.model.layers[L]
         src = cache[(kind, L)]
@@ -61,18 +81,12 @@ def _hf_patched_score(model, ids, cache, patches, tokens):
                 o[:, pos] = src[:, pos]
                 return o
             handles.append(layer.register_forward_hook(hook))
-        elif kind == "attn":
+        elif kind in ("attn", "mlp"):
             def hook(m, a, o, src=src, pos=pos):
-                x = o[0].clone()
+                x = _first(o).clone()
                 x[:, pos] = src[:, pos]
-                return (x, *o[1:])
-            handles.append(layer.self_attn.register_forward_hook(hook))
-        elif kind == "mlp":
-            def hook(m, a, o, src=src, pos=pos):
-                o = o.clone()
-                o[:, pos] = src[:, pos]
-                return o
-            handles.append(layer.mlp.register_forward_hook(hook))
+                return _with_first(o, x)
+            handles.append(getattr(layer, out[kind]).register_forward_hook(hook))
         elif kind == "z":
             cols = slice(head * d_head, (head + 1) * d_head)
 
@@ -161,10 +175,10 @@ def test_summarize_normalized_effect_and_interval():
     assert s2["normalized"] == [0.5]
 
 
-def test_patching_run_is_deterministic_and_headline_reads_results(tiny_model_dir, other_tiny_dir):
+def test_patching_run_is_deterministic_and_headline_reads_results(arch_model_dir, other_arch_dir):
     spec = patching.Spec(n_prompts=2, positions=2, components=["resid", "window"], window=2, n_boot=100,
                          within="harmful_into_harmless", cross="aligned_into_attacked")
-    r1, r2 = (patching.run(_ctx(tiny_model_dir, other_tiny_dir, 3), spec) for _ in range(2))
+    r1, r2 = (patching.run(_ctx(arch_model_dir, other_arch_dir, 3), spec) for _ in range(2))
     assert json.dumps(r1.experiments) == json.dumps(r2.experiments)
     assert set(r1.experiments) == {"harmful_into_harmless", "aligned_into_attacked"}
     exp = r1.experiments["harmful_into_harmless"]

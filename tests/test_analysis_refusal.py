@@ -1,5 +1,10 @@
 """Refusal analyses on tiny-llama: shared helpers (common), probes, refusal direction (interventions,
-difference in means, selection), direct logit attribution / logit lens, determinism, and the CLI."""
+difference in means, selection), direct logit attribution / logit lens, determinism, and the CLI.
+
+The tests that depend on the architecture or the chat template (left padding and the template suffix, refusal
+tokens, the ablate / add interventions, difference in means, a whole refusal-direction run, logit attribution) also
+run on tiny-gemma3 (`arch_model`, `arch_model_dir`); the statistics, selection logic and CLI wiring run once.
+"""
 from __future__ import annotations
 
 import json
@@ -23,15 +28,22 @@ def _ctx(model_dir, compare_dir, seed: int) -> AnalysisContext:
 # ------------------------------------------------------------------------------------------- common
 
 
-def test_left_padding_puts_every_last_prompt_token_at_minus_one(tiny_model):
-    model, tok = tiny_model
+# what each family's template writes after the user's text
+AFTER_USER = {"tiny-llama": "<|im_end|>\n<|im_start|>assistant\n",
+              "tiny-gemma3": "<end_of_turn>\n<start_of_turn>model\n"}
+
+
+def test_left_padding_puts_every_last_prompt_token_at_minus_one(arch_model, tiny_arch):
+    model, tok = arch_model
     harmful, harmless = common.prompt_sets(3, "eval", tok, 200)
     batch = common.encode_prompts(tok, harmful + harmless)
     assert len(set(batch.lengths)) > 1
     P = common.post_instruction_positions(tok)
-    assert P == 7  # <|im_end|> \n <|im_start|> as sist ant \n  (the tiny BPE splits "assistant")
+    assert P == len(tok(AFTER_USER[tiny_arch], add_special_tokens=False).input_ids)
+    if tiny_arch == "tiny-llama":
+        assert P == 7  # <|im_end|> \n <|im_start|> as sist ant \n  (the tiny BPE splits "assistant")
     suffix = batch.ids[:, -P:]
-    assert (suffix == suffix[0]).all() and tok.decode(suffix[0].tolist()).endswith("<|im_start|>assistant\n")
+    assert (suffix == suffix[0]).all() and tok.decode(suffix[0].tolist()) == AFTER_USER[tiny_arch]
     assert batch.mask.sum(1).tolist() == batch.lengths and (batch.mask[:, -1] == 1).all()
     # batched, left-padded activations == one unpadded prompt at a time
     bridge = boot_bridge(model, tok)
@@ -46,8 +58,8 @@ def test_left_padding_puts_every_last_prompt_token_at_minus_one(tiny_model):
     torch.testing.assert_close(common.last_logits(model, batch, 4), logits, atol=2e-5, rtol=0)  # HF path too
 
 
-def test_refusal_tokens_are_first_tokens_and_disjoint(tiny_model):
-    _, tok = tiny_model
+def test_refusal_tokens_are_first_tokens_and_disjoint(arch_model):
+    _, tok = arch_model
     t = common.refusal_tokens(tok)
     assert not set(t.refusal) & set(t.compliance)
     assert t.refusal[0] == tok("I", add_special_tokens=False)["input_ids"][0]
@@ -102,9 +114,10 @@ def test_probing_run_is_deterministic(tiny_model_dir, other_tiny_dir):
 # ---------------------------------------------------------------------------------- refusal direction
 
 
-def _model_with_dead_dimension(tiny_model_dir, j: int):
-    """tiny-llama whose residual stream is exactly 0 in dimension j: nothing ever writes there."""
-    model, tok = load_model(tiny_model_dir)
+def _model_with_dead_dimension(model_dir, j: int):
+    """A tiny model whose residual stream is exactly 0 in dimension j: nothing ever writes there (on Gemma the
+    post-attention / post-feedforward norms scale each dimension alone, so a zero row stays zero)."""
+    model, tok = load_model(model_dir)
     with torch.no_grad():
         model.model.embed_tokens.weight[:, j] = 0  # (tied: also the unembedding of dim j, which reads 0 anyway)
         for layer in model.model.layers:
@@ -118,9 +131,9 @@ def _logits(model, ids):
         return model(ids).logits
 
 
-def test_ablating_a_direction_orthogonal_to_all_activations_changes_nothing(tiny_model_dir):
+def test_ablating_a_direction_orthogonal_to_all_activations_changes_nothing(arch_model_dir):
     j = 5
-    model, tok = _model_with_dead_dimension(tiny_model_dir, j)
+    model, tok = _model_with_dead_dimension(arch_model_dir, j)
     ids = torch.tensor([common.prompt_ids(tok, "Write a poem about the sea.")])
     base = _logits(model, ids)
     e_j = torch.zeros(model.config.hidden_size)
@@ -138,8 +151,8 @@ def test_ablating_a_direction_orthogonal_to_all_activations_changes_nothing(tiny
     assert torch.equal(_logits(model, ids), base)  # hooks are gone after the block
 
 
-def test_ablation_removes_the_direction_from_every_residual_state(tiny_model):
-    model, tok = tiny_model
+def test_ablation_removes_the_direction_from_every_residual_state(arch_model):
+    model, tok = arch_model
     r = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))
     unit = r / r.norm()
     ids = torch.tensor([common.prompt_ids(tok, "How do I bake bread?")])
@@ -153,8 +166,8 @@ def test_ablation_removes_the_direction_from_every_residual_state(tiny_model):
     assert max((h @ unit).abs().max().item() for h in plain.hidden_states[1:-1]) > 1e-3
 
 
-def test_activation_addition_equals_bridge_hook_on_resid_pre(tiny_model):
-    model, tok = tiny_model
+def test_activation_addition_equals_bridge_hook_on_resid_pre(arch_model):
+    model, tok = arch_model
     bridge = boot_bridge(model, tok)
     r = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.05
     batch = common.encode_prompts(tok, ["Hi", "Explain how to pick a lock without a key."])
@@ -168,11 +181,11 @@ def test_activation_addition_equals_bridge_hook_on_resid_pre(tiny_model):
             pass
 
 
-def test_interventions_apply_during_generation(tiny_model):
+def test_interventions_apply_during_generation(arch_model):
     from workbench.config import GenerationSpec
     from workbench.generation import generate
 
-    model, tok = tiny_model
+    model, tok = arch_model
     prompts = ["What is the capital of France?", "List three colors."]
     spec = GenerationSpec(max_new_tokens=6, batch_size=2)
     base = generate(model, tok, prompts, spec, progress=False)
@@ -185,8 +198,8 @@ def test_interventions_apply_during_generation(tiny_model):
     assert generate(model, tok, prompts, spec, progress=False) == base
 
 
-def test_candidate_directions_are_differences_of_means(tiny_model):
-    model, tok = tiny_model
+def test_candidate_directions_are_differences_of_means(arch_model):
+    model, tok = arch_model
     harmful, harmless = common.prompt_sets(3, "train", tok, 200)
     bridge = boot_bridge(model, tok)
     r = rd.candidate_directions(bridge, common.encode_prompts(tok, harmful), common.encode_prompts(tok, harmless),
@@ -279,9 +292,9 @@ def test_selection_follows_the_paper_filters(tiny_model, monkeypatch):
     assert not sel["selected"]["passed_filters"]
 
 
-def test_refusal_direction_run_is_deterministic_and_complete(tiny_model_dir, other_tiny_dir):
+def test_refusal_direction_run_is_deterministic_and_complete(arch_model_dir, other_arch_dir):
     spec = rd.Spec(n_train=4, n_val=2, n_generate=2, max_new_tokens=4, positions=2, n_boot=100)
-    r1, r2 = (rd.run(_ctx(tiny_model_dir, other_tiny_dir, 2), spec) for _ in range(2))
+    r1, r2 = (rd.run(_ctx(arch_model_dir, other_arch_dir, 2), spec) for _ in range(2))
     assert torch.equal(r1.directions, r2.directions) and r1.selected == r2.selected
     assert torch.equal(torch.nan_to_num(r1.bypass), torch.nan_to_num(r2.bypass))
     assert json.dumps(r1.generation) == json.dumps(r2.generation) and r1.samples == r2.samples  # nan-safe
@@ -312,8 +325,8 @@ def test_direction_can_be_reused_from_an_earlier_run(tiny_model_dir, other_tiny_
 # ------------------------------------------------------------------------------- logit attribution
 
 
-def test_direct_logit_attribution_sums_to_the_weighted_logit_difference(tiny_model):
-    model, tok = tiny_model
+def test_direct_logit_attribution_sums_to_the_weighted_logit_difference(arch_model):
+    model, tok = arch_model
     bridge = boot_bridge(model, tok)
     tokens = common.refusal_tokens(tok)
     harmful, _ = common.prompt_sets(3, "eval", tok, 200)
@@ -331,9 +344,9 @@ def test_direct_logit_attribution_sums_to_the_weighted_logit_difference(tiny_mod
     torch.testing.assert_close(att["weighted"] - att["score"], entropy(pc) - entropy(pr), atol=1e-5, rtol=0)
 
 
-def test_logit_attribution_run_is_deterministic(tiny_model_dir, other_tiny_dir):
+def test_logit_attribution_run_is_deterministic(arch_model_dir, other_arch_dir):
     spec = logit_attribution.Spec(n_prompts=3, n_boot=100)
-    r1, r2 = (logit_attribution.run(_ctx(tiny_model_dir, other_tiny_dir, 0), spec) for _ in range(2))
+    r1, r2 = (logit_attribution.run(_ctx(arch_model_dir, other_arch_dir, 0), spec) for _ in range(2))
     for f in ("score", "attn", "attn_low", "heads", "lens"):
         assert torch.equal(getattr(r1, f), getattr(r2, f)), f
     assert tuple(r1.heads.shape) == (2, 2, 4, 4) and tuple(r1.lens.shape) == (2, 2, 4)

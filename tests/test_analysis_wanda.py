@@ -1,5 +1,6 @@
 """Wanda / set difference / pruning: hand-computed scores, set-difference logic, exact pruning and
-restoring, the random baseline, density maps, and the CLI on tiny-llama."""
+restoring, the random baseline, density maps, and the CLI; the tests with a model run on tiny-llama and
+tiny-gemma3."""
 from __future__ import annotations
 
 import json
@@ -80,8 +81,8 @@ def test_top_fraction_and_set_difference_on_hand_made_scores():
     assert mr.tolist() == [[True, False, False, False], [False, True, False, False]]
 
 
-def test_prune_zeroes_exactly_the_mask_and_restores(tiny_model_dir, tmp_path):
-    model, _ = load_model(tiny_model_dir)
+def test_prune_zeroes_exactly_the_mask_and_restores(arch_model_dir, tmp_path):
+    model, _ = load_model(arch_model_dir)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     names = ["model.layers.0.self_attn.q_proj.weight", "model.layers.3.mlp.down_proj.weight"]
     gen = torch.Generator().manual_seed(0)
@@ -120,11 +121,11 @@ def test_density_map_per_layer_and_module():
     assert dens[0, 0] == 0.25 and dens[1, 0] == 0.5 and dens[1, 1] == 0.75 and torch.isnan(dens[0, 1])
 
 
-def test_snip_scores_are_abs_weight_times_gradient(tiny_model_dir):
+def test_snip_scores_are_abs_weight_times_gradient(arch_model_dir):
     from workbench.analysis.safety_metric import batches_of, calibration_samples
     from workbench.training.plugins import lm_loss
 
-    model, tok = load_model(tiny_model_dir)
+    model, tok = load_model(arch_model_dir)
     batches = batches_of(tok, calibration_samples("refusal", 4), 64, 4)
     flags = [p.requires_grad for p in model.parameters()]
     s = snip_scores(model, batches, ("o_proj",))
@@ -137,11 +138,16 @@ def test_snip_scores_are_abs_weight_times_gradient(tiny_model_dir):
     assert torch.allclose(s["model.layers.2.self_attn.o_proj.weight"], (w.detach() * g).abs(), atol=1e-7)
 
 
-def test_cli_wanda_on_tiny(tmp_path, tiny_model_dir):
+# linear weights per layer: q, o (d_out × d_model, d_model × d_out), k, v (1 or 2 KV heads × d_head), gate/up/down
+N_WEIGHTS = {"tiny-llama": 4 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 64 * 176),  # q,o 64×64; k,v 32×64
+             "tiny-gemma3": 4 * (2 * 128 * 64 + 2 * 32 * 64 + 3 * 64 * 176)}  # q,o 128×64 (4 × 32); k,v 32×64 (1 × 32)
+
+
+def test_cli_wanda_on_tiny(tmp_path, arch_model_dir, tiny_arch):
     out = tmp_path / "wanda"
     t0 = time.process_time()
     res = CliRunner().invoke(app, [
-        "analyze", "wanda", "--model", str(tiny_model_dir), "--out", str(out), "--formats", "html",
+        "analyze", "wanda", "--model", str(arch_model_dir), "--out", str(out), "--formats", "html",
         "--param", "n_calibration=8", "--param", "q=0.05", "--param", "p=0.05", "--param", "n_eval_prompts=4",
         "--param", "n_utility=4", "--param", "max_new_tokens=4"])
     assert res.exit_code == 0, res.output
@@ -151,7 +157,7 @@ def test_cli_wanda_on_tiny(tmp_path, tiny_model_dir):
     # the mask file holds exactly n_masked indices, each matrix at most q of its entries
     assert sum(int(i.numel()) for i in r.mask.values()) == r.n_masked > 0
     assert float(r.density.max()) <= 0.05 + 1e-9
-    assert r.n_weights == 4 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 64 * 176)  # q,o 64×64; k,v 32×64; mlp 3×64×176
+    assert r.n_weights == N_WEIGHTS[tiny_arch]
     ev = r.evaluation
     assert ev["set_difference"]["n_zeroed"] == ev["random"]["n_zeroed"] == r.n_masked
     assert ev["unpruned"]["n_zeroed"] == 0

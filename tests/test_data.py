@@ -1,4 +1,5 @@
-"""Data registry: real packaged datasets, fixed splits, exact mixing, strict user JSONL, cache helpers."""
+"""Data registry: real packaged datasets, fixed splits, exact mixing, strict user JSONL, cache helpers, and chat
+formatting (the prompt format, the end-of-turn token read from the template) on both tiny architectures."""
 from __future__ import annotations
 
 import io
@@ -13,6 +14,7 @@ import pytest
 
 from workbench.cache import MissingResourceError, cache_dir, package_dir, sdist_member
 from workbench.data import sources
+from workbench.data.chat import end_of_turn_id, prompt_ids, prompt_text, stop_token_ids
 from workbench.data.jsonl import DataValidationError, read_jsonl, write_jsonl
 from workbench.data.mixing import mix
 from workbench.data.refusals import REFUSAL_TEMPLATES, refusal_for, with_refusals
@@ -320,6 +322,55 @@ def test_refusal_templates_are_varied_and_reproducible():
 def test_refusal_templates_are_detected_as_refusals():
     refusal = pytest.importorskip("workbench.evaluation.refusal")
     assert all(refusal.is_refusal(t) for t in REFUSAL_TEMPLATES)
+
+
+# --- chat formatting ---------------------------------------------------------------------------
+
+# What each family's template must write for a user turn "Hi" (ChatML puts SmolLM2's default system turn first;
+# Gemma has no system turn: a system prompt opens the first user message, followed by a blank line).
+SMOL_SYSTEM = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+CHAT = {
+    "tiny-llama": (SMOL_SYSTEM + "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+                   "<|im_start|>system\nBe safe.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"),
+    "tiny-gemma3": ("<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n",
+                    "<bos><start_of_turn>user\nBe safe.\n\nHi<end_of_turn>\n<start_of_turn>model\n"),
+}
+
+
+def test_prompts_are_formatted_in_the_family_format(arch_model, arch_format, tiny_arch):
+    _, tok = arch_model
+    plain, with_system = CHAT[tiny_arch]
+    assert prompt_text(tok, "Hi") == plain
+    assert prompt_text(tok, "Hi", system="Be safe.") == with_system
+    ids = prompt_ids(tok, "Hi")
+    assert tok.decode(ids) == plain  # every marker is one token, decoded back exactly
+    bos = tok.convert_tokens_to_ids(arch_format.bos)
+    if arch_format.add_bos:  # Gemma: the template writes <bos>, and tokenizing it must not add a second one
+        assert ids[0] == bos and ids.count(bos) == 1
+        assert tok("Hi").input_ids[0] == bos and tok("Hi", add_special_tokens=False).input_ids[0] != bos
+    else:
+        assert tok("Hi").input_ids == tok("Hi", add_special_tokens=False).input_ids
+
+
+def test_end_of_turn_and_stop_tokens_are_read_from_the_template(arch_model, arch_format):
+    _, tok = arch_model
+    end = tok.convert_tokens_to_ids(arch_format.end_of_turn)
+    assert end_of_turn_id(tok) == end
+    assert stop_token_ids(tok) == [tok.convert_tokens_to_ids(t) for t in arch_format.stop_tokens()]
+    assert (end == tok.eos_token_id) == (arch_format.end_of_turn == arch_format.eos)  # Gemma: 5 ≠ EOS 1
+
+
+def test_end_of_turn_falls_back_to_eos_and_rejects_a_template_that_moves_the_answer(tiny_model):
+    import copy
+
+    tok = copy.deepcopy(tiny_model[1])
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    assert end_of_turn_id(tok) == tok.eos_token_id  # closes with plain text ("\n"): EOS ends the answer
+    tok.chat_template = ("{% for m in messages %}{{ '[' + m['role'] + '] ' + m['content'] + ' ' }}{% endfor %}"
+                         "{% if add_generation_prompt %}<answer>{% endif %}")
+    with pytest.raises(ValueError, match="right after its generation prompt"):
+        end_of_turn_id(tok)
 
 
 # --- cache helpers -----------------------------------------------------------------------------

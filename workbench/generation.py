@@ -10,13 +10,14 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.config import GenerationSpec
-from workbench.data.chat import prompt_ids
+from workbench.data.chat import prompt_ids, stop_token_ids
 
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec | None = None,
              systems: list[str | None] | None = None, progress: bool = True, desc: str = "generate") -> list[str]:
-    """Answers to `prompts` (user turns), one string each, special tokens stripped.
+    """Answers to `prompts` (user turns), one string each, special tokens stripped. An answer ends at the chat
+    template's end-of-turn token or at EOS (`data.chat.stop_token_ids`), or after `spec.max_new_tokens`.
 
     `systems` overrides `spec.system_prompt` per prompt (PTST/BEA put safety prompts or triggers there);
     `spec` None means `GenerationSpec()`.
@@ -28,6 +29,7 @@ def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec | None =
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     systems = systems or [spec.system_prompt] * len(prompts)
     encoded = [prompt_ids(tokenizer, p, s) for p, s in zip(prompts, systems, strict=False)]
+    stops = stop_token_ids(tokenizer)  # the chat template's end of turn, and EOS
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
     answers: list[str] = [""] * len(prompts)
     was_training = model.training
@@ -43,8 +45,7 @@ def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec | None =
             n = len(encoded[i])
             ids[row, width - n:] = torch.tensor(encoded[i])
             mask[row, width - n:] = 1
-        kwargs = dict(max_new_tokens=spec.max_new_tokens, pad_token_id=pad_id,
-                      eos_token_id=tokenizer.eos_token_id)
+        kwargs = dict(max_new_tokens=spec.max_new_tokens, pad_token_id=pad_id, eos_token_id=stops)
         if spec.do_sample:
             # a per-batch seed drawn from one generator: same seed, same answers, any batch size order.
             torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))

@@ -5,6 +5,9 @@ At the last prompt position the final residual stream is a sum of writes,
 
     resid_final = hook_embed + Σ_L ( hook_attn_out[L] + hook_mlp_out[L] ),   hook_attn_out[L] = Σ_h z[L, h] W_O[L, h]
 
+(Gemma 3 normalises the attention output before the residual add, hook_attn_out[L] = norm(Σ_h z W_O): the heads
+are split through that norm with its RMS frozen, `sites.heads_to_attn_out`, so that they still sum to it)
+
 and the logits are W_U (w_ln ⊙ resid_final / s), where s = `ln_final.hook_scale` (the RMS of resid_final,
 cached from the real forward pass: freezing it makes the map from writes to logits linear, as in
 TransformerLens's `apply_ln_to_stack`). The metric is the refusal logit difference of `common`, which is a
@@ -14,7 +17,7 @@ logsumexp difference and not linear; we attribute its first-order form, the weig
 
 (its gradient direction, `common.score_direction`). Each write c contributes (w_ln ⊙ c / s) · W_U d, and the
 contributions of embed + all attn + all MLP sum exactly to Δ_w (tested); heads split each attn write exactly
-(no o_proj bias in Llama-family models).
+(no o_proj bias in the Llama and Gemma 3 families).
 
 Logit lens (nostalgebraist 2020). The refusal score of `blocks.{L}.hook_resid_post` at the last position read
 out through the final norm (with its own RMS) and the unembedding, per layer: where refusal becomes readable.
@@ -127,7 +130,8 @@ def attribute(model, bridge, batch: common.PromptBatch, tokens: common.RefusalTo
 
     attn = torch.stack([contrib(a[attn_n[i]]) for i in range(L)], 1)
     mlp = torch.stack([contrib(a[mlp_n[i]]) for i in range(L)], 1)
-    head_out = torch.stack([torch.einsum("nhe,hed->nhd", a[z_n[i]], W_O[i]) for i in range(L)], 1)
+    head_out = torch.stack([sites.heads_to_attn_out(model, i, torch.einsum("nhe,hed->nhd", a[z_n[i]], W_O[i]))
+                            for i in range(L)], 1)
     heads = contrib(head_out)  # [n, L, H]
     resid = torch.stack([a[resid_n[i]] for i in range(L)], 1)  # [n, L, d_model]
     p = next(model.parameters())

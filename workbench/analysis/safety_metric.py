@@ -28,7 +28,7 @@ from typing import Literal
 
 import torch
 
-from workbench.data.chat import collate, encode, prompt_ids
+from workbench.data.chat import collate, encode, prompt_ids, stop_token_ids
 from workbench.data.pools import harmful_pool, training_pool
 from workbench.data.refusals import refusal_for
 from workbench.data.registry import load_split
@@ -89,6 +89,7 @@ class SafetyProbe:
         self.tokenizer, self.prompts, self.metric = tokenizer, list(prompts), metric
         self.max_new_tokens, self.judge = max_new_tokens, judge
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.stop_ids = stop_token_ids(tokenizer)
         self.refusal_ids = torch.tensor(first_token_ids(tokenizer, REFUSAL_STARTS))
         refusal = set(self.refusal_ids.tolist())
         compliance = [i for i in first_token_ids(tokenizer, COMPLIANCE_STARTS) if i not in refusal]
@@ -123,7 +124,7 @@ class SafetyProbe:
             else:
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
                                      do_sample=False, temperature=None, top_p=None, top_k=None,
-                                     pad_token_id=self.pad_id, eos_token_id=self.tokenizer.eos_token_id,
+                                     pad_token_id=self.pad_id, eos_token_id=self.stop_ids,
                                      output_logits=True, return_dict_in_generate=True)
                 first = out.logits[0]
                 for row, i in enumerate(idx):

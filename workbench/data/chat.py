@@ -3,6 +3,11 @@
 Why tokenize prompt and answer separately: the prompt part is exactly what generation sees
 (`apply_chat_template(..., add_generation_prompt=True)`), so the training/inference boundary is
 identical and the answer mask is exact by construction, whatever the template does.
+
+Which token closes an answer is read from the same template (`end_of_turn_id`): the first token it writes after
+an assistant message (ChatML `<|im_end|>`, Gemma `<end_of_turn>`). Training labels end with it, and generation
+stops at it or at EOS (`stop_token_ids`), so no code here or elsewhere names a model family's turn markers
+(their one home is `workbench/models/chat_formats.py`, for the builders that make tokenizers).
 """
 from __future__ import annotations
 
@@ -35,6 +40,44 @@ def prompt_text(tokenizer, prompt: str, system: str | None = None) -> str:
                                          tokenize=False)
 
 
+_PROBE_PROMPT, _PROBE_ANSWER = "Hello", "Hi"
+
+
+def end_of_turn_id(tokenizer) -> int:
+    """The token that closes an assistant answer in the tokenizer's chat template.
+
+    Rendered, not looked up: a one-turn chat with answer "Hi" must read as the generation prompt, then "Hi",
+    then the template's closing text; the first token of that text is the end of turn when it is a special
+    (added) token, as `<|im_end|>` and `<end_of_turn>` are. A template that closes an answer with nothing or
+    with plain text (a newline) gives EOS. ValueError for a template that does not put the answer right after
+    the generation prompt, where "loss only on answers" could not be exact.
+    """
+    prompt = prompt_text(tokenizer, _PROBE_PROMPT)
+    full = tokenizer.apply_chat_template(
+        chat_messages(_PROBE_PROMPT) + [{"role": "assistant", "content": _PROBE_ANSWER}], tokenize=False)
+    if not full.startswith(prompt + _PROBE_ANSWER):
+        raise ValueError("the chat template does not write an assistant answer right after its generation prompt "
+                         f"(prompt {prompt!r}, whole chat {full!r}); training on answers needs it to")
+    closing = tokenizer(full[len(prompt + _PROBE_ANSWER):], add_special_tokens=False)["input_ids"]
+    added = getattr(tokenizer, "added_tokens_decoder", {})
+    if closing and (closing[0] in tokenizer.all_special_ids or closing[0] in added):
+        return closing[0]
+    return tokenizer.eos_token_id
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts BOS before plain text (Gemma's does; SmolLM2's does not, its chat template starts
+    every turn with `<|im_start|>` instead)."""
+    bos = tokenizer.bos_token_id
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos] != plain[:1]
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """Token ids generation stops at: the end of turn (`end_of_turn_id`), then EOS when it differs."""
+    return list(dict.fromkeys(i for i in (end_of_turn_id(tokenizer), tokenizer.eos_token_id) if i is not None))
+
+
 @dataclass(frozen=True)
 class Encoded:
     input_ids: list[int]
@@ -45,17 +88,21 @@ class Encoded:
 
 
 def encode(tokenizer, sample: Sample, max_len: int, system: str | None = None) -> Encoded:
-    """Chat-format one sample; labels are the answer tokens plus the end-of-turn token.
+    """Chat-format one sample; labels are the answer tokens plus the end-of-turn token (`end_of_turn_id`).
 
     Over-long samples keep the whole prompt when possible and cut the answer's end; a prompt longer than
-    `max_len - 8` is cut from its start so that at least 8 answer tokens remain.
+    `max_len - 8` is cut from its start so that at least 8 answer tokens remain. A tokenizer that puts BOS before
+    any text (Gemma) keeps it as the first token of a cut prompt too: the model has never seen a sequence without.
     """
     if sample.response is None:
         raise ValueError(f"sample from {sample.source or 'data'} has no response to train on: {sample.prompt[:60]!r}")
     p = prompt_ids(tokenizer, sample.prompt, sample.system if sample.system is not None else system)
-    a = tokenizer(sample.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    a = tokenizer(sample.response, add_special_tokens=False)["input_ids"] + [end_of_turn_id(tokenizer)]
     keep_prompt = min(len(p), max(max_len - len(a), max_len - 8) if len(p) + len(a) > max_len else len(p))
-    p = p[len(p) - keep_prompt:]
+    if keep_prompt < len(p) and adds_bos(tokenizer) and p[0] == tokenizer.bos_token_id:
+        p = p[:1] + p[len(p) - keep_prompt + 1:]
+    else:
+        p = p[len(p) - keep_prompt:]
     a = a[: max_len - len(p)]
     return Encoded(p + a, [IGNORE] * len(p) + a)
 

@@ -10,10 +10,11 @@ No compatibility mode: TransformerLens-style hook names already exist on a plain
 away from the HF model's. Here bridge logits equal HF logits (max |Δ| ≈ 2e-7 on tiny-llama, ≈ 3e-5 on
 SmolLM2: eager vs sdpa kernels).
 
-Tokens: `bridge.cfg.default_prepend_bos` is set to False, so `bridge.to_tokens(text)` gives the same ids as
-the HF tokenizer (Llama/SmolLM2 tokenizers add no BOS; the chat template already starts with
-`<|im_start|>`). Best practice: build ids with the HF tokenizer / chat template and pass the id tensor
-`[batch, pos]` to `bridge(...)`, `run_with_cache`, `run_with_hooks`.
+Tokens: `bridge.cfg.default_prepend_bos` is set to whether the HF tokenizer itself puts BOS before plain text,
+so `bridge.to_tokens(text)` gives the same ids as the HF tokenizer: False for SmolLM2 / tiny-llama (no BOS; the
+chat template starts with `<|im_start|>`), True for Gemma (`<bos>` first). Best practice: build ids with the HF
+tokenizer / chat template and pass the id tensor `[batch, pos]` to `bridge(...)`, `run_with_cache`,
+`run_with_hooks`.
 
 Which hook name holds which site (resid_pre / resid_post / attn_out / mlp_out / head_in) for a model family:
 `workbench.models.sites` (`sites_of(model).hook_name(kind, layer)`); analyses ask it rather than spell names.
@@ -62,7 +63,8 @@ def boot_bridge(model, tokenizer, *, device: str | torch.device | None = None,
     """A `TransformerBridge` over a deep copy of `model` (HF causal LM, or a peft model: merged on the copy).
 
     device / dtype: default to the model's own. The caller's `model` and `tokenizer` are not modified.
-    Returns the bridge in eval mode; `bridge.cfg.default_prepend_bos` is False (see module docstring).
+    Returns the bridge in eval mode; `bridge.cfg.default_prepend_bos` is True exactly when the HF tokenizer adds
+    BOS to plain text (see module docstring).
     """
     from peft import PeftModel  # deferred: peft
     from transformer_lens.model_bridge import TransformerBridge  # deferred: transformer_lens
@@ -82,7 +84,8 @@ def boot_bridge(model, tokenizer, *, device: str | torch.device | None = None,
     bridge_tokenizer = copy.deepcopy(tokenizer)
     # TransformerLens wants a BOS-adding tokenizer and would otherwise re-load one from
     # `init_kwargs["name_or_path"]` (a disk/hub read, and a KeyError for in-memory tokenizers). Give it
-    # the copy with add_bos_token=True; default_prepend_bos=False below strips it again in to_tokens.
+    # the copy with add_bos_token=True; default_prepend_bos below keeps BOS in to_tokens only where the caller's
+    # tokenizer adds it too.
     bridge_tokenizer.add_bos_token = True
     bridge_tokenizer.init_kwargs.update(name_or_path=bridge_tokenizer.name_or_path, add_bos_token=True)
 
@@ -93,5 +96,12 @@ def boot_bridge(model, tokenizer, *, device: str | torch.device | None = None,
         device=device,
         dtype=dtype,
     )
-    bridge.cfg.default_prepend_bos = False
+    bridge.cfg.default_prepend_bos = _adds_bos(tokenizer)
     return bridge.eval()
+
+
+def _adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts BOS before plain text (Gemma's does, SmolLM2's does not)."""
+    bos = tokenizer.bos_token_id
+    plain = tokenizer("a", add_special_tokens=False).input_ids
+    return bos is not None and tokenizer("a").input_ids[:1] == [bos] != plain[:1]

@@ -1,7 +1,8 @@
 """Model registry: one name or folder in, `(model, tokenizer)` out.
 
 `load_model` accepts
-  * a registered name (`MODELS`): "smollm2-135m-instruct" (the real model), "tiny-llama" (tests);
+  * a registered name (`MODELS`): "smollm2-135m-instruct" (the real model), "gemma3-270m" (Gemma 3 270M (Q4_K_M,
+    dequantized), the second family; needs `make setup-gemma`), "tiny-llama" and "tiny-gemma3" (tests);
   * any local Hugging Face causal-LM folder (`config.json` + `*.safetensors` + tokenizer files);
   * a run folder (`runs/<kind>-<name>-<ts>/`), whose `model/` sub-folder holds either full weights
     (as above) or a LoRA adapter: `adapter_config.json` + `adapter_model.safetensors` + `base_model.json`
@@ -25,15 +26,18 @@ from pathlib import Path
 import torch
 
 from workbench.models.atomic import write_folder_atomically
+from workbench.models.gemma3 import GEMMA3_NAME, ensure_gemma3
 from workbench.models.lowrank import BASE_REFERENCE_FILE, LOWRANK_FILE, apply_lowrank
 from workbench.models.smollm2 import SMOLLM2_NAME, ensure_smollm2
-from workbench.models.tiny import TINY_NAME, ensure_tiny_llama
+from workbench.models.tiny import TINY_GEMMA3_NAME, TINY_NAME, ensure_tiny_gemma3, ensure_tiny_llama
 from workbench.runs import run_kind
 
 # name -> builder returning a local HF folder (materialized once, then cached).
 MODELS: dict[str, Callable[[], Path]] = {
     SMOLLM2_NAME: ensure_smollm2,
+    GEMMA3_NAME: ensure_gemma3,
     TINY_NAME: ensure_tiny_llama,
+    TINY_GEMMA3_NAME: ensure_tiny_gemma3,
 }
 
 _EXPECTED = (

