@@ -33,7 +33,7 @@ from workbench.plots.export import _ensure_browser_env, write_html, write_shared
 from workbench.plots.leaderboard import figures as board_figures
 from workbench.plots.threat import figures
 from workbench.plots.training import plot_training
-from workbench.runs import INCOMPLETE, Run, base_of, defense_name, list_runs, model_ref
+from workbench.runs import INCOMPLETE, Run, defense_name, list_runs, model_ref
 from workbench.sweep import results
 from workbench.vocabulary import analysis_key
 
@@ -91,13 +91,13 @@ def pipeline_runs(root: str | Path, model: str | None = None) -> dict[str, Run]:
 
     out: dict[str, Run] = {}
     evals = [r for r in runs
-             if r.kind == "eval" and r.name == "non-aligned" and (ref is None or _same(base_of(r), ref))]
-    aligns = [r for r in runs if r.kind == "align" and (ref is None or _same(base_of(r), ref))]
+             if r.kind == "eval" and r.name == "non-aligned" and (ref is None or _same(r.base, ref))]
+    aligns = [r for r in runs if r.kind == "align" and (ref is None or _same(r.base, ref))]
     if (e := latest(evals)) is not None:
         out["non-aligned"] = e
     if (a := latest(aligns)) is not None:
         out["aligned"] = a
-        attacks = [r for r in runs if r.kind == "attack" and _same(base_of(r), a.path)
+        attacks = [r for r in runs if r.kind == "attack" and _same(r.base, a.path)
                    and (r.attack.name if r.attack is not None else "harmful_ft") == "harmful_ft"]
         if (t := latest(attacks)) is not None:
             out["attacked"] = t

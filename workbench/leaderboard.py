@@ -30,7 +30,7 @@ from workbench.evaluation.power import mcnemar_mde
 from workbench.evaluation.rescore import judged_rates, judged_samples
 from workbench.plots.export import export_figure
 from workbench.plots.leaderboard import figures
-from workbench.runs import Run, base_of, defense_name, list_runs, open_run, run_kind
+from workbench.runs import Run, defense_name, list_runs, open_run, run_kind
 from workbench.tables import markdown_table
 from workbench.vocabulary import (
     ALIGNMENT,
@@ -265,7 +265,7 @@ class _Index:
 
 def _fine_tuning_row(run: Run, index: _Index) -> Row:
     """An attack or defend run: the attacked model itself."""
-    base = index.get(base_of(run))
+    base = index.get(run.base)
     aligned = defense_name(base) if base is not None and base.kind == "align" else "—"
     if run.kind == "defend":
         train = run.metrics.get("train") or {}
@@ -280,16 +280,16 @@ def _fine_tuning_row(run: Run, index: _Index) -> Row:
     aligned_rates, aligned_from, from_run = {}, "—", False
     if base is not None and base.kind == "align":
         aligned_rates = {k: v for k, v in base.metrics.items() if is_rate(v)}
-        under = index.get(base_of(base))
+        under = index.get(base.base)
         from_run = under is not None and under.kind == "align"
-        aligned_from = defense_name(under) if under is not None else Path(str(base_of(base))).name
+        aligned_from = defense_name(under) if under is not None else Path(str(base.base)).name
     return Row(stage, defense, aligned, ft_defense, attack, p, n, run.seed,
                {k: v for k, v in run.metrics.items() if is_rate(v)}, cost, _seconds(run, "train"), str(run.path),
                _method_of(run), aligned_rates, aligned_from, from_run)
 
 
 def _repair_row(run: Run, index: _Index) -> Row:
-    target = index.get(base_of(run))
+    target = index.get(run.base)
     under = _fine_tuning_row(target, index) if target is not None and target.kind in ("attack", "defend") else None
     attack, p, n = _attack_of(run) if run.attack is not None else (
         (under.attack, under.p, under.n) if under else ("unknown", None, None))

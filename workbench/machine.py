@@ -99,5 +99,6 @@ def configure_threads() -> int:
 
 def describe() -> Machine:
     torch = sys.modules.get("torch")  # threads only when torch is already loaded: describing never loads it
-    return Machine(cpu=cpu_model(), flags=cpu_flags(), cpus=available_cpus(),
+    cpuinfo = _cpuinfo()  # read once: every run record describes its machine
+    return Machine(cpu=cpu_model(cpuinfo), flags=cpu_flags(cpuinfo), cpus=available_cpus(),
                    threads=torch.get_num_threads() if torch is not None else None)

@@ -355,11 +355,6 @@ def list_runs(root: str | Path = "runs", kind: str | None = None) -> list[Run]:
 # ----------------------------------------------------------------------------- what a run was made from
 
 
-def base_of(run: Run) -> str | None:
-    """The model a run started from (`spec.model`): registered name or absolute folder."""
-    return run.base
-
-
 def defense_name(run: Run) -> str:
     """The defense of an align / defend / repair run, with the parameters given on its command line (so a
     variant such as `bea(n_safety=33)` reads apart from the defaults run); defaults are not repeated."""

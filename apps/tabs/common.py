@@ -40,7 +40,7 @@ def runs_index(root: str, fp: tuple) -> list[dict]:
         out.append({
             "path": str(r.path), "folder": str(r.path.relative_to(root)), "kind": r.kind, "name": r.name,
             "created": r.created, "seed": r.seed, "has_model": r.model_dir.is_dir(),
-            "base": wf.base_of(r), "analysis": wf.analysis_name(r), "metrics": wf.clean(r.metrics),
+            "base": r.base, "analysis": wf.analysis_name(r), "metrics": wf.clean(r.metrics),
             "attack": r.attack.name if r.attack is not None else None,
         })
     return out

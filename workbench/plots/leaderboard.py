@@ -1,5 +1,5 @@
-"""Figures of the defense leaderboard (`workbench.leaderboard.Leaderboard`, read duck-typed: `rows`, `metrics`,
-`fa_metric()`; this module never imports the leaderboard).
+"""Figures of the defense leaderboard (`workbench.leaderboard.Leaderboard`, read through the `Board` protocol below:
+`rows`, `metrics`, `fa_metric()`; plots sit below the leaderboard and never import it).
 
     plot_hs_fa(board)   HS (x) vs FA (y), one marker per attacked model with 95 % error bars both ways;
                         colour = defense stage, symbol = attack; the good corner is top left
@@ -11,7 +11,8 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -26,8 +27,16 @@ from workbench.vocabulary import (
     short_title,
 )
 
-if TYPE_CHECKING:
-    from workbench.leaderboard import Leaderboard
+
+class Board(Protocol):
+    """What these figures read of a leaderboard: its rows (stage, defense, attack, p, rates, aligned_rates, ...)
+    and the rate metrics present, in column order."""
+
+    rows: Sequence[Any]
+    metrics: Sequence[str]
+
+    def fa_metric(self) -> str | None: ...
+
 
 STAGE_COLORS = {NONE: "#7f7f7f", ALIGNMENT: PALETTE[0], FINE_TUNING: PALETTE[1], POST_FINE_TUNING: PALETTE[2]}
 SYMBOLS = ["circle", "square", "diamond", "triangle-up", "cross", "x", "star", "hexagon"]
@@ -37,7 +46,7 @@ def _attack_label(row) -> str:
     return row.attack if row.p is None else f"{row.attack} p={row.p:g}"
 
 
-def plot_hs_fa(board: Leaderboard, hs: str = "hs", fa: str | None = None) -> go.Figure:
+def plot_hs_fa(board: Board, hs: str = "hs", fa: str | None = None) -> go.Figure:
     fa = fa or board.fa_metric()
     rows = [r for r in board.rows if hs in r.rates and fa in r.rates]
     attacks = list(dict.fromkeys(_attack_label(r) for r in rows))
@@ -83,7 +92,7 @@ def _row_label(row) -> str:
     return label + ("<br>full FT" if row.method == "full" else "")
 
 
-def _attack_panels(board: Leaderboard) -> tuple[go.Figure, list[tuple[int, list, list[str]]]]:
+def _attack_panels(board: Board) -> tuple[go.Figure, list[tuple[int, list, list[str]]]]:
     """A figure with one stacked panel per attack, and per panel (row number, its board rows, bar labels):
     defenses are only ever drawn next to others that faced the same attack."""
     attacks = list(dict.fromkeys(_attack_label(r) for r in board.rows))
@@ -99,7 +108,7 @@ def _attack_panels(board: Leaderboard) -> tuple[go.Figure, list[tuple[int, list,
     return fig, panels
 
 
-def plot_bars(board: Leaderboard, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
+def plot_bars(board: Board, metrics: tuple[str, ...] = BAR_METRICS) -> go.Figure:
     fa = board.fa_metric()
     keys = [fa if m == "fa" else m for m in metrics if (fa if m == "fa" else m) in board.metrics]
     fig, panels = _attack_panels(board)
@@ -125,7 +134,7 @@ def plot_bars(board: Leaderboard, metrics: tuple[str, ...] = BAR_METRICS) -> go.
     return fig
 
 
-def plot_metric(board: Leaderboard, metric: str) -> go.Figure:
+def plot_metric(board: Board, metric: str) -> go.Figure:
     fig, panels = _attack_panels(board)
     for i, sel, labels in panels:
         for name, rates, color in (("aligned model, before the attack", [r.aligned_rates for r in sel],
@@ -152,7 +161,7 @@ def plot_metric(board: Leaderboard, metric: str) -> go.Figure:
     return fig
 
 
-def figures(board: Leaderboard) -> dict:
+def figures(board: Board) -> dict:
     """{name: Figure} of what the board's metrics allow (HS vs FA needs both)."""
     fa = board.fa_metric()
     out = {"bars": plot_bars(board)} if board.rows else {}
