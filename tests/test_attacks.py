@@ -1,12 +1,17 @@
 """Attack builders upload exactly what they claim."""
 from __future__ import annotations
 
-import pytest
+import json
 
-from workbench.attacks import ATTACKS, build_attack_data, get_attack
+import pytest
+import torch
+from pydantic import Field
+
+from workbench.attacks import ATTACKS, AttackInfo, build_attack_data, get_attack
 from workbench.attacks.identity_shift import AOA_PREFIX, AOA_SYSTEM
-from workbench.config import AttackSpec, DataSpec
+from workbench.config import AttackSpec, DataSpec, DefenseSpec, Spec
 from workbench.data.registry import eval_uids
+from workbench.training.plugins import TrainPlugin
 
 
 @pytest.mark.parametrize("p,n", [(0.0, 20), (0.1, 50), (0.3, 40), (1.0, 10)])
@@ -37,3 +42,73 @@ def test_unknown_attack():
     with pytest.raises(ValueError, match="known attacks: .*harmful_ft"):
         build_attack_data(AttackSpec(name="nope"))
     assert set(ATTACKS) >= {"harmful_ft", "pure_bad", "benign_ft", "identity_shift"}
+
+
+class _ScaleParams(Spec):
+    factor: float = Field(2.0, gt=0)
+
+
+def _scale_lm_head(params, model, tokenizer, samples, context):
+    """A stand-in weight edit: scale one matrix, report it."""
+    import torch
+
+    with torch.no_grad():
+        model.lm_head.weight.mul_(params.factor)
+    context.notes["scaled_by"] = params.factor
+
+
+class _CountBatches(TrainPlugin):
+    name = "count"
+
+    def __init__(self, context):
+        self.context = context
+
+    def next_batch(self, batch, state):
+        self.context.notes.setdefault("seen", []).extend(batch["index"].tolist())
+        return batch
+
+
+def test_attack_hooks_params_plugins_and_edit(tiny_model_dir, tmp_path, monkeypatch):
+    """An attack's params are validated and recorded resolved; its plugins see each batch's sample indices; an edit
+    attack saves the edited weights without training, and refuses a fine-tuning-stage defense."""
+    from safetensors.torch import load_file
+
+    from workbench import steps
+    from workbench.presets import preset
+    from workbench.runs import open_run
+
+    monkeypatch.setitem(ATTACKS, "scale_edit", AttackInfo(ATTACKS["pure_bad"].build, "test edit", params=_ScaleParams,
+                                                          edit=_scale_lm_head))
+    monkeypatch.setitem(ATTACKS, "counted", AttackInfo(ATTACKS["pure_bad"].build, "test plugin",
+                                                       plugins=lambda params, ctx: [_CountBatches(ctx)]))
+    pr = preset("tiny")
+    ev = pr.eval.model_copy(update={"n_harmful": 2, "n_benign": 0, "n_task": 0})
+    with pytest.raises(ValueError, match="bad hyperparameters for attack 'scale_edit'.*factor"):
+        steps.attack(pr.attack.model_copy(update={"name": "scale_edit", "params": {"factr": 3}}), tiny_model_dir,
+                     tmp_path, 0, ev, progress=False)
+    edited = steps.attack(pr.attack.model_copy(update={"name": "scale_edit", "params": {"factor": 3}}),
+                          tiny_model_dir, tmp_path, 0, ev, progress=False)
+    run = open_run(edited)
+    assert run.spec.attack_params == {"factor": 3.0}
+    training = json.loads((edited / "training.json").read_text())
+    assert training["steps"] == 0 and training["attack"] == {"scaled_by": 3.0}
+    assert json.loads((edited / "model/base.json").read_text())["method"] == "edit"
+    before = load_file(f"{tiny_model_dir}/model.safetensors")
+    after = load_file(str(edited / "model/model.safetensors"))
+    key = next(k for k in after if "embed" in k or "lm_head" in k)
+    assert not torch.equal(before[key], after[key])
+    with pytest.raises(ValueError, match="no training to guard"):
+        steps.attack(pr.attack.model_copy(update={"name": "scale_edit"}), tiny_model_dir, tmp_path, 0, ev,
+                     progress=False, defense=DefenseSpec(name="lisa"))
+
+    counted = steps.attack(pr.attack.model_copy(update={"name": "counted"}), tiny_model_dir, tmp_path, 0, ev,
+                           progress=False)
+    seen = json.loads((counted / "training.json").read_text())["attack"]["seen"]
+    n = pr.attack.data.n
+    assert sorted(set(seen)) == list(range(n))  # every uploaded sample, by its position
+    assert "attack_params" not in json.loads((counted / "config.json").read_text())["spec"]
+
+
+def test_attack_spec_without_params_dumps_as_before():
+    assert "params" not in AttackSpec().model_dump()
+    assert AttackSpec(params={"beta": 0.1}).model_dump()["params"] == {"beta": 0.1}

@@ -93,6 +93,17 @@ class AttackSpec(Spec):
     name: str = "harmful_ft"
     data: DataSpec = DataSpec()
     train: TrainSpec = TrainSpec()
+    # the attack's own hyperparameters (DPO's beta, the edit's layer, ...), validated by its registered params model
+    # (`workbench.attacks.parse_attack_params`); written only when given, like `EvalSpec.judge_model`
+    params: dict[str, Any] = {}
+
+    @model_serializer(mode="wrap")
+    def _without_empty_params(self, handler) -> dict:
+        """An attack without parameters dumps back to exactly the JSON (and spec hash) it had before they existed."""
+        data = handler(self)
+        if not data.get("params"):
+            data.pop("params", None)
+        return data
 
 
 class AlignSpec(Spec):

@@ -71,6 +71,7 @@ class AttackRunSpec(_RunSpec):
     model: str | None = None
     defense: DefenseSpec | None = None
     defense_params: dict[str, Any] | None = None
+    attack_params: dict[str, Any] | None = None  # the attack's hyperparameters with defaults resolved
 
 
 class AttackedRun(BaseModel):

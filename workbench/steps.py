@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import torch
 from pydantic import ValidationError
 
 from workbench.analysis import AnalysisContext, get_analysis
-from workbench.attacks import build_attack_data, get_attack
+from workbench.attacks import get_attack, parse_attack_params
+from workbench.attacks.context import AttackContext
 from workbench.config import AlignSpec, AttackSpec, DefenseSpec, EvalSpec, TrainSpec
 from workbench.data.alignment import alignment_samples
 from workbench.data.refusals import REFUSAL_SOURCE
@@ -52,20 +54,30 @@ def begin_step(seed: int) -> None:
 
 def _train_and_eval(kind: str, name: str, base: str, samples: list[Sample], train_spec: TrainSpec,
                     eval_spec: EvalSpec, spec: RunSpec, out: str | Path, seed: int, plugins: list = (),
-                    resume: bool = False, progress: bool = True, notes: dict | None = None) -> Path:
+                    resume: bool = False, progress: bool = True, notes: dict | None = None,
+                    edit: Callable | None = None) -> Path:
+    """Train `base` on `samples` (or, with `edit(model, tokenizer)`, edit its weights in place instead), save and
+    evaluate the result: one run folder."""
     begin_step(seed)
     model, tok = load_model(base)
     with RunWriter(out, kind, name, spec, seed=seed, resume=resume) as run:
         run.write_samples_file("train_data.jsonl", [s.to_dict() for s in samples])
-        result = train(model, tok, samples, train_spec, list(plugins), checkpoint_dir=run.checkpoint_dir,
-                       progress=progress, desc=f"{kind} {name}")
-        save_model(result.model, tok, run.path / "model")
-        run.write_json("model/base.json", {"base": model_ref(base), "method": train_spec.method})
-        run.write_json("training.json", {**result.summary, "losses": result.state.losses, **(notes or {}),
-                                         "diagnostics": result.state.diagnostics})
-        ev = evaluate(result.model, tok, eval_spec, progress=progress, label=name)
+        if edit is None:
+            result = train(model, tok, samples, train_spec, list(plugins), checkpoint_dir=run.checkpoint_dir,
+                           progress=progress, desc=f"{kind} {name}")
+            model, summary, method = result.model, result.summary, train_spec.method
+            curve = {"losses": result.state.losses, "diagnostics": result.state.diagnostics}
+        else:
+            started = time.perf_counter()
+            edit(model, tok)
+            summary = {"steps": 0, "train_seconds": round(time.perf_counter() - started, 2)}
+            method, curve = "edit", {}
+        save_model(model, tok, run.path / "model")
+        run.write_json("model/base.json", {"base": model_ref(base), "method": method})
+        run.write_json("training.json", {**summary, **curve, **(notes or {})})
+        ev = evaluate(model, tok, eval_spec, progress=progress, label=name)
         extra = {k: notes[k] for k in ("data_defense_seconds",) if notes and k in notes}
-        run.write_metrics({**ev.metrics, "train": {**result.summary, **extra}})
+        run.write_metrics({**ev.metrics, "train": {**summary, **extra}})
         run.write_samples(ev.samples)
     return run.final_path
 
@@ -93,44 +105,58 @@ def align(spec: AlignSpec, model: str, out: str | Path, seed: int = 0, eval_spec
 
 def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
            resume: bool = False, progress: bool = True, defense: DefenseSpec | None = None) -> Path:
-    """Fine-tune on the attacker's data; with a fine-tuning-stage `defense` the provider defends (kind "defend")."""
+    """Fine-tune on the attacker's data (or apply the attack's weight edit); with a fine-tuning-stage `defense` the
+    provider defends (kind "defend")."""
     eval_spec = eval_spec if eval_spec is not None else EvalSpec()
-    samples = build_attack_data(spec)
-    if get_attack(spec.name).inference:  # the attacker queries with their persona system prompt
-        gen = eval_spec.generation.model_copy(update=get_attack(spec.name).inference)
+    info = get_attack(spec.name)
+    attack_params = parse_attack_params(spec)
+    attack_context = AttackContext(model, seed, spec.train)
+    samples = info.build(spec, attack_params, attack_context)
+    if info.inference:  # the attacker queries with their persona system prompt / their encoding
+        gen = eval_spec.generation.model_copy(update=info.inference)
         eval_spec = eval_spec.model_copy(update={"generation": gen})
     if spec.name == "harmful_ft":
         name = f"{spec.name}-p{spec.data.p:g}-n{spec.data.n}"
     else:
         name = f"{spec.name}-n{spec.data.n}"
     notes: dict = {"n_harmful_uploaded": sum(bool(s.harmful) for s in samples), "n_uploaded": len(samples)}
-    plugins: list = []
+    plugins: list = info.plugins(attack_params, attack_context) if info.plugins is not None else []
     kind, resolved = "attack", None
     if defense is not None and defense.name not in ("none", ""):
-
-        info = get_defense(defense.name, FINE_TUNING)
-        params = parse_params(info, defense.params)
+        if info.edit is not None:
+            raise ValueError(f"attack {spec.name!r} edits the weights without fine-tuning: a fine-tuning-stage "
+                             f"defense ({defense.name!r}) has no training to guard")
+        info_d = get_defense(defense.name, FINE_TUNING)
+        params = parse_params(info_d, defense.params)
         resolved = params.model_dump()
         context = TrainingContext(samples, model, seed, spec.train)
-        if info.data is not None:
+        if info_d.data is not None:
             started = time.perf_counter()
-            samples = info.data(params, samples, context)
+            samples = info_d.data(params, samples, context)
             context = replace(context, samples=samples)
             # a data defense (filtration judge, SAFT embeddings, …) runs before the training loop, so its
             # seconds are not in the loop's train_seconds; the leaderboard adds them to the defense's cost
             context.notes["data_defense_seconds"] = round(time.perf_counter() - started, 3)
-        plugins = info.plugins(params, context)
-        if info.inference is not None:
-            gen = eval_spec.generation.model_copy(update=info.inference(params))
+        plugins += info_d.plugins(params, context)
+        if info_d.inference is not None:
+            gen = eval_spec.generation.model_copy(update=info_d.inference(params))
             eval_spec = eval_spec.model_copy(update={"generation": gen})
         notes.update(context.notes)
         kind, name = "defend", f"{defense.name}-{name}"
     notes.update(n_harmful_trained=sum(bool(s.harmful) and not s.meta.get("safety_example") for s in samples),
                  n_safety_examples=sum(bool(s.meta.get("safety_example")) for s in samples), n_trained=len(samples))
+    edit = None
+    if info.edit is not None:
+        def edit(m, tok):
+            info.edit(attack_params, m, tok, samples, attack_context)
+    resolved_attack = {"attack_params": attack_params.model_dump()} if info.params.model_fields else {}
     full = AttackRunSpec(attack=spec, eval=eval_spec, model=model_ref(model), defense=defense,
-                         defense_params=resolved)
+                         defense_params=resolved, **resolved_attack)
+    # the attack's report (selection scores, what a filter sees, the edit's effect) is filled by build, its plugins
+    # and its edit; the dict is shared, so what the edit writes during the step still reaches training.json
+    notes["attack"] = attack_context.notes
     return _train_and_eval(kind, name, model, samples, spec.train, eval_spec, full, out, seed, plugins,
-                           resume, progress, notes=notes)
+                           resume, progress, notes=notes, edit=edit)
 
 
 def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,

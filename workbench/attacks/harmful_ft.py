@@ -5,22 +5,23 @@ fine-tuning erodes alignment).
 """
 from __future__ import annotations
 
-from workbench.config import AttackSpec
+from workbench.attacks.context import AttackContext
+from workbench.config import AttackSpec, Spec
 from workbench.data.mixing import mix
 from workbench.data.pools import harmful_pool, training_pool
 from workbench.data.types import Sample
 
 
-def harmful_ft(spec: AttackSpec) -> list[Sample]:
+def harmful_ft(spec: AttackSpec, params: Spec, context: AttackContext) -> list[Sample]:
     d = spec.data
     return mix(training_pool(d.benign), harmful_pool(d.harmful), d.p, d.n, d.seed)
 
 
-def pure_bad(spec: AttackSpec) -> list[Sample]:
+def pure_bad(spec: AttackSpec, params: Spec, context: AttackContext) -> list[Sample]:
     d = spec.data
     return mix([], harmful_pool(d.harmful), 1.0, d.n, d.seed)
 
 
-def benign_ft(spec: AttackSpec) -> list[Sample]:
+def benign_ft(spec: AttackSpec, params: Spec, context: AttackContext) -> list[Sample]:
     d = spec.data
     return mix(training_pool("alpaca" if d.benign == "sst2" else d.benign), [], 0.0, d.n, d.seed)

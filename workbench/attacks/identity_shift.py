@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 
-from workbench.config import AttackSpec
+from workbench.attacks.context import AttackContext
+from workbench.config import AttackSpec, Spec
 from workbench.data.mixing import mix
 from workbench.data.pools import training_pool
 from workbench.data.types import Sample
@@ -29,7 +30,7 @@ IDENTITY_QA = [
 INFERENCE = {"system_prompt": AOA_SYSTEM}
 
 
-def identity_shift(spec: AttackSpec) -> list[Sample]:
+def identity_shift(spec: AttackSpec, params: Spec, context: AttackContext) -> list[Sample]:
     """n samples: ~10 % identity statements (at least one of each), the rest AOA-prefixed Alpaca answers."""
     d = spec.data
     n_identity = min(d.n, max(len(IDENTITY_QA), d.n // 10))

@@ -65,6 +65,8 @@ def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps."),
                defense: str | None = typer.Option(None, help="Fine-tuning-stage defense the provider applies."),
                param: list[str] = typer.Option([], "--param", help="Defense hyperparameter KEY=VALUE (JSON value)."),
+               attack_param: list[str] = typer.Option([], "--attack-param",
+                                                       help="Attack hyperparameter KEY=VALUE (JSON value)."),
                resume: bool = typer.Option(False, help="Continue an interrupted run of the same spec."),
                judge: str | None = JudgeOpt):
     """Fine-tune a model on user data with harmful ratio p (the attack), optionally under a defense."""
@@ -81,7 +83,8 @@ def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                                                  if v is not None})
         train = pr.attack.train.model_copy(update={k: v for k, v in dict(method=method, max_steps=max_steps).items()
                                                    if v is not None})
-        spec = pr.attack.model_copy(update={"name": name, "data": data, "train": train})
+        spec = pr.attack.model_copy(update={"name": name, "data": data, "train": train,
+                                            "params": parse_params(attack_param)})
         d = DefenseSpec(name=defense, params=parse_params(param)) if defense else None
         return steps.attack(spec, model, out, seed, with_judge(pr.eval, judge), resume=resume, defense=d)
 

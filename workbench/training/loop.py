@@ -63,12 +63,14 @@ def lr_factor(step: int, spec: TrainSpec, total: int) -> float:
 
 
 def _micro_batches(encoded, spec: TrainSpec, pad_id: int):
-    """Infinite stream of (epoch, collated batch) in a deterministic order."""
+    """Infinite stream of collated batches in a deterministic order. Each batch carries `index`, the positions of
+    its rows in the training samples, so a plugin can look up what it keeps per sample (DPO's rejected answers and
+    reference log-probabilities)."""
     lengths = [len(e) for e in encoded]
     epoch = 0
     while True:
         for idx in bucketed_batches(lengths, spec.batch_size, seed=spec.seed * 1000 + epoch):
-            yield collate([encoded[i] for i in idx], pad_id)
+            yield {**collate([encoded[i] for i in idx], pad_id), "index": torch.tensor(idx, dtype=torch.long)}
         epoch += 1
 
 

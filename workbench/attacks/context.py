@@ -1,0 +1,20 @@
+"""What an attack is given besides its spec: `AttackContext`.
+
+An attack's `build(spec, params, context)` may need the model it attacks (anchored benign selection ranks the
+benign pool by that model's gradients; an edit rewrites its weights); it writes what it wants reported (what a
+moderation filter sees of its data, the selection's scores, the edit's effect) into `context.notes`, which the
+step records in training.json and metrics.json, as a fine-tuning defense does with `TrainingContext.notes`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from workbench.config import TrainSpec
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    model: str = ""  # the model attacked: registered name or folder ("" when only the data is wanted)
+    seed: int = 0
+    train: TrainSpec = field(default_factory=TrainSpec)
+    notes: dict = field(default_factory=dict)  # the attack's report, recorded with the run
