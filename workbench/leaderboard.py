@@ -148,6 +148,32 @@ class Leaderboard:
         discordance rate pooled over the whole board for that metric, not from the line's own outcome. Reads
         each run's samples.jsonl."""
         sft = {r.attack_key: r for r in self.rows if r.stage == ALIGNMENT and r.defense == "sft"}
+
+        def base_of(r: Row) -> Row | None:
+            base = sft.get(r.attack_key)
+            return None if base is None or base is r or r.stage == NONE else base  # NONE: a non-aligned model
+
+        return self._paired(base_of, metrics, alpha, power)
+
+    def vs_attack(self, reference: str = "harmful_ft", p: float | None = 0.1,
+                  metrics: tuple[str, ...] = ("hs", "hs_plus", "refusal_harmful"), alpha: float = 0.05,
+                  power: float = 0.8) -> list[dict]:
+        """Every other attack (another kind, or the reference kind at another p) against the `reference` attack at
+        harmful ratio `p` on the same model: same stage, defenses, fine-tuning method and seed; paired on the prompts
+        both attacked models answered, as `vs_sft`. What docs/attacks.md compares each attack kind with."""
+        def model_key(r: Row) -> tuple:
+            return (r.stage, r.defense, r.aligned_with, r.finetune_defense, r.method, r.seed)
+
+        refs = {model_key(r): r for r in self.rows if r.attack == reference and (p is None or r.p == p)}
+
+        def base_of(r: Row) -> Row | None:
+            base = refs.get(model_key(r))
+            return None if base is None or base is r else base
+
+        return self._paired(base_of, metrics, alpha, power)
+
+    def _paired(self, base_of, metrics: tuple[str, ...], alpha: float, power: float) -> list[dict]:
+        """Each row against the row `base_of` pairs it with (None: not compared); see `vs_sft`."""
         samples: dict[str, list[dict]] = {}
 
         def read(run: str) -> list[dict]:
@@ -158,24 +184,24 @@ class Leaderboard:
         out: list[dict] = []
         strata: dict[tuple, list[tuple]] = {}
         for r in self.rows:
-            base = sft.get(r.attack_key)
-            if base is None or base is r or r.stage == NONE:  # an attack on a non-aligned model
+            base = base_of(r)
+            if base is None:
                 continue
             for m in metrics:
                 if m in r.rates and m in base.rates:
-                    flags, sft_flags = sample_flags(read(r.run), m), sample_flags(read(base.run), m)
-                    d = compare_flags(flags, sft_flags, m)
+                    flags, base_flags = sample_flags(read(r.run), m), sample_flags(read(base.run), m)
+                    d = compare_flags(flags, base_flags, m)
                     out.append({"attack": r.attack, "p": r.p, "stage": r.stage, "defense": r.defense, "seed": r.seed,
-                                "metric": m, **d.to_dict(), "run": r.run, "sft_run": base.run})
+                                "metric": m, **d.to_dict(), "run": r.run, "base_run": base.run})
                     key = (r.attack, r.p, r.n, r.method, r.stage, r.defense, m)
-                    strata.setdefault(key, []).append((r.seed, flags, sft_flags))
+                    strata.setdefault(key, []).append((r.seed, flags, base_flags))
         for (attack, p, _, _, stage, defense, m), items in strata.items():
             seeds = sorted({seed for seed, _, _ in items}, key=str)
             if len(seeds) > 1:
                 d = stratified_difference([(a, b) for _, a, b in items], m)
                 label = "+".join(map(str, seeds))
                 out.append({"attack": attack, "p": p, "stage": stage, "defense": defense, "seed": label, "metric": m,
-                            **d.to_dict(), "run": f"seeds {label}", "sft_run": ""})
+                            **d.to_dict(), "run": f"seeds {label}", "base_run": ""})
         for m in metrics:
             single = [d for d in out if d["metric"] == m and d["strata"] == 1]
             pairs = sum(d["n"] for d in single)
@@ -190,23 +216,35 @@ class Leaderboard:
         """`vs_sft` as a table, one line per defended run (and per defense over its seeds); pass `rows` when
         `vs_sft(metrics)` was computed."""
         rows = self.vs_sft(metrics) if rows is None else rows
-        head = ["attack", "p", "stage", "defense", "seed",
-                *[f"{short_title(m)} − SFT [95 %] (only defense / only SFT; McNemar p; MDE)" for m in metrics]]
-        groups: dict[tuple, dict] = {}
-        for d in rows:
-            key = (d["attack"], d["p"], d["stage"], d["defense"], d["seed"], d["run"])
-            groups.setdefault(key, {})[d["metric"]] = d
-        table = []
-        for (attack, p, stage, defense, seed, _), by_metric in groups.items():
-            cells = [f"{d['value']:+.0f} [{d['low']:+.0f}, {d['high']:+.0f}] ({d['only_a']}/{d['only_b']}; "
-                     f"p = {d['p_value']:.2g}; {_mde(d['mde'])})" if d else "—"
-                     for d in (by_metric.get(m) for m in metrics)]
-            table.append([attack, _num(p), stage, defense, str(seed), *cells])
-        note = ("\nMDE: the smallest difference (points) the exact McNemar test detects with power 0.8 at α = 0.05 "
-                "and that line's n, planned from the discordance rate pooled over this board (Connor 1987); a "
-                "difference below it is not evidence of no effect. Lines with seeds joined by + combine those "
-                "seeds as strata.\n")
-        return markdown_table(head, table) + note
+        return _paired_markdown(rows, metrics, "SFT", "only defense / only SFT")
+
+    def vs_attack_markdown(self, reference: str = "harmful_ft", p: float | None = 0.1,
+                           metrics: tuple[str, ...] = ("hs", "hs_plus", "refusal_harmful"),
+                           rows: list[dict] | None = None) -> str:
+        """`vs_attack` as a table, one line per attacked run (and per attack over its seeds)."""
+        rows = self.vs_attack(reference, p, metrics) if rows is None else rows
+        label = reference if p is None else f"{reference} p = {p:g}"
+        return _paired_markdown(rows, metrics, label, f"only this attack / only {label}")
+
+
+def _paired_markdown(rows: list[dict], metrics: tuple[str, ...], base: str, discordant: str) -> str:
+    head = ["attack", "p", "stage", "defense", "seed",
+            *[f"{short_title(m)} − {base} [95 %] ({discordant}; McNemar p; MDE)" for m in metrics]]
+    groups: dict[tuple, dict] = {}
+    for d in rows:
+        key = (d["attack"], d["p"], d["stage"], d["defense"], d["seed"], d["run"])
+        groups.setdefault(key, {})[d["metric"]] = d
+    table = []
+    for (attack, p, stage, defense, seed, _), by_metric in groups.items():
+        cells = [f"{d['value']:+.0f} [{d['low']:+.0f}, {d['high']:+.0f}] ({d['only_a']}/{d['only_b']}; "
+                 f"p = {d['p_value']:.2g}; {_mde(d['mde'])})" if d else "—"
+                 for d in (by_metric.get(m) for m in metrics)]
+        table.append([attack, _num(p), stage, defense, str(seed), *cells])
+    note = ("\nMDE: the smallest difference (points) the exact McNemar test detects with power 0.8 at α = 0.05 "
+            "and that line's n, planned from the discordance rate pooled over this board (Connor 1987); a "
+            "difference below it is not evidence of no effect. Lines with seeds joined by + combine those "
+            "seeds as strata.\n")
+    return markdown_table(head, table) + note
 
 
 def _mde(value: float | None) -> str:
@@ -344,7 +382,8 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
     """PREFIX.md, PREFIX.csv, the grouped bars PREFIX_bars.<fmt> and the HS-vs-FA figure PREFIX_hs_fa.<fmt>
     (when both metrics are present); with alignment-stage defenses besides SFT, PREFIX_alignment.md (each aligned
     model before and after the attack, `Leaderboard.alignment_markdown`); with any defended row that has a plain-SFT
-    row of the same attack, PREFIX_vs_sft.md (paired differences on the same prompts, `Leaderboard.vs_sft`).
+    row of the same attack, PREFIX_vs_sft.md (paired differences on the same prompts, `Leaderboard.vs_sft`); with
+    other attack kinds on a model that also faced harmful_ft p = 0.1, PREFIX_vs_attack.md (`Leaderboard.vs_attack`).
     HTML pages share plotly.min.js beside them (a docs folder holds many)."""
 
     prefix = Path(prefix)
@@ -362,6 +401,11 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
     if paired:
         path = prefix.with_name(prefix.name + "_vs_sft.md")
         path.write_text(board.vs_sft_markdown(rows=paired))
+        written.append(path)
+    vs_attack = board.vs_attack()  # other attack kinds on the same models: paired against harmful_ft p = 0.1
+    if vs_attack:
+        path = prefix.with_name(prefix.name + "_vs_attack.md")
+        path.write_text(board.vs_attack_markdown(rows=vs_attack))
         written.append(path)
     for name, fig in figures(board).items():
         written += export_figure(fig, prefix.parent, f"{prefix.name}_{name}", formats, plotlyjs="shared")
