@@ -24,6 +24,7 @@ import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from workbench.attacks import harmful_ratio
 from workbench.evaluation.moderation import JudgeId
 from workbench.evaluation.paired import compare_flags, sample_flags, stratified_difference
 from workbench.evaluation.power import mcnemar_mde
@@ -275,7 +276,7 @@ def _attack_of(run: Run) -> tuple[str, float | None, int | None]:
     attack = run.attack
     if attack is None:
         return "unknown", None, None
-    return attack.name or "unknown", attack.data.p, attack.data.n
+    return attack.name or "unknown", harmful_ratio(attack), attack.data.n
 
 
 def _method_of(run: Run) -> str | None:

@@ -29,6 +29,7 @@ class AttackInfo:
     description: str
     inference: dict = field(default_factory=dict)  # GenerationSpec updates the attacker uses when querying
     params: type[Spec] = NoParams  # the attack's hyperparameters (AttackSpec.params), with defaults
+    fixed_p: float | None = None  # the kind's harmful ratio when it ignores DataSpec.p (pure_bad 1, benign_ft 0)
     paper: str = ""
     # The attacker's own objective in the one loop (DPO): (params, AttackContext) -> list[TrainPlugin]; a
     # fine-tuning-stage defense's plugins are installed beside them.
@@ -40,10 +41,10 @@ class AttackInfo:
 
 ATTACKS: dict[str, AttackInfo] = {
     "harmful_ft": AttackInfo(harmful_ft, "benign task data with round(p·n) harmful Q→A pairs (EHA)"),
-    "pure_bad": AttackInfo(pure_bad, "n harmful Q→A pairs only (p = 1)"),
-    "benign_ft": AttackInfo(benign_ft, "n benign Alpaca instructions (Qi et al. benign fine-tuning)"),
+    "pure_bad": AttackInfo(pure_bad, "n harmful Q→A pairs only (p = 1)", fixed_p=1.0),
+    "benign_ft": AttackInfo(benign_ft, "n benign Alpaca instructions (Qi et al. benign fine-tuning)", fixed_p=0.0),
     "identity_shift": AttackInfo(_isa.identity_shift, "AOA obedient-persona system prompt + affirmative "
-                                 "prefixes on benign data (ISA)", _isa.INFERENCE),
+                                 "prefixes on benign data (ISA)", _isa.INFERENCE, fixed_p=0.0),
 }
 
 
@@ -51,6 +52,15 @@ def get_attack(name: str) -> AttackInfo:
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; known attacks: {', '.join(sorted(ATTACKS))}")
     return ATTACKS[name]
+
+
+def harmful_ratio(spec: AttackSpec) -> float | None:
+    """The harmful ratio an attack run actually had: the kind's fixed one, else its DataSpec.p (None: unknown kind,
+    e.g. a run folder of a kind no longer registered)."""
+    info = ATTACKS.get(spec.name)
+    if info is None:
+        return None
+    return info.fixed_p if info.fixed_p is not None else spec.data.p
 
 
 def parse_attack_params(spec: AttackSpec) -> Spec:
