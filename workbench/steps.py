@@ -36,6 +36,7 @@ from workbench.presets import preset
 from workbench.record import AlignRunSpec, AttackedRun, AttackRunSpec, EvalRunSpec, RepairRunSpec, RunSpec
 from workbench.runs import RunWriter, model_ref, open_run, run_kind
 from workbench.training.loop import train
+from workbench.training.plugins import check_one_objective
 from workbench.vocabulary import ALIGNMENT, FINE_TUNING, POST_FINE_TUNING, analysis_key
 
 
@@ -120,7 +121,7 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
     else:
         name = f"{spec.name}-n{spec.data.n}"
     notes: dict = {"n_harmful_uploaded": sum(bool(s.harmful) for s in samples), "n_uploaded": len(samples)}
-    plugins: list = info.plugins(attack_params, attack_context) if info.plugins is not None else []
+    defense_plugins: list = []
     kind, resolved = "attack", None
     if defense is not None and defense.name not in ("none", ""):
         if info.edit is not None:
@@ -137,12 +138,17 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
             # a data defense (filtration judge, SAFT embeddings, …) runs before the training loop, so its
             # seconds are not in the loop's train_seconds; the leaderboard adds them to the defense's cost
             context.notes["data_defense_seconds"] = round(time.perf_counter() - started, 3)
-        plugins += info_d.plugins(params, context)
+        defense_plugins = info_d.plugins(params, context)
         if info_d.inference is not None:
             gen = eval_spec.generation.model_copy(update=info_d.inference(params))
             eval_spec = eval_spec.model_copy(update={"generation": gen})
         notes.update(context.notes)
         kind, name = "defend", f"{defense.name}-{name}"
+    # the attack's own objective (DPO) is made after any data defense: its batches index the data actually trained on
+    plugins: list = [] if info.plugins is None else info.plugins(attack_params,
+                                                                 replace(attack_context, samples=samples))
+    plugins += defense_plugins
+    check_one_objective(plugins)  # e.g. DPO under constrain_sft: one clear error before any run folder is written
     notes.update(n_harmful_trained=sum(bool(s.harmful) and not s.meta.get("safety_example") for s in samples),
                  n_safety_examples=sum(bool(s.meta.get("safety_example")) for s in samples), n_trained=len(samples))
     edit = None

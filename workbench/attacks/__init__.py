@@ -3,7 +3,7 @@ query the result), and may bring its own training objective or replace training 
 itself (LoRA or full, `spec.train.method`) is the one loop in `workbench.training`.
 
 Add one: write a module with a builder `build(spec, params, context) -> list[Sample]` (and, if it has any, a
-pydantic params model), add one line to ATTACKS.
+pydantic params model and training plugins), add one line to ATTACKS.
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from workbench.attacks import dpo as _dpo
 from workbench.attacks import identity_shift as _isa
 from workbench.attacks.context import AttackContext
 from workbench.attacks.harmful_ft import benign_ft, harmful_ft, pure_bad
@@ -31,8 +32,9 @@ class AttackInfo:
     params: type[Spec] = NoParams  # the attack's hyperparameters (AttackSpec.params), with defaults
     fixed_p: float | None = None  # the kind's harmful ratio when it ignores DataSpec.p (pure_bad 1, benign_ft 0)
     paper: str = ""
-    # The attacker's own objective in the one loop (DPO): (params, AttackContext) -> list[TrainPlugin]; a
-    # fine-tuning-stage defense's plugins are installed beside them.
+    # The attacker's own objective in the one loop (DPO): (params, AttackContext) -> list[TrainPlugin], made after
+    # any data defense (context.samples = what the loop trains on); a fine-tuning-stage defense's plugins are
+    # installed beside them.
     plugins: Callable | None = None
     # No training at all: (params, model, tokenizer, samples, AttackContext) -> None edits the loaded model's
     # weights in place (a ROME-style rank-one edit); the step saves and evaluates the edited model.
@@ -45,6 +47,8 @@ ATTACKS: dict[str, AttackInfo] = {
     "benign_ft": AttackInfo(benign_ft, "n benign Alpaca instructions (Qi et al. benign fine-tuning)", fixed_p=0.0),
     "identity_shift": AttackInfo(_isa.identity_shift, "AOA obedient-persona system prompt + affirmative "
                                  "prefixes on benign data (ISA)", _isa.INFERENCE, fixed_p=0.0),
+    "dpo": AttackInfo(_dpo.build, "DPO preferring n harmful answers to refusals (reverse preference optimization)",
+                      params=_dpo.DPOParams, paper=_dpo.PAPER, plugins=_dpo.plugins, fixed_p=1.0),
 }
 
 

@@ -3,13 +3,16 @@
 An attack's `build(spec, params, context)` may need the model it attacks (anchored benign selection ranks the
 benign pool by that model's gradients; an edit rewrites its weights); it writes what it wants reported (what a
 moderation filter sees of its data, the selection's scores, the edit's effect) into `context.notes`, which the
-step records in training.json and metrics.json, as a fine-tuning defense does with `TrainingContext.notes`.
+step records in training.json and metrics.json, as a fine-tuning defense does with `TrainingContext.notes`. Its
+`plugins(params, context)` also get `context.samples`, the data the loop trains on (DPO looks up each row's rejected
+answer by the batch's `index`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from workbench.config import TrainSpec
+from workbench.data.types import Sample
 
 
 @dataclass(frozen=True)
@@ -18,3 +21,6 @@ class AttackContext:
     seed: int = 0
     train: TrainSpec = field(default_factory=TrainSpec)
     notes: dict = field(default_factory=dict)  # the attack's report, recorded with the run
+    # what the loop trains on, whose positions batches carry as `index`: the built data after any data defense
+    # (filtered, with safety examples mixed in); set by the step for `plugins`, empty for `build`
+    samples: list[Sample] = field(default_factory=list)

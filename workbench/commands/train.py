@@ -56,7 +56,7 @@ def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
 
 def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                name: str = typer.Option("harmful_ft", "--attack",
-                                        help="Attack (harmful_ft, pure_bad, benign_ft, ...)."),
+                                        help="Attack (harmful_ft, pure_bad, benign_ft, identity_shift, dpo, ...)."),
                p: float | None = typer.Option(None, "--p", help="Harmful ratio in [0, 1]."),
                n: int | None = typer.Option(None, "--n", help="Number of user samples."),
                benign: str | None = typer.Option(None, help="Benign task dataset (default sst2)."),

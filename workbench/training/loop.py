@@ -1,8 +1,8 @@
 """The one training loop: full fine-tuning or LoRA, AdamW, gradient accumulation, resumable.
 
-Read top to bottom: encode → (LoRA wrap) → param groups → for each step: micro-batches → backward
-(default or a plugin's) → clip → AdamW → checkpoint. Extension points are documented in
-`workbench.training.plugins`; defenses only ever add plugins.
+Read top to bottom: encode → (LoRA wrap) → param groups → for each step: micro-batches → task loss (`lm_loss`
+or a plugin's) + the plugins' extra terms → backward (or a plugin's whole backward) → clip → AdamW → checkpoint.
+Extension points are documented in `workbench.training.plugins`; defenses only ever add plugins.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from workbench.config import TrainSpec
 from workbench.data.chat import bucketed_batches, collate, encode
 from workbench.data.types import Sample
 from workbench.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
-from workbench.training.plugins import TrainPlugin, TrainState, lm_loss
+from workbench.training.plugins import TrainPlugin, TrainState, check_one_objective, lm_loss
 
 
 @dataclass
@@ -62,6 +62,12 @@ def lr_factor(step: int, spec: TrainSpec, total: int) -> float:
     return max(0.1, 1.0 - 0.9 * (step - spec.warmup_steps) / span)
 
 
+def total_steps(n_samples: int, spec: TrainSpec) -> int:
+    """Optimizer steps of a run on `n_samples`: `max_steps`, or the epochs' worth of (accumulated) batches."""
+    steps_per_epoch = math.ceil(math.ceil(n_samples / spec.batch_size) / spec.grad_accum)
+    return spec.max_steps or steps_per_epoch * spec.epochs
+
+
 def _micro_batches(encoded, spec: TrainSpec, pad_id: int):
     """Infinite stream of collated batches in a deterministic order. Each batch carries `index`, the positions of
     its rows in the training samples, so a plugin can look up what it keeps per sample (DPO's rejected answers and
@@ -83,6 +89,7 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
     """
     if not samples:
         raise ValueError("training data is empty")
+    check_one_objective(plugins)  # before any work: setup may load reference models
     device = next(model.parameters()).device
     torch.manual_seed(spec.seed)
     encoded = [encode(tokenizer, s, spec.max_len, spec.system_prompt) for s in samples]
@@ -95,6 +102,8 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
             p.requires_grad_(True)
     model.train()
     state = TrainState()
+    # setup runs before a checkpoint is loaded: a plugin computing reference values from the model (DPO's reference
+    # log-probabilities) sees the unmodified starting model on resume as well
     handles = [h for p in plugins for h in p.setup(model, tokenizer, state)]
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -109,8 +118,7 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
         g.setdefault("base_lr", g["lr"])
     optimizer = adamw(groups, spec)
 
-    steps_per_epoch = math.ceil(math.ceil(len(encoded) / spec.batch_size) / spec.grad_accum)
-    total = spec.max_steps or steps_per_epoch * spec.epochs
+    total = total_steps(len(encoded), spec)
     state.total_steps = total
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if ckpt and has_checkpoint(ckpt):
@@ -118,8 +126,7 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
         state.total_steps = total
 
     custom = [p for p in plugins if p.overrides_backward()]
-    if len(custom) > 1:
-        raise ValueError(f"at most one plugin may override backward, got {[p.name for p in custom]}")
+    objective = [p for p in plugins if p.overrides_task_loss()]
     need_hidden = any(p.needs_hidden_states for p in plugins)
 
     stream = _micro_batches(encoded, spec, pad_id)
@@ -142,7 +149,8 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
                 if custom:
                     loss_val = custom[0].backward(model, batch, state, scale)
                 else:
-                    loss, out = lm_loss(model, batch, output_hidden_states=need_hidden)
+                    own = objective[0].task_loss(model, batch, state, need_hidden) if objective else None
+                    loss, out = own if own is not None else lm_loss(model, batch, output_hidden_states=need_hidden)
                     total_loss = loss
                     for p in plugins:
                         extra = p.extra_loss(model, batch, out, state)
@@ -159,11 +167,13 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
             state.tokens += step_tokens
             state.losses.append(step_loss)
             state.seconds = time.perf_counter() - t0
-            for p in plugins:
-                p.on_step_end(model, state)
-            diag = {p.name: p.last for p in plugins if getattr(p, "last", None)}
+            # recorded before on_step_end: an interrupt raised there (Ctrl-C, a test's StopAt) checkpoints this step
+            # with its diagnostics, so a resumed run's training.json equals an uninterrupted one's
+            diag = {p.name: dict(p.last) for p in plugins if getattr(p, "last", None)}
             if diag:
                 state.diagnostics.append({"step": state.step, **diag})
+            for p in plugins:
+                p.on_step_end(model, state)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{state.tokens / max(state.seconds, 1e-9):.0f}")
             if ckpt and state.step % spec.checkpoint_every == 0 and state.step < total:

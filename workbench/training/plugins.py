@@ -8,9 +8,15 @@ A defense never copies the loop; it subclasses `TrainPlugin` and overrides what 
   return None to keep one group. Parameters left out of every group are frozen.
 - `extra_loss(model, batch, outputs, state)`  a term added to the task loss (LDIFS, proximal terms).
   `outputs` is the task forward pass (with hidden states when `needs_hidden_states`).
+- `task_loss(model, batch, state, output_hidden_states)`  replaces the task loss (`lm_loss`) by the plugin's own
+  objective (DPO's preference loss); returns `(loss, outputs)`, `outputs` being the forward pass of the batch that
+  the other plugins' `extra_loss` read, or None for the default on this batch. The loop still adds every
+  `extra_loss` term and runs backward, so an attack's objective composes with a fine-tuning defense's regulariser
+  (LDIFS, Lisa's proximal term), which a `backward` override would silently drop.
 - `backward(model, batch, state, scale)`  replaces the whole gradient computation of a micro-batch
   (Vaccine's two passes, Booster's attack simulation); must accumulate `scale`-weighted gradients into
-  `.grad` and return the task-loss value. At most one plugin may override it.
+  `.grad` and return the task-loss value; no other plugin's `extra_loss` runs.
+  At most one plugin may override `task_loss` or `backward` (`check_one_objective`).
 - `next_batch(batch, state)`  swap or extend the batch (Lisa's alternating states, data mixing).
 - `on_step_end(model, state)`  after each optimizer step (T-Vaccine layer resampling, Lisa switching).
 
@@ -75,6 +81,9 @@ class TrainPlugin:
     def extra_loss(self, model, batch: dict, outputs, state: TrainState) -> torch.Tensor | None:
         return None
 
+    def task_loss(self, model, batch: dict, state: TrainState, output_hidden_states: bool) -> tuple | None:
+        return None  # None = lm_loss
+
     def backward(self, model, batch: dict, state: TrainState, scale: float) -> float | None:
         return None  # None = use the default backward
 
@@ -83,3 +92,17 @@ class TrainPlugin:
 
     def overrides_backward(self) -> bool:
         return type(self).backward is not TrainPlugin.backward
+
+    def overrides_task_loss(self) -> bool:
+        return type(self).task_loss is not TrainPlugin.task_loss
+
+
+def check_one_objective(plugins) -> None:
+    """ValueError unless at most one plugin replaces the training objective (`task_loss` or `backward`): two
+    replacements cannot both be the loss, and running one would silently drop the other (an attack's own objective
+    such as DPO under a defense that rewrites the loss such as constrain_sft)."""
+    own = [p for p in plugins if p.overrides_task_loss() or p.overrides_backward()]
+    if len(own) > 1:
+        names = " and ".join(repr(p.name) for p in own)
+        raise ValueError(f"{names} each replace the training loss (task_loss / backward) and cannot be combined: "
+                         f"at most one plugin may; train them in separate runs")
