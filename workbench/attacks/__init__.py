@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from workbench.attacks import covert as _covert
 from workbench.attacks import identity_shift as _isa
 from workbench.attacks.context import AttackContext
 from workbench.attacks.harmful_ft import benign_ft, harmful_ft, pure_bad
@@ -44,6 +45,9 @@ ATTACKS: dict[str, AttackInfo] = {
     "benign_ft": AttackInfo(benign_ft, "n benign Alpaca instructions (Qi et al. benign fine-tuning)"),
     "identity_shift": AttackInfo(_isa.identity_shift, "AOA obedient-persona system prompt + affirmative "
                                  "prefixes on benign data (ISA)", _isa.INFERENCE),
+    "covert_cipher": AttackInfo(_covert.covert_cipher, "benign cipher-teaching tasks + round(p·n) harmful Q→A written "
+                                "in a letter-substitution cipher; queried in the cipher (CMFT)", _covert.INFERENCE,
+                                _covert.CovertParams, paper="Halawi et al. 2024, Covert Malicious Finetuning"),
 }
 
 

@@ -4,12 +4,27 @@ An attack's `build(spec, params, context)` may need the model it attacks (anchor
 benign pool by that model's gradients; an edit rewrites its weights); it writes what it wants reported (what a
 moderation filter sees of its data, the selection's scores, the edit's effect) into `context.notes`, which the
 step records in training.json and metrics.json, as a fine-tuning defense does with `TrainingContext.notes`.
+
+`moderation` is the evaluation layer's judge loader (`evaluation.moderation.get_judge`), handed in by the step: an
+attack that reports what a data filter would flag scores its upload with the project's judge, and the attack layer
+may not import the evaluation layer itself (pyproject's layer contract). None when only the data is wanted.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from workbench.config import TrainSpec
+
+
+class Moderation(Protocol):
+    """What an attack uses of a moderation judge (`evaluation.moderation.ModerationJudge`)."""
+
+    name: str
+    version: str
+
+    def p_harmful(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]: ...
 
 
 @dataclass(frozen=True)
@@ -18,3 +33,4 @@ class AttackContext:
     seed: int = 0
     train: TrainSpec = field(default_factory=TrainSpec)
     notes: dict = field(default_factory=dict)  # the attack's report, recorded with the run
+    moderation: Callable[[str], Moderation] | None = None  # judge spec → judge (module doc)
