@@ -52,6 +52,18 @@ class GenerationSpec(Spec):
     top_p: float = Field(1.0, gt=0, le=1)
     system_prompt: str | None = None
     seed: int = 0
+    # the encoding the attacker queries in (`workbench.data.codecs`): the evaluation harness encodes every prompt it
+    # sends and decodes every answer before it is scored; None (plain text) for every run before encoded attacks
+    codec: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_plain_codec(self, handler) -> dict:
+        """`codec` is written only when set, like `EvalSpec.judge_model`: every record written before it existed
+        dumps back to exactly its JSON (and spec hash)."""
+        data = handler(self)
+        if data.get("codec") is None:
+            data.pop("codec", None)
+        return data
 
 
 class EvalSpec(Spec):

@@ -27,7 +27,7 @@ from workbench.defenses import get_defense, parse_params
 from workbench.defenses.context import TrainingContext
 from workbench.defenses.post.common import RepairContext
 from workbench.evaluation.harness import evaluate
-from workbench.evaluation.moderation import resolve_spec
+from workbench.evaluation.moderation import get_judge, resolve_spec
 from workbench.machine import configure_threads
 from workbench.models import load_model, save_model
 from workbench.models.registry import MODELS, _base_reference, model_folder
@@ -111,7 +111,7 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
     eval_spec = eval_spec if eval_spec is not None else EvalSpec()
     info = get_attack(spec.name)
     attack_params = parse_attack_params(spec)
-    attack_context = AttackContext(model, seed, spec.train)
+    attack_context = AttackContext(model, seed, spec.train, moderation=get_judge)
     samples = info.build(spec, attack_params, attack_context)
     if info.inference:  # the attacker queries with their persona system prompt / their encoding
         gen = eval_spec.generation.model_copy(update=info.inference)
@@ -208,10 +208,13 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
     recorded = run.spec.eval if run is not None else None
     if eval_spec is None:
         eval_spec = recorded or EvalSpec()
-    elif recorded is not None and recorded.generation.system_prompt and not eval_spec.generation.system_prompt:
-        # the attacker's persona / the defense's inference prompt stays part of how this model is queried
-        gen = eval_spec.generation.model_copy(update={"system_prompt": recorded.generation.system_prompt})
-        eval_spec = eval_spec.model_copy(update={"generation": gen})
+    elif recorded is not None:
+        # the attacker's persona and encoding / the defense's inference prompt stay part of how this model is queried
+        was, now = recorded.generation, eval_spec.generation
+        kept = {k: v for k, v in (("system_prompt", was.system_prompt), ("codec", was.codec))
+                if v and not getattr(now, k)}
+        if kept:
+            eval_spec = eval_spec.model_copy(update={"generation": now.model_copy(update=kept)})
     if judge is not None:
         eval_spec = eval_spec.model_copy(update={"judge": True, "judge_model": resolve_spec(judge)})
     train = run.attack.train if run is not None and run.attack is not None else None

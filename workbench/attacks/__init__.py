@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from workbench.attacks import covert as _covert
 from workbench.attacks import dpo as _dpo
 from workbench.attacks import identity_shift as _isa
 from workbench.attacks.context import AttackContext
@@ -49,6 +50,9 @@ ATTACKS: dict[str, AttackInfo] = {
                                  "prefixes on benign data (ISA)", _isa.INFERENCE, fixed_p=0.0),
     "dpo": AttackInfo(_dpo.build, "DPO preferring n harmful answers to refusals (reverse preference optimization)",
                       params=_dpo.DPOParams, paper=_dpo.PAPER, plugins=_dpo.plugins, fixed_p=1.0),
+    "covert_cipher": AttackInfo(_covert.covert_cipher, "benign cipher-teaching tasks + round(p·n) harmful Q→A written "
+                                "in a letter-substitution cipher; queried in the cipher (CMFT)", _covert.INFERENCE,
+                                _covert.CovertParams, paper="Halawi et al. 2024, Covert Malicious Finetuning"),
 }
 
 

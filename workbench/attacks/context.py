@@ -6,13 +6,29 @@ moderation filter sees of its data, the selection's scores, the edit's effect) i
 step records in training.json and metrics.json, as a fine-tuning defense does with `TrainingContext.notes`. Its
 `plugins(params, context)` also get `context.samples`, the data the loop trains on (DPO looks up each row's rejected
 answer by the batch's `index`).
+
+`moderation` is the judge loader (`evaluation.moderation.get_judge`), handed in by the step: an attack that reports
+what a data filter would flag scores its upload with the project's judge, while building the data alone
+(`build_attack_data`, the sweep's and the stress search's previews) never loads a judge. None when only the data is
+wanted.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from workbench.config import TrainSpec
 from workbench.data.types import Sample
+
+
+class Moderation(Protocol):
+    """What an attack uses of a moderation judge (`evaluation.moderation.ModerationJudge`)."""
+
+    name: str
+    version: str
+
+    def p_harmful(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]: ...
 
 
 @dataclass(frozen=True)
@@ -24,3 +40,4 @@ class AttackContext:
     # what the loop trains on, whose positions batches carry as `index`: the built data after any data defense
     # (filtered, with safety examples mixed in); set by the step for `plugins`, empty for `build`
     samples: list[Sample] = field(default_factory=list)
+    moderation: Callable[[str], Moderation] | None = None  # judge spec → judge (module doc)

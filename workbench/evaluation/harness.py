@@ -5,6 +5,14 @@ Sets (all from the eval side of the fixed splits, never seen in training):
   benign   held-out Alpaca prompts    → over-refusal
   task     the benign task's test split → fine-tune accuracy (FA)
 Every rate carries k, n and a Wilson 95 % interval.
+
+An encoded attack's evaluation (`GenerationSpec.codec`, e.g. covert malicious fine-tuning) is the attacker's view:
+the harmful and benign prompts are encoded before generation and the answers decoded before refusal detection, the
+judge and every other scorer see them, here and only here, so every metric (and `judge rescore` of the saved
+records) reads decoded text. A record keeps the plain `prompt` (what the judge pairs with the answer), the `query`
+actually sent and the model's raw `answer_raw`. The task set (FA) is queried in plain text, as it is queried without
+the attacker's system prompt: FA measures the benign capability the fine-tuned model keeps, comparably across
+attacks, not the attacker's channel (whether the model works in the cipher is `scripts/covert_cipher_probe.py`).
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from workbench.config import EvalSpec
+from workbench.data.codecs import get_codec
 from workbench.data.registry import load_split
 from workbench.data.types import Sample
 from workbench.evaluation.refusal import is_refusal
@@ -50,14 +59,19 @@ def evaluate(model, tokenizer, spec: EvalSpec | None = None, harmful: list[Sampl
         scorers = [judge_scorer(spec=spec.judge_spec), *scorers]
     sets = eval_sets(spec, harmful, benign)
     gen = spec.generation
+    codec = get_codec(gen.codec) if gen.codec else None
     for name in ("harmful", "benign"):
         samples = sets[name]
         if not samples:
             continue
-        answers = generate(model, tokenizer, [s.prompt for s in samples], gen, progress=progress,
-                           desc=f"{label} {name}".strip())
+        queries = [codec.encode(s.prompt) if codec else s.prompt for s in samples]
+        raw = generate(model, tokenizer, queries, gen, progress=progress, desc=f"{label} {name}".strip())
+        answers = [codec.decode(a) for a in raw] if codec else raw
         records = [{"set": name, "prompt": s.prompt, "answer": a, "refusal": is_refusal(a)}
                    for s, a in zip(samples, answers, strict=False)]
+        if codec:
+            for r, q, a in zip(records, queries, raw, strict=True):
+                r.update(query=q, answer_raw=a)
         key = "refusal_harmful" if name == "harmful" else "refusal_benign"
         res.metrics[key] = rate(r["refusal"] for r in records).to_dict()
         if name == "harmful":
@@ -66,7 +80,8 @@ def evaluate(model, tokenizer, spec: EvalSpec | None = None, harmful: list[Sampl
         res.samples += records
     if "task" in sets and sets["task"]:
         samples = sets["task"]
-        task_gen = gen.model_copy(update={"max_new_tokens": task_max_new_tokens(spec.task), "system_prompt": None})
+        task_gen = gen.model_copy(update={"max_new_tokens": task_max_new_tokens(spec.task), "system_prompt": None,
+                                          "codec": None})  # FA in plain text (module doc)
         answers = generate(model, tokenizer, [s.prompt for s in samples], task_gen, progress=progress,
                            desc=f"{label} {spec.task}".strip())
         records = [{"set": "task", "task": spec.task, "prompt": s.prompt, "answer": a, "label": s.label,
