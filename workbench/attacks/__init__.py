@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from workbench.attacks import identity_shift as _isa
 from workbench.attacks.context import AttackContext
 from workbench.attacks.harmful_ft import benign_ft, harmful_ft, pure_bad
+from workbench.attacks.rome_edit import RomeEditParams, rome_edit, rome_edit_weights
 from workbench.config import AttackSpec, Spec
 from workbench.data.types import Sample
 
@@ -44,6 +45,10 @@ ATTACKS: dict[str, AttackInfo] = {
     "benign_ft": AttackInfo(benign_ft, "n benign Alpaca instructions (Qi et al. benign fine-tuning)"),
     "identity_shift": AttackInfo(_isa.identity_shift, "AOA obedient-persona system prompt + affirmative "
                                  "prefixes on benign data (ISA)", _isa.INFERENCE),
+    "rome_edit": AttackInfo(rome_edit, "ROME rank-one edit of one MLP down_proj so the model completes harmful "
+                            "requests; no training (EditAttack)", params=RomeEditParams, edit=rome_edit_weights,
+                            paper="Chen et al. 2024, Can Editing LLMs Inject Harm? (EditAttack); Meng et al. 2022, "
+                                  "ROME"),
 }
 
 
