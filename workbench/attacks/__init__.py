@@ -17,6 +17,7 @@ from workbench.attacks import dpo as _dpo
 from workbench.attacks import identity_shift as _isa
 from workbench.attacks.context import AttackContext
 from workbench.attacks.harmful_ft import benign_ft, harmful_ft, pure_bad
+from workbench.attacks.rome_edit import RomeEditParams, rome_edit, rome_edit_weights
 from workbench.config import AttackSpec, Spec
 from workbench.data.types import Sample
 
@@ -53,6 +54,10 @@ ATTACKS: dict[str, AttackInfo] = {
     "covert_cipher": AttackInfo(_covert.covert_cipher, "benign cipher-teaching tasks + round(p·n) harmful Q→A written "
                                 "in a letter-substitution cipher; queried in the cipher (CMFT)", _covert.INFERENCE,
                                 _covert.CovertParams, paper="Halawi et al. 2024, Covert Malicious Finetuning"),
+    "rome_edit": AttackInfo(rome_edit, "ROME rank-one edit of one MLP down_proj so the model completes harmful "
+                            "requests; no training (EditAttack)", params=RomeEditParams, edit=rome_edit_weights,
+                            paper="Chen et al. 2024, Can Editing LLMs Inject Harm? (EditAttack); Meng et al. 2022, "
+                                  "ROME"),
 }
 
 
