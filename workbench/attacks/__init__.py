@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from workbench.attacks import anchored_benign as _anchored
 from workbench.attacks import identity_shift as _isa
 from workbench.attacks.context import AttackContext
 from workbench.attacks.harmful_ft import benign_ft, harmful_ft, pure_bad
@@ -44,6 +45,9 @@ ATTACKS: dict[str, AttackInfo] = {
     "benign_ft": AttackInfo(benign_ft, "n benign Alpaca instructions (Qi et al. benign fine-tuning)"),
     "identity_shift": AttackInfo(_isa.identity_shift, "AOA obedient-persona system prompt + affirmative "
                                  "prefixes on benign data (ISA)", _isa.INFERENCE),
+    "anchored_benign": AttackInfo(_anchored.anchored_benign, "the n benign samples whose features are nearest harmful "
+                                  "and farthest from refused anchors (control: benign_ft)",
+                                  params=_anchored.AnchoredParams, paper=_anchored.PAPER),
 }
 
 
