@@ -22,14 +22,17 @@ Our defaults and deviations (the model is SmolLM2 on a laptop CPU, not Llama-2-7
   alike). The paper ranks the whole Alpaca (52 k) and Dolly sets; `pool_size` (default 1000) caps a seeded subset.
 - anchors: `n_anchors` = 10 (the paper's 10) harmful Q→A pairs drawn by seed from `DataSpec.harmful`'s train side
   (never an evaluation prompt), not hand-picked from one harm category; the safe anchors are the same prompts
-  answered with `data.refusals` templates instead of the paper's model-written refusals.
+  answered with `data.refusals` templates instead of the paper's own refusal answers.
 - features of the first `answer_tokens` = 10 answer tokens, as the paper's released runs (max_response_length 10).
 - gradient: the paper takes the full gradient of every weight, normalised. We take the weights of the linear
   sublayers LoRA trains (`TrainSpec.lora_targets`) in the last `layers` = 4 decoder layers, each sketched to
   `rank` = 8 columns by a seeded random matrix (the gradient a LoRA B matrix gets at initialisation; see
   `sample_features`), concatenated and normalised: one forward and a short backward per sample.
 - representation: the paper takes the last token's final hidden state; we average the final hidden state over the
-  answer tokens scored, so one trailing token does not decide the feature.
+  answer tokens scored, so one trailing token does not decide the feature, and centre the features on the
+  candidates' mean before normalising: hidden states share a large common component (a tiny model's mean answer
+  states all have cosine > 0.9 with each other), which otherwise drowns the differences the score is made of.
+  Gradients are used as they are, as in the paper.
 - anchor means are means of unit vectors (as the paper averages normalised anchor gradients), not renormalised.
 """
 from __future__ import annotations

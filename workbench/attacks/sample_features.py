@@ -11,8 +11,8 @@ Two kinds, both of the sample's first `answer_tokens` answer tokens (the prompt 
     representation  the final hidden state averaged over those answer tokens, normalised.
 
 Why only the last layers' gradients: backward then stops at the earliest hooked layer, so a sample costs one forward
-pass plus a few layers of backward (a laptop CPU scores Alpaca on SmolLM2 in minutes), and the sketch of 4 layers
-× 4 projections is ~49 k numbers for SmolLM2 rather than the 135 M of the full gradient.
+pass plus a few layers of backward (measured costs: docs/calibration.md), and the sketch of 4 layers × 4 projections
+is 49,152 numbers for SmolLM2 rather than the 135 M of the full gradient.
 
 Why per-sample gradients in a batch: the batch loss is the *sum* of each sample's mean answer loss, so the gradient
 at sample i's sublayer outputs dY_i is its own; with its inputs X_i the weight gradient is dY_iᵀ X_i, and its sketch
@@ -116,7 +116,7 @@ class GradientSketch:
         for key, dy in zip(self.modules, grads, strict=True):
             x = inputs[key]
             a = self.projections[key].to(x.device, x.dtype)
-            dy = torch.zeros(*x.shape[:2], self.modules[key].out_features) if dy is None else dy
+            dy = x.new_zeros(*x.shape[:2], self.modules[key].out_features) if dy is None else dy
             parts.append(torch.einsum("bto,btr->bor", dy.float(), (x @ a.T).float()).flatten(1))
         return F.normalize(torch.cat(parts, 1), dim=1)
 
