@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from workbench.attacks import anchored_benign as _anchored
 from workbench.attacks import covert as _covert
 from workbench.attacks import dpo as _dpo
 from workbench.attacks import identity_shift as _isa
@@ -57,7 +58,10 @@ ATTACKS: dict[str, AttackInfo] = {
     "rome_edit": AttackInfo(rome_edit, "ROME rank-one edit of one MLP down_proj so the model completes harmful "
                             "requests; no training (EditAttack)", params=RomeEditParams, edit=rome_edit_weights,
                             paper="Chen et al. 2024, Can Editing LLMs Inject Harm? (EditAttack); Meng et al. 2022, "
-                                  "ROME"),
+                                  "ROME", fixed_p=1.0),
+    "anchored_benign": AttackInfo(_anchored.anchored_benign, "the n benign samples whose features are nearest harmful "
+                                  "and farthest from refused anchors (control: benign_ft)",
+                                  params=_anchored.AnchoredParams, paper=_anchored.PAPER, fixed_p=0.0),
 }
 
 
