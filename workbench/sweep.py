@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from workbench.attacks import get_attack
 from workbench.config import AttackSpec, EvalSpec
+from workbench.machine import ray_cluster
 from workbench.presets import default_preset, preset
 from workbench.runs import list_runs, write_json
 
@@ -70,7 +71,7 @@ def sweep(cells: list[Cell], out: str | Path, attack_spec: AttackSpec, eval_spec
     """Run the cells not done yet; returns {"done": {key: path}, "skipped": [...], "failed": {key: error}}."""
     if backend not in ("local", "ray"):
         raise ValueError(f"unknown backend {backend!r}; use 'local' or 'ray'")
-    with _ray_cluster(address) if backend == "ray" else contextlib.nullcontext():
+    with ray_cluster(address) if backend == "ray" else contextlib.nullcontext():
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         todo = [c for c in cells if not is_done(out, c)]
@@ -87,27 +88,6 @@ def sweep(cells: list[Cell], out: str | Path, attack_spec: AttackSpec, eval_spec
         status["cells"] = [asdict(c) | {"key": c.key} for c in cells]
         write_json(out / "sweep-status.json", status)
     return status
-
-
-@contextlib.contextmanager
-def _ray_cluster(address: str | None):
-    """Start a local Ray cluster, or connect to `address`, before anything is written: a wrong address is
-    one clear error and leaves the sweep folder untouched."""
-    import ray  # deferred: ray
-
-    started = not ray.is_initialized()
-    if started:
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                     runtime_env={"env_vars": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}})
-        except Exception as err:  # ray raises bare Exception for a node that fails to start, too
-            raise ValueError(f"could not start or reach a Ray cluster at {address or 'a new local cluster'}: "
-                             f"{err}") from None
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _sweep_ray(todo: list[Cell], out: Path, a: dict, e: dict) -> dict:

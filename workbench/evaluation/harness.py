@@ -39,25 +39,27 @@ class EvalResult:
     samples: list[dict] = field(default_factory=list)
 
 
-def eval_sets(spec: EvalSpec, harmful: list[Sample] | None = None,
-              benign: list[Sample] | None = None) -> dict[str, list[Sample]]:
+def eval_sets(spec: EvalSpec, harmful: list[Sample] | None = None, benign: list[Sample] | None = None,
+              task: list[Sample] | None = None) -> dict[str, list[Sample]]:
+    """The sets an evaluation reads: the held-out test sets, or the `harmful` / `benign` / `task` lists given
+    instead (a validation split); each cut to the spec's size."""
     sets = {
         "harmful": (harmful if harmful is not None else load_split("advbench", "eval"))[: spec.n_harmful],
         "benign": (benign if benign is not None else load_split("alpaca", "eval"))[: spec.n_benign],
     }
     if spec.task and spec.n_task:
-        sets["task"] = load_split(spec.task, "eval")[: spec.n_task]
+        sets["task"] = (task if task is not None else load_split(spec.task, "eval"))[: spec.n_task]
     return sets
 
 
 def evaluate(model, tokenizer, spec: EvalSpec | None = None, harmful: list[Sample] | None = None,
              scorers: list[Scorer] = (), progress: bool = True, label: str = "",
-             benign: list[Sample] | None = None) -> EvalResult:
+             benign: list[Sample] | None = None, task: list[Sample] | None = None) -> EvalResult:
     spec = spec if spec is not None else EvalSpec()
     res = EvalResult()
     if spec.judge:  # HS / HS+ (and per-sample judge_score, harmful, coherent) from the moderation judge
         scorers = [judge_scorer(spec=spec.judge_spec), *scorers]
-    sets = eval_sets(spec, harmful, benign)
+    sets = eval_sets(spec, harmful, benign, task)
     gen = spec.generation
     codec = get_codec(gen.codec) if gen.codec else None
     for name in ("harmful", "benign"):
