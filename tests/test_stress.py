@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from workbench import steps
+from workbench.archive import archive_runs
 from workbench.attacks import ATTACKS, AttackInfo
 from workbench.attacks.harmful_ft import harmful_ft
 from workbench.cli import app
@@ -322,6 +323,12 @@ def test_real_tiny_study_report_resume_and_leaderboard(tmp_path):
     assert f"{report.test['hs'].mean:.0f} ({report.test['hs'].max:.0f})" in board.to_markdown()
     assert board.records()[0]["worst_hs_service_k2"] == report.test["hs"].mean
     assert "| none | none |" in board.worst_case_markdown()
+
+    # archived like the other grids (records, no weights): the report travels with the study's runs
+    archived = archive_runs(runs, tmp_path / "results")
+    assert (tmp_path / "results" / "stress-service" / "stress.json") in archived
+    assert (tmp_path / "results" / "stress-service" / "report.md").is_file()
+    assert build_board(tmp_path / "results").records()[0]["worst_hs_service_k2"] == report.test["hs"].mean
 
 
 def test_optuna_storage_is_sqlite_in_the_study_folder(tmp_path):

@@ -13,6 +13,7 @@ from workbench.models import load_model
 from workbench.models.lowrank import lowrank_delta, save_lowrank
 from workbench.models.registry import MODELS
 from workbench.runs import INCOMPLETE, base_chain, list_runs, open_run, write_json
+from workbench.stress.study import STUDY_FILE
 
 ARCHIVE_NOTE = "archive.json"  # written into each archived copy: where it came from and what was left behind
 
@@ -28,6 +29,10 @@ def archive_runs(root: str | Path, out: str | Path, max_file_bytes: int = 1_000_
     Runs of `lowrank_kinds` (e.g. "align") keep their model as a low-rank delta on the registered model under
     them (`workbench.models.lowrank`, a few MB for a LoRA run), so the copy can be loaded, attacked and analysed
     like the original; a run whose change is not low-rank (full fine-tuning) is refused with the reason.
+
+    A stress study folder (`workbench stress`) also keeps its own small files beside its runs (`_archive_studies`):
+    its report (stress.json, report.md), spec and Optuna database, so the leaderboard's worst-case column and the
+    report outlive the runs' weights too.
 
     A run already present under `out` is left as it is (runs are immutable). Returns the archived copies.
     """
@@ -61,7 +66,21 @@ def archive_runs(root: str | Path, out: str | Path, max_file_bytes: int = 1_000_
         os.replace(staging, dest)
         done.append(dest)
     shutil.rmtree(out / INCOMPLETE, ignore_errors=True)
-    return done
+    return done + _archive_studies(root, out, max_file_bytes)
+
+
+def _archive_studies(root: Path, out: Path, max_file_bytes: int) -> list[Path]:
+    """The files directly inside each stress study folder under `root` (not its runs, which `archive_runs` copies;
+    not hidden files such as its driver lock, nor files over `max_file_bytes`), where not archived already."""
+    copied = []
+    for marker in sorted(root.rglob(STUDY_FILE)):
+        dest = out / marker.parent.relative_to(root)
+        for f in sorted(p for p in marker.parent.iterdir() if p.is_file() and not p.name.startswith(".")):
+            if not (dest / f.name).exists() and f.stat().st_size <= max_file_bytes:
+                dest.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dest / f.name)
+                copied.append(dest / f.name)
+    return copied
 
 
 def _archive_lowrank(run_path: Path, folder: Path) -> dict:
