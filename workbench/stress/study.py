@@ -44,6 +44,7 @@ from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from workbench import steps
+from workbench.attacks import get_attack
 from workbench.config import DefenseSpec, EvalSpec, Spec
 from workbench.defenses import get_defense
 from workbench.machine import available_cpus, ray_cluster
@@ -175,10 +176,12 @@ def run_trial(spec: StudySpec, params: dict, folder: str, progress: bool = False
     val = steps.evaluate_validation(str(final), folder, spec.preset, spec.seed, validation, progress=progress,
                                     fa_unseen_by=train_uids(open_run(attack)))
     config = spec.space.config(params)
-    granted = spec.space.granted_steps(config)
+    edits = get_attack(config.kind).edit is not None  # a weight edit trains nothing: no compute spent
+    requested = 0 if edits else spec.space.requested_steps(config)
+    granted = 0 if edits else spec.space.granted_steps(config)
     runs = {"attack": str(attack), "validation": str(val), **({"repair": str(final)} if final != attack else {})}
     return TrialOutcome(objective=objective_of(Run(val), spec.objective), fa=fa_of(Run(val), validation.task),
-                        requested_steps=spec.space.requested_steps(config), granted_steps=granted,
+                        requested_steps=requested, granted_steps=granted,
                         sequences=granted * spec.space.sequences_per_step, runs=runs)
 
 
