@@ -18,7 +18,8 @@ is *clipped*, not rejected: it trains `TrainSpec.max_steps` = the cap's steps (t
 them), as a metered service stops a job at its budget. Why clip: rejected configurations would spend trials on
 nothing, while a clipped one still tells TPE that asking for more buys nothing. A study's compute is then at most
 K trials × the cap. The cap counts the attacker's request; a fine-tuning-stage defense's own additions (SafeInstr's
-refusal samples, Lisa's alignment steps) are the provider's compute.
+refusal samples, Lisa's alignment steps) are the provider's compute. It counts training only: an attack's own data
+preparation (anchored_benign's ranking by the model's gradients) is outside it, and a weight edit spends none.
 
 `p` is searched for every kind; kinds that do not read it (pure_bad, benign_ft, identity_shift) ignore it, so TPE
 learns it does not matter for them. The rank is searched only for LoRA trials.
