@@ -10,7 +10,11 @@ MODEL=${MODEL:-smollm2-135m-instruct}
 PRESET=${PRESET:-full}
 SEEDS=${SEEDS:-0}
 OUT=${OUT:-runs/attacks-grid}
-ATTACKS=${ATTACKS:-"harmful_ft pure_bad benign_ft identity_shift dpo covert_cipher anchored_benign rome_edit"}
+ATTACKS=${ATTACKS:-"harmful_ft pure_bad dpo covert_cipher anchored_benign rome_edit benign_ft identity_shift"}
+# n per kind where it differs from the preset's 300: the all-harmful kinds draw from 241 harmful pairs; 100 is Qi et
+# al.'s harmful-examples attack. N_<kind>=... overrides (rome_edit ignores n: it edits n_edits requests).
+N_pure_bad=${N_pure_bad:-100}
+N_dpo=${N_dpo:-100}
 ARCHIVE=${ARCHIVE-results/attacks-grid}
 WB=${WB:-.venv/bin/workbench}
 
@@ -26,10 +30,14 @@ if [ -z "${SFT:-}" ]; then
   run_in "$OUT/align/sft" "$WB" align --model "$MODEL" --defense sft --preset "$PRESET"
   SFT=$(latest "$OUT/align/sft")
 fi
+failed=()
 for s in ${SEEDS//,/ }; do
   for a in $ATTACKS; do
-    run_in "$OUT/attack/$a-s$s" "$WB" attack --model "$SFT" --attack "$a" --seed "$s" --preset "$PRESET"
+    n_var="N_$a"; n_opt=(); [ -n "${!n_var:-}" ] && n_opt=(--n "${!n_var}")
+    run_in "$OUT/attack/$a-s$s" "$WB" attack --model "$SFT" --attack "$a" --seed "$s" --preset "$PRESET" \
+      "${n_opt[@]}" || failed+=("$a-s$s")  # one failing kind does not stop the others
   done
 done
 "$WB" leaderboard --runs "$OUT" --out "$OUT/leaderboard"
+if [ ${#failed[@]} -gt 0 ]; then echo "failed: ${failed[*]}" >&2; fi
 if [ -n "$ARCHIVE" ]; then "$WB" runs archive --runs "$OUT" --out "$ARCHIVE" --lowrank align; fi

@@ -35,7 +35,7 @@ from pydantic import Field
 
 from workbench.analysis.result import AnalysisResult
 from workbench.analysis.safety_metric import SafetyProbe, batches_of, calibration_samples, harmful_prompts
-from workbench.attacks.harmful_ft import harmful_ft
+from workbench.attacks import build_attack_data
 from workbench.config import AttackSpec, DataSpec, TrainSpec
 from workbench.config import Spec as BaseSpec
 from workbench.evaluation.judge import load_judge
@@ -263,7 +263,7 @@ def drift_sweep(reference: str, spec: Spec, seed: int = 0, progress: bool = True
                       max_len=spec.train_max_len, seed=seed, checkpoint_every=10**9)
     # Every p's user data is built before any training so that an infeasible (p, n) fails in seconds, not
     # after the earlier ratios have trained.
-    datasets = [harmful_ft(AttackSpec(data=DataSpec(benign=spec.benign, p=p, n=spec.n, seed=seed), train=tspec))
+    datasets = [build_attack_data(AttackSpec(data=DataSpec(benign=spec.benign, p=p, n=spec.n, seed=seed), train=tspec))
                 for p in spec.ps]
     ref, tok = load_model(reference)
     batches = drift_batches(tok, spec.n_samples, spec.max_len, spec.batch_size, seed)
