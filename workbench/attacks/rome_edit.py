@@ -60,6 +60,7 @@ from pydantic import Field
 from workbench.attacks import rank_one
 from workbench.attacks.context import AttackContext
 from workbench.attacks.paraphrase import paraphrases
+from workbench.attacks.sample_features import frozen
 from workbench.config import AttackSpec, GenerationSpec, Spec
 from workbench.data.chat import IGNORE, collate, encode, prompt_ids
 from workbench.data.pools import harmful_pool, training_pool
@@ -127,19 +128,6 @@ def _hook(module: torch.nn.Module, pre=None, post=None) -> Iterator[None]:
     finally:
         for h in handles:
             h.remove()
-
-
-@contextmanager
-def _frozen(model) -> Iterator[None]:
-    """Parameters not requiring grad while δ is fitted: autograd then builds no graph for the weights."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def _pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,7 +245,7 @@ def fit_value(model, tok, module, contexts: list[Located], target: list[int], kl
     opt = torch.optim.Adam([eps], lr=params.v_lr)
     max_norm = params.clamp_norm * v_norm
     stats: dict = {}
-    with _frozen(model), _hook(module, post=_add_at(scale, eps, unit)):
+    with frozen(model), _hook(module, post=_add_at(scale, eps, unit)):
         for step in range(params.v_steps + 1):
             delta = eps * unit
             logits = model(input_ids=ids, attention_mask=mask).logits.float()
