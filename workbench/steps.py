@@ -116,7 +116,7 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
     if info.inference:  # the attacker queries with their persona system prompt / their encoding
         gen = eval_spec.generation.model_copy(update=info.inference)
         eval_spec = eval_spec.model_copy(update={"generation": gen})
-    if spec.name == "harmful_ft":
+    if info.fixed_p is None:  # the kind reads DataSpec.p (harmful_ft, covert_cipher)
         name = f"{spec.name}-p{spec.data.p:g}-n{spec.data.n}"
     else:
         name = f"{spec.name}-n{spec.data.n}"
