@@ -51,3 +51,19 @@ def test_ray_backend_matches_local(tmp_path):
         a = [json.loads(line)["answer"] for line in open(f"{local['done'][key]}/samples.jsonl")]
         b = [json.loads(line)["answer"] for line in open(f"{ray_['done'][key]}/samples.jsonl")]
         assert a == b
+
+
+def test_sweep_and_leaderboard_take_every_attack_kind(tmp_path, tiny_model_dir):
+    """The new kinds (own objective, encoded queries, weight edit, model-dependent data) run as sweep cells and land
+    on the leaderboard under their own name and harmful ratio."""
+    from workbench.attacks import ATTACKS
+    from workbench.leaderboard import build
+
+    kinds = ["dpo", "covert_cipher", "rome_edit", "anchored_benign"]
+    assert set(kinds) <= set(ATTACKS)
+    status = run_sweep({"m": str(tiny_model_dir)}, kinds, [0.25], [0], n=8, preset_name="tiny", backend="local",
+                       address=None, out=tmp_path / "sw", progress=False)
+    assert not status["failed"], status["failed"]
+    board = build(tmp_path / "sw")
+    assert {(r.attack, r.p) for r in board.rows} == {("dpo", 1.0), ("covert_cipher", 0.25), ("rome_edit", 1.0),
+                                                      ("anchored_benign", 0.0)}
