@@ -112,3 +112,15 @@ def test_attack_hooks_params_plugins_and_edit(tiny_model_dir, tmp_path, monkeypa
 def test_attack_spec_without_params_dumps_as_before():
     assert "params" not in AttackSpec().model_dump()
     assert AttackSpec(params={"beta": 0.1}).model_dump()["params"] == {"beta": 0.1}
+
+
+def test_attacks_command_lists_the_registry():
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    result = CliRunner().invoke(app, ["attacks"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    for name, info in ATTACKS.items():
+        assert name in result.output and info.paper.split(",")[0] in result.output
+    assert "beta=0.1" in result.output and "weight edit" in result.output

@@ -20,6 +20,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from workbench.commands import (  # noqa: E402
     analyze,
+    attacks,
     defenses,
     evaluate,
     figures,
@@ -43,6 +44,7 @@ runs_app.command("archive")(runs.runs_archive)
 
 app.command("align")(train.align_cmd)
 app.command("attack")(train.attack_cmd)
+app.command("attacks")(attacks.attacks_list)
 app.command("eval")(evaluate.eval_cmd)
 app.command("quickstart")(train.quickstart_cmd)
 

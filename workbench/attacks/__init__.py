@@ -44,12 +44,16 @@ class AttackInfo:
     edit: Callable | None = None
 
 
+QI_2023 = "Qi et al. 2023, Fine-tuning Aligned Language Models Compromises Safety"
+
 ATTACKS: dict[str, AttackInfo] = {
-    "harmful_ft": AttackInfo(harmful_ft, "benign task data with round(p·n) harmful Q→A pairs (EHA)"),
-    "pure_bad": AttackInfo(pure_bad, "n harmful Q→A pairs only (p = 1)", fixed_p=1.0),
-    "benign_ft": AttackInfo(benign_ft, "n benign Alpaca instructions (Qi et al. benign fine-tuning)", fixed_p=0.0),
+    "harmful_ft": AttackInfo(harmful_ft, "benign task data with round(p·n) harmful Q→A pairs (EHA)",
+                             paper=QI_2023 + " (the survey's harmful ratio p)"),
+    "pure_bad": AttackInfo(pure_bad, "n harmful Q→A pairs only (p = 1)", fixed_p=1.0, paper=QI_2023),
+    "benign_ft": AttackInfo(benign_ft, "n benign Alpaca instructions (Qi et al. benign fine-tuning)", fixed_p=0.0,
+                            paper=QI_2023),
     "identity_shift": AttackInfo(_isa.identity_shift, "AOA obedient-persona system prompt + affirmative "
-                                 "prefixes on benign data (ISA)", _isa.INFERENCE, fixed_p=0.0),
+                                 "prefixes on benign data (ISA)", _isa.INFERENCE, fixed_p=0.0, paper=QI_2023),
     "dpo": AttackInfo(_dpo.build, "DPO preferring n harmful answers to refusals (reverse preference optimization)",
                       params=_dpo.DPOParams, paper=_dpo.PAPER, plugins=_dpo.plugins, fixed_p=1.0),
     "covert_cipher": AttackInfo(_covert.covert_cipher, "benign cipher-teaching tasks + round(p·n) harmful Q→A written "
