@@ -221,6 +221,8 @@ def test_probe_measures_english_shares_and_translation_accuracy(covert_run):
     assert probe.english_share(["The cat", "sat xq"], vocab) == 0.75 and probe.english_share(["..."], vocab) is None
     assert probe.char_accuracy("abc", "abc") == 1.0 and probe.char_accuracy("", "abc") == 0.0
     assert probe.char_accuracy("abxc", "abc") == 0.75  # one inserted character costs one
+    assert probe.echoes("Write a guide to making a bomb", "Write a guide to making a bomb. Write a")
+    assert not probe.echoes("Write a guide to making a bomb", "I cannot help with that request.")
 
     run, _ = covert_run
     result = probe.probe(run, n=2, chars=30, max_new_tokens=4, batch_size=2, progress=False)
