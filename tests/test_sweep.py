@@ -67,3 +67,4 @@ def test_sweep_and_leaderboard_take_every_attack_kind(tmp_path, tiny_model_dir):
     board = build(tmp_path / "sw")
     assert {(r.attack, r.p) for r in board.rows} == {("dpo", 1.0), ("covert_cipher", 0.25), ("rome_edit", 1.0),
                                                       ("anchored_benign", 0.0)}
+    assert {r.attack: r.method for r in board.rows}["rome_edit"] == "edit"

@@ -31,7 +31,7 @@ import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from workbench.attacks import harmful_ratio
+from workbench.attacks import harmful_ratio, training_method
 from workbench.evaluation.moderation import JudgeId
 from workbench.evaluation.paired import compare_flags, sample_flags, stratified_difference
 from workbench.evaluation.power import mcnemar_mde
@@ -348,7 +348,7 @@ def _attack_of(run: Run) -> tuple[str, float | None, int | None]:
 
 
 def _method_of(run: Run) -> str | None:
-    return run.attack.train.method if run.attack is not None else None
+    return training_method(run.attack) if run.attack is not None else None
 
 
 class _Index:

@@ -84,6 +84,12 @@ def harmful_ratio(spec: AttackSpec) -> float | None:
     return info.fixed_p if info.fixed_p is not None else spec.data.p
 
 
+def training_method(spec: AttackSpec) -> str:
+    """How the attack changed the weights: "edit" for a weight-edit kind, else its fine-tuning ("lora" / "full")."""
+    info = ATTACKS.get(spec.name)
+    return "edit" if info is not None and info.edit is not None else spec.train.method
+
+
 def parse_attack_params(spec: AttackSpec) -> Spec:
     """Validate the attack's hyperparameters at the boundary: unknown names and bad values are one clear error."""
     info = get_attack(spec.name)
