@@ -8,11 +8,26 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 
 class Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Spec):
+    """The hyperparameters of a defense or attack that has none."""
+
+
+def parse_method_params(kind: str, name: str, params_model: type[Spec], params: dict) -> Spec:
+    """A registered method's hyperparameters (`kind` "defense" or "attack"), validated at the boundary: unknown
+    names and bad values are one clear error naming what the method accepts."""
+    try:
+        return params_model(**params)
+    except ValidationError as e:
+        fields = ", ".join(params_model.model_fields) or "none"
+        raise ValueError(f"bad hyperparameters for {kind} {name!r}: {e.errors()[0]['msg']} "
+                         f"({e.errors()[0]['loc']}); it accepts: {fields}") from None
 
 
 class DataSpec(Spec):

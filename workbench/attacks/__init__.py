@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
 from workbench.attacks import anchored_benign as _anchored
 from workbench.attacks import covert as _covert
 from workbench.attacks import dpo as _dpo
@@ -19,12 +17,8 @@ from workbench.attacks import identity_shift as _isa
 from workbench.attacks.context import AttackContext
 from workbench.attacks.harmful_ft import benign_ft, harmful_ft, pure_bad
 from workbench.attacks.rome_edit import RomeEditParams, rome_edit, rome_edit_weights
-from workbench.config import AttackSpec, Spec
+from workbench.config import AttackSpec, NoParams, Spec, parse_method_params
 from workbench.data.types import Sample
-
-
-class NoParams(Spec):
-    pass
 
 
 @dataclass(frozen=True)
@@ -92,13 +86,7 @@ def training_method(spec: AttackSpec) -> str:
 
 def parse_attack_params(spec: AttackSpec) -> Spec:
     """Validate the attack's hyperparameters at the boundary: unknown names and bad values are one clear error."""
-    info = get_attack(spec.name)
-    try:
-        return info.params(**spec.params)
-    except ValidationError as e:
-        fields = ", ".join(info.params.model_fields) or "none"
-        raise ValueError(f"bad hyperparameters for attack {spec.name!r}: {e.errors()[0]['msg']} "
-                         f"({e.errors()[0]['loc']}); it accepts: {fields}") from None
+    return parse_method_params("attack", spec.name, get_attack(spec.name).params, spec.params)
 
 
 def build_attack_data(spec: AttackSpec, context: AttackContext | None = None) -> list[Sample]:

@@ -9,17 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
-from workbench.config import Spec
+from workbench.config import NoParams, Spec, parse_method_params
 from workbench.defenses.alignment import booster, repnoise, t_vaccine, tar, vaccine
 from workbench.defenses.finetune import bea, constrain_sft, filtration, freeze, ldifs, lisa, ptst, safeinstr, salora
 from workbench.defenses.post import antidote, safelora
 from workbench.vocabulary import ALIGNMENT, FINE_TUNING, POST_FINE_TUNING, Stage, parse_stage
-
-
-class NoParams(Spec):
-    pass
 
 
 @dataclass(frozen=True)
@@ -94,9 +88,4 @@ def get_defense(name: str, stage: str | None = None) -> DefenseInfo:
 
 def parse_params(info: DefenseInfo, params: dict) -> Spec:
     """Validate hyperparameters at the boundary: unknown names and bad values are one clear error."""
-    try:
-        return info.params(**params)
-    except ValidationError as e:
-        fields = ", ".join(info.params.model_fields) or "none"
-        raise ValueError(f"bad hyperparameters for defense {info.name!r}: {e.errors()[0]['msg']} "
-                         f"({e.errors()[0]['loc']}); it accepts: {fields}") from None
+    return parse_method_params("defense", info.name, info.params, params)
