@@ -380,7 +380,8 @@ def test_cli_leaderboard_puts_every_stage_against_the_same_attack(runs_root, tmp
     table = [line for line in (tmp_path / "lb_vs_sft.md").read_text().splitlines() if line.startswith("|")]
     assert len(table) == 2 + 3  # header + rule + one line per defended or repaired run
     fig = plot_hs_fa(board)
-    points = {(t.name, d) for t in fig.data for d in t.text}
+    points = {(t.name, c[0]) for t in fig.data for c in t.customdata}
+    assert sorted(a.text for a in fig.layout.annotations) == sorted(name for _, name in points)
     assert points == {("alignment", "sft"), ("fine-tuning", "freeze"), ("post-fine-tuning", "safelora"),
                       ("post-fine-tuning", "antidote")}
     xs = sorted(x for t in fig.data for x in t.x)

@@ -11,12 +11,14 @@
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from workbench.plots.labels import add_point_labels
 from workbench.plots.style import MODEL_COLORS, PALETTE, apply_layout
 from workbench.vocabulary import (
     ALIGNMENT,
@@ -46,22 +48,34 @@ def _attack_label(row) -> str:
     return row.attack if row.p is None else f"{row.attack} p={row.p:g}"
 
 
+def _data_range(values: list[dict], pad: float = 4.0) -> tuple[float, float]:
+    """The axis range that holds every point with its interval, padded, on a 5 % grid within [-3, 103]: the
+    good corner of a crowded board gets the whole plot instead of a fixed 0-100 square."""
+    low = min(v["low"] for v in values) - pad
+    high = max(v["high"] for v in values) + pad
+    return max(-3.0, math.floor(low / 5) * 5), min(103.0, math.ceil(high / 5) * 5)
+
+
+HS_FA_SIZE, HS_FA_MARGIN = (900, 640), dict(l=70, r=30, t=60, b=130)
+
+
 def plot_hs_fa(board: Board, hs: str = "hs", fa: str | None = None) -> go.Figure:
     fa = fa or board.fa_metric()
     rows = [r for r in board.rows if hs in r.rates and fa in r.rates]
     attacks = list(dict.fromkeys(_attack_label(r) for r in rows))
     fig = go.Figure()
+    labelled: list[tuple[float, float, str, str]] = []
     for stage, color in STAGE_COLORS.items():
         for i, attack in enumerate(attacks):
             sel = [r for r in rows if r.stage == stage and _attack_label(r) == attack]
             if not sel:
                 continue
             x, y = [r.rates[hs] for r in sel], [r.rates[fa] for r in sel]
+            labelled += [(xv["value"], yv["value"], r.defense, color) for r, xv, yv in zip(sel, x, y, strict=True)]
             fig.add_trace(go.Scatter(
-                x=[v["value"] for v in x], y=[v["value"] for v in y], mode="markers+text",
-                name=f"{stage} · {attack}" if len(attacks) > 1 else stage, text=[r.defense for r in sel],
-                textposition="top center", marker=dict(color=color, size=11, symbol=SYMBOLS[i % len(SYMBOLS)],
-                                                        line=dict(color="white", width=1)),
+                x=[v["value"] for v in x], y=[v["value"] for v in y], mode="markers",
+                name=f"{stage} · {attack}" if len(attacks) > 1 else stage,
+                marker=dict(color=color, size=11, symbol=SYMBOLS[i % len(SYMBOLS)], line=dict(color="white", width=1)),
                 error_x=dict(type="data", symmetric=False, array=[v["high"] - v["value"] for v in x],
                              arrayminus=[v["value"] - v["low"] for v in x], color=color, thickness=1),
                 error_y=dict(type="data", symmetric=False, array=[v["high"] - v["value"] for v in y],
@@ -70,12 +84,20 @@ def plot_hs_fa(board: Board, hs: str = "hs", fa: str | None = None) -> go.Figure
                             for r, x_, y_ in zip(sel, x, y, strict=False)],
                 hovertemplate="%{customdata[0]} (aligned with %{customdata[1]})<br>HS %{x:.1f}% (n=%{customdata[2]})"
                               "<br>FA %{y:.1f}% (n=%{customdata[3]})<extra>" + attack + "</extra>"))
+    width, height = HS_FA_SIZE
     apply_layout(fig, "Defenses against harmful fine-tuning: harm vs fine-tune accuracy",
                  f"{axis_title(hs)} — lower is safer", axis_title(fa) if fa else "fine-tune accuracy (%)",
-                 width=860, height=560)
-    fig.update_xaxes(range=[-3, 103])
-    fig.update_yaxes(range=[-3, 103])
-    return fig
+                 width=width, height=height)
+    fig.update_layout(margin=HS_FA_MARGIN, legend=dict(orientation="h", x=0, y=-0.14, yanchor="top"))
+    if not rows:
+        return fig
+    x_range = _data_range([r.rates[hs] for r in rows])
+    y_range = _data_range([r.rates[fa] for r in rows])
+    fig.update_xaxes(range=x_range)
+    fig.update_yaxes(range=y_range)
+    plot_size = (width - HS_FA_MARGIN["l"] - HS_FA_MARGIN["r"], height - HS_FA_MARGIN["t"] - HS_FA_MARGIN["b"])
+    xs, ys, texts, colors = zip(*labelled, strict=True)
+    return add_point_labels(fig, xs, ys, texts, x_range, y_range, plot_size, colors)
 
 
 BAR_METRICS = ("hs", "hs_plus", "fa", "refusal_benign", "refusal_harmful")
