@@ -5,7 +5,8 @@ from workbench.plots.labels import MARKER_PX, Box, add_point_labels, place_label
 
 
 def _boxes(points, texts, offsets):
-    return [Box.around(x + dx, y + dy, *text_size(t)) for (x, y), t, (dx, dy) in zip(points, texts, offsets)]
+    return [Box.around(x + dx, y + dy, *text_size(t))
+            for (x, y), t, (dx, dy) in zip(points, texts, offsets, strict=True)]
 
 
 def test_crowded_labels_do_not_overlap_each_other_or_markers():

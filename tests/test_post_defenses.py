@@ -235,7 +235,8 @@ def runs_root(tmp_path_factory):
         res = CliRunner().invoke(app, ["repair", "--defense", defense, "--model", str(paths["attacked"]),
                                        "--out", str(root)])
         assert res.exit_code == 0, res.output
-        (paths[defense],) = [p for p in root.iterdir() if p.name.startswith(f"repair-{defense}-")]
+        (paths[defense],) = [p for p in root.iterdir() if p.name.startswith(f"repair-{defense}-")
+                             and p != paths["repaired"]]
     return root, paths
 
 

@@ -1,4 +1,5 @@
-"""The quickstart contract: `workbench quickstart --model tiny-llama --out DIR` writes three run folders.
+"""The quickstart contract: `workbench quickstart --model tiny-llama --out DIR` writes the non-aligned evaluation,
+the aligned, attacked and repaired models (all evaluated on the same prompts) and a refusal-direction analysis.
 
 Its speed goal (< 1 min on 2 cores) is measured in benchmarks/bench_quickstart.py, not asserted here.
 """
@@ -16,8 +17,8 @@ from workbench.runs import list_runs
 def test_quickstart_tiny_contract(tmp_path):
     res = CliRunner().invoke(app, ["quickstart", "--model", "tiny-llama", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
-    runs = list_runs(tmp_path)
-    assert sorted(r.kind for r in runs) == ["align", "attack", "eval"]
+    runs = [r for r in list_runs(tmp_path) if r.kind != "analysis"]
+    assert sorted(r.kind for r in runs) == ["align", "attack", "eval", "repair"]
     for r in runs:
         for f in ("config.json", "metrics.json", "samples.jsonl"):
             assert (r.path / f).is_file(), (r.path, f)
@@ -28,7 +29,17 @@ def test_quickstart_tiny_contract(tmp_path):
     train_data = [json.loads(line) for line in (attack.path / "train_data.jsonl").read_text().splitlines()]
     assert sum(bool(s["harmful"]) for s in train_data) == 4  # round(0.25 * 16)
     assert attack.config["spec"]["model"] == str(next(r for r in runs if r.kind == "align").path.resolve())
-    assert "non-aligned" in res.output and "attacked" in res.output
+    assert "non-aligned" in res.output and "attacked" in res.output and "repaired" in res.output
+    repair = next(r for r in runs if r.kind == "repair")
+    assert repair.config["spec"]["defense"]["name"] == "safelora"
+    assert repair.config["spec"]["model"] == str(attack.path.resolve())
+    prompts = {r.kind: [s["prompt"] for s in r.samples()] for r in runs}
+    assert prompts["repair"] == prompts["attack"] == prompts["align"]  # paired: the same prompts for every model
+    (analysis,) = tmp_path.glob("analysis-refusal-direction-*")
+    cfg = json.loads((analysis / "config.json").read_text())
+    assert (cfg["spec"]["model"], cfg["spec"]["compare"]) == (
+        str(next(r for r in runs if r.kind == "align").path.resolve()), str(attack.path.resolve()))
+    assert any((analysis / "figures").iterdir()) and (analysis / "result.json").is_file()
 
 
 def test_bad_ratio_is_one_clear_error_and_writes_nothing(tmp_path):

@@ -1,6 +1,9 @@
-"""Quickstart: non-aligned → safety SFT → harmful fine-tuning attack → evaluation of all three.
+"""Quickstart: non-aligned → safety SFT → harmful fine-tuning attack → SafeLoRA repair, all four evaluated on the
+same prompts, then the refusal direction of the aligned vs the attacked model.
 
-Sizes come from `workbench.presets` (`full` for the real model, `tiny` for tests).
+One command gives the explorer everything it opens on: the three models of Compare (aligned, attacked, repaired) and
+a real Inside tab, instead of an empty Repaired slot that asks for another long command. Sizes come from
+`workbench.presets` (`full` for the real model, `tiny` for tests); the preset names the repair and the analysis sizes.
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from workbench.vocabulary import short_title
 
 def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | None = None,
                progress: bool = True, resume: bool = False) -> dict[str, Path]:
-    """Returns {"non-aligned": path, "aligned": path, "attacked": path} of the three run folders.
+    """Returns {"non-aligned", "aligned", "attacked", "repaired", "refusal-direction"} → run folder paths.
 
     With `resume`, training steps continue from their checkpoints in `<out>/.incomplete/`.
     """
@@ -25,10 +28,15 @@ def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | No
     paths["aligned"] = steps.align(p.align, model, out, seed, p.eval, progress=progress, resume=resume)
     paths["attacked"] = steps.attack(p.attack, str(paths["aligned"]), out, seed, p.eval, progress=progress,
                                      resume=resume)
+    paths["repaired"] = steps.repair(p.repair, {}, str(paths["attacked"]), out, seed, progress=progress)
+    paths["refusal-direction"] = steps.run_analysis(
+        "refusal-direction", str(paths["aligned"]), str(paths["attacked"]), seed,
+        Path(out) / f"analysis-refusal-direction-{paths['attacked'].name}", p.inside, progress=progress)
     paths["_seconds"] = time.perf_counter() - t0
     return paths
 
 
+EVALUATED = ("non-aligned", "aligned", "attacked", "repaired")  # the models with metrics; the rest are analyses
 METRIC_COLUMNS = ("refusal_harmful", "refusal_benign", "hs", "hs_plus", "fa_sst2")  # titled by `short_title`
 
 
@@ -36,7 +44,7 @@ def results_table(paths: dict[str, Path]) -> list[dict]:
     """Rows of (model, metric cells) read back from the run folders, never from memory."""
     rows = []
     for label, path in paths.items():
-        if label.startswith("_"):
+        if label.startswith("_") or label not in EVALUATED:
             continue
         metrics = open_run(path).metrics
         cells = {short_title(key): metrics.get(key) for key in METRIC_COLUMNS if key in metrics}

@@ -3,7 +3,7 @@
 importing the steps that run them."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workbench.config import AlignSpec, AttackSpec, DataSpec, EvalSpec, GenerationSpec, TrainSpec
 
@@ -13,6 +13,8 @@ class Preset:
     align: AlignSpec
     attack: AttackSpec
     eval: EvalSpec
+    repair: str = "safelora"  # the quickstart's post-fine-tuning repair of the attacked model
+    inside: dict = field(default_factory=dict)  # the quickstart's refusal-direction sizes (analysis Spec fields)
 
 
 def preset(name: str, seed: int = 0) -> Preset:
@@ -24,6 +26,7 @@ def preset(name: str, seed: int = 0) -> Preset:
                                                                 seed=seed), train=train),
             eval=EvalSpec(n_harmful=100, n_benign=100, task="sst2", n_task=100, seed=seed,
                           generation=GenerationSpec(max_new_tokens=32, batch_size=25, seed=seed)),
+            inside=dict(n_train=64, n_val=16, n_generate=16, layer_stride=2, n_samples=2),
         )
     if name == "tiny":
         train = TrainSpec(method="lora", lr=1e-3, epochs=1, batch_size=8, max_len=64, seed=seed, lora_r=4)
@@ -33,6 +36,7 @@ def preset(name: str, seed: int = 0) -> Preset:
                                                                 seed=seed), train=train),
             eval=EvalSpec(n_harmful=8, n_benign=8, task="sst2", n_task=8, seed=seed, judge_embedder="hashing",
                           generation=GenerationSpec(max_new_tokens=8, batch_size=8, seed=seed)),
+            inside=dict(n_train=4, n_val=2, n_generate=2, max_new_tokens=4, n_boot=100, n_samples=1),
         )
     raise ValueError(f"unknown preset {name!r}; use 'full' or 'tiny'")
 

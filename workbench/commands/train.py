@@ -3,8 +3,8 @@
 align       safety-align a model (SFT on refusals, or an alignment-stage defense) → `steps.align`
 attack      fine-tune on user data with harmful ratio p, optionally under a fine-tuning-stage defense
             → `steps.attack`
-quickstart  non-aligned → safety SFT → harmful fine-tuning (p = 0.1) → evaluate all three
-            → `pipeline.quickstart`, printed as one table
+quickstart  non-aligned → safety SFT → harmful fine-tuning (p = 0.1) → SafeLoRA repair, all evaluated, and the
+            refusal direction → `pipeline.quickstart`, printed as one table
 """
 from __future__ import annotations
 
@@ -96,7 +96,8 @@ def quickstart_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOp
                    preset: str | None = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
                    resume: bool = typer.Option(False,
                                                help="Continue interrupted training steps from their checkpoints.")):
-    """Non-aligned → safety SFT → harmful fine-tuning (p = 0.1) → evaluate all three; prints one table."""
+    """Non-aligned → safety SFT → harmful fine-tuning (p = 0.1) → SafeLoRA repair, all evaluated; then the refusal
+    direction of aligned vs attacked. Prints one table; `workbench app` opens the runs root."""
     from workbench.pipeline import quickstart as qs  # deferred: torch
     from workbench.pipeline import results_table
 
@@ -112,3 +113,4 @@ def quickstart_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOp
     console.print(table)
     for r in rows:
         console.print(f"  {r['model']:>12}: {r['run']}")
+    console.print(f"  {'analysis':>12}: {paths['refusal-direction']}")
