@@ -366,11 +366,12 @@ def runs_agreement(roots: Sequence[str | Path], judges: Sequence[ModerationJudge
 
 # --- the whole report -------------------------------------------------------------------------------------------
 
-def judge_report(specs: Sequence[str] | None = None, seed: int = 0, runs: Sequence[str | Path] = (),
+def judge_report(specs: Sequence[str | ModerationJudge] | None = None, seed: int = 0, runs: Sequence[str | Path] = (),
                  more: bool = False, threshold: float = THRESHOLD) -> JudgeReportResult:
-    """The report for the judges `specs` name (default: every built-in judge), on the held-out split of `seed`;
-    `runs`: also the agreement on those roots; `more`: also each judge on the automatically labelled held-out sets."""
-    judges = [get_judge(s) for s in (specs or default_judges())]
+    """The report for the judges `specs` name (`get_judge` specs or judges already built; default: every built-in
+    judge), on the held-out split of `seed`; `runs`: also the agreement on those roots; `more`: also each judge on
+    the automatically labelled held-out sets."""
+    judges = [s if isinstance(s, ModerationJudge) else get_judge(s) for s in (specs or default_judges())]
     names = [j.name for j in judges]
     if len(set(names)) != len(names):
         raise ValueError(f"two judges share a name ({', '.join(names)}): pass each judge once")
