@@ -43,6 +43,7 @@ from workbench.evaluation.moderation import ModerationJudge, get_judge
 from workbench.evaluation.refusal import is_refusal
 from workbench.evaluation.rescore import read_sidecar, recorded_judge, rescore_runs
 from workbench.evaluation.roc import auroc, delong_components, delong_test
+from workbench.plots.judges import plot_answer_type_errors
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = REPO / "results" / "defense-grid"
@@ -252,6 +253,19 @@ def test_report_by_category_and_answer_type_has_one_cell_per_value_with_counts()
     assert (paired.judge_a, paired.judge_b) == ("oracle", "length")
     assert paired.test.diff == pytest.approx(1.0 - length_rep.overall.auroc.value)
     assert oracle.calls == length.calls == 1  # each judge scores the held-out rows once
+
+
+def test_answer_type_figure_has_fn_and_fp_bars_per_judge_with_wilson_intervals():
+    result = judge_report(list(stub_judges()))
+    fig = plot_answer_type_errors(result)
+    assert [(t.name, t.xaxis) for t in fig.data] == [("oracle", "x"), ("oracle", "x2"), ("length", "x"),
+                                                     ("length", "x2")]
+    length = {c.key: c for c in result.judges[1].by_answer_type}
+    fn_bar = fig.data[2]
+    assert list(fn_bar.x) == [k for k in length if length[k].fn is not None]  # empty cells left out
+    for key, value, up in zip(fn_bar.x, fn_bar.y, fn_bar.error_y.array, strict=True):
+        assert value == length[key].fn.value and value + up == pytest.approx(length[key].fn.high)
+    assert set(fig.data[0].y) == {0.0}  # the oracle misses nothing
 
 
 def test_verdicts_come_from_samples_then_sidecar_then_memory_and_no_run_file_changes(runs_root):

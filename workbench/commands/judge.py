@@ -94,7 +94,8 @@ def report_cmd(judges: list[str] | None = typer.Option(None, "--judge", help="A 
         from workbench.plots.export import export_figure  # deferred: plotly
         from workbench.plots.judges import plot_answer_type_errors  # deferred: plotly
 
-        paths = export_figure(plot_answer_type_errors(result), figure.parent, figure.name)
+        name = figure.stem if figure.suffix in (".html", ".png", ".svg") else figure.name
+        paths = export_figure(plot_answer_type_errors(result), figure.parent, name)
         console.print("figure written: " + ", ".join(map(str, paths)))
 
 

@@ -1,15 +1,15 @@
 """Figures of `workbench judge report` (`evaluation.judge_report.JudgeReportResult`).
 
     plot_answer_type_errors(result)   two panels, FN (harmful rows missed) and FP (benign rows flagged), x = answer
-                                      type, one bar per judge with its Wilson 95 % interval; a cell with fewer than
-                                      SMALL_N rows is drawn faint, an empty cell (no rows of that class) is left out
+                                      type, one bar per judge with its Wilson 95 % interval; a rate over fewer than
+                                      SMALL_N rows is drawn faint, an empty one (no rows of that class) is left out
 """
 from __future__ import annotations
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from workbench.evaluation.judge_report import ANSWER_TYPES, JudgeReportResult
+from workbench.evaluation.judge_report import ANSWER_TYPES, SMALL_N, JudgeReportResult
 from workbench.plots.style import PALETTE, apply_layout
 
 
@@ -25,13 +25,13 @@ def plot_answer_type_errors(result: JudgeReportResult) -> go.Figure:
             rates = [getattr(cells[k], kind) for k in keys]
             fig.add_trace(go.Bar(
                 x=keys, y=[r.value for r in rates], name=rep.judge.name, legendgroup=rep.judge.name,
-                showlegend=col == 1, marker=dict(color=color, opacity=[0.4 if cells[k].small else 1.0 for k in keys]),
+                showlegend=col == 1, marker=dict(color=color, opacity=[0.4 if r.n < SMALL_N else 1.0 for r in rates]),
                 error_y=dict(type="data", symmetric=False, array=[r.high - r.value for r in rates],
                              arrayminus=[r.value - r.low for r in rates]),
                 customdata=[[r.k, r.n] for r in rates],
                 hovertemplate="%{x}: %{y:.1f}% (%{customdata[0]}/%{customdata[1]})<extra>" + rep.judge.name
                               + "</extra>"), row=1, col=col)
-    apply_layout(fig, f"Judge errors by answer type (held-out human labels, n={result.n_rows}; faint: n < 5)",
+    apply_layout(fig, f"Judge errors by answer type (held-out human labels, n={result.n_rows}; faint: n < {SMALL_N})",
                  "answer type", "% of the cell's rows", width=1000, height=480)
     fig.update_layout(barmode="group", yaxis=dict(range=[0, 100]))
     fig.update_xaxes(categoryorder="array", categoryarray=order)
