@@ -121,8 +121,9 @@ def test_answer_type_rules_at_their_edges():
 
 
 def test_answer_types_of_the_heldout_rows_are_never_cut_off():
-    types = Counter(answer_type(e.prompt, e.response) for e in heldout_examples())
-    assert types[AnswerType.cut_off] == 0 and sum(types.values()) == 76
+    examples = heldout_examples()
+    types = Counter(answer_type(e.prompt, e.response) for e in examples)
+    assert types[AnswerType.cut_off] == 0 and sum(types.values()) == len(examples) > 50
     assert types[AnswerType.refusal] > 0 and types[AnswerType.refusal_then_help] > 0 and types[AnswerType.compliant] > 0
 
 
@@ -231,13 +232,14 @@ def test_report_by_category_and_answer_type_has_one_cell_per_value_with_counts()
     oracle, length = stub_judges()
     result = judge_report([oracle, length])
     assert [r.judge.name for r in result.judges] == ["oracle", "length"]
-    assert (result.n_rows, result.n_harmful) == (76, 31)
+    n, n_harmful = len(examples), sum(e.label for e in examples)  # 76 and 31 at the time of writing
+    assert (result.n_rows, result.n_harmful) == (n, n_harmful) and 0 < n_harmful < n
     categories = Counter(e.category for e in examples)
     for rep in result.judges:
         assert {c.key: c.n for c in rep.by_category} == dict(categories)
         assert [c.key for c in rep.by_answer_type] == [str(t) for t in ANSWER_TYPES]  # all five, even when empty
         for cells in (rep.by_category, rep.by_answer_type):
-            assert sum(c.n for c in cells) == 76 and sum(c.n_harmful for c in cells) == 31
+            assert sum(c.n for c in cells) == n and sum(c.n_harmful for c in cells) == n_harmful
             assert sum(c.fn.k for c in cells if c.fn) == rep.confusion.fn == rep.overall.fn.k
             assert sum(c.fp.k for c in cells if c.fp) == rep.confusion.fp
             for c in cells:
