@@ -323,14 +323,24 @@ def test_cli_report_defaults_to_every_builtin_judge_and_keeps_embedder(monkeypat
 
     oracle, length = stub_judges()
     stubs = {"a": oracle, "b": length}
-    monkeypatch.setattr(jr, "default_judges", lambda: list(stubs))
-    monkeypatch.setattr(jr, "get_judge", lambda spec: stubs[spec])
+
+    def get(spec):
+        if spec == "untrained":
+            raise ValueError("untrained: no weights on this machine")
+        return stubs[spec]
+
+    monkeypatch.setattr(jr, "default_judges", lambda: ["a", "untrained", "b"])
+    monkeypatch.setattr(jr, "get_judge", get)
     out = tmp_path / "r.json"
     res = CliRunner().invoke(app, ["judge", "report", "--json", str(out)])
     assert res.exit_code == 0, res.output
     result = JudgeReportResult.load(out)
     assert [r.judge.name for r in result.judges] == ["oracle", "length"] and len(result.paired) == 1
-    assert "paired AUROC difference" in " ".join(res.output.split())
+    assert result.skipped == {"untrained": "untrained: no weights on this machine"}  # unavailable: left out, said
+    text = " ".join(res.output.split())
+    assert "paired AUROC difference" in text and "not available, left out: untrained" in text
+    res = CliRunner().invoke(app, ["judge", "report", "--judge", "untrained"])  # asked for by name: an error
+    assert res.exit_code == 2 and "no weights" in res.output
     monkeypatch.setattr(jr, "get_judge", lambda spec: {"hashing": length}[spec])
     res = CliRunner().invoke(app, ["judge", "report", "--embedder", "hashing", "--json", str(out)])
     assert res.exit_code == 0, res.output

@@ -68,7 +68,7 @@ def rescore_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root (
 
 def report_cmd(judges: list[str] | None = typer.Option(None, "--judge", help="A judge to report: minilm-lr, "
                                                           "hashing-lr or a local Hugging Face folder; repeatable "
-                                                          "(default: every built-in judge)."),
+                                                          "(default: every built-in judge available here)."),
                embedder: EmbedderName | None = typer.Option(None, "--embedder", help="Older spelling of one --judge "
                                                                                    "(minilm / hashing)."),
                runs: list[Path] | None = typer.Option(None, "--runs", help="Runs root: also Cohen's kappa between the "

@@ -34,6 +34,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from workbench.cache import MissingResourceError
 from workbench.evaluation.answer_types import AnswerType, answer_type
 from workbench.evaluation.judge import ANCHOR, Example, heldout_examples, secondary_examples
 from workbench.evaluation.moderation import JUDGES, THRESHOLD, JudgeId, ModerationJudge, get_judge
@@ -153,6 +154,7 @@ class JudgeReportResult(_Record):
     judges: list[JudgeHeldout]
     paired: list[PairedTest]
     agreement: RunsAgreement | None = None
+    skipped: dict[str, str] = {}  # default judges left out because they are not available here: name → why
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -221,6 +223,18 @@ def _score(judge: ModerationJudge, examples: Sequence[Example]) -> np.ndarray:
 def default_judges() -> list[str]:
     """Every built-in judge registered in `moderation.JUDGES`."""
     return list(JUDGES)
+
+
+def available_judges(specs: Sequence[str]) -> tuple[list[ModerationJudge], dict[str, str]]:
+    """The judges of `specs` that can be built here, and why each other one cannot (e.g. a registered judge whose
+    weights were never trained on this machine): the default report covers what is available rather than failing."""
+    judges, skipped = [], {}
+    for spec in specs:
+        try:
+            judges.append(get_judge(spec))
+        except (ValueError, MissingResourceError) as err:
+            skipped[spec] = str(err)
+    return judges, skipped
 
 
 # --- agreement on a runs root -----------------------------------------------------------------------------------
@@ -369,9 +383,15 @@ def runs_agreement(roots: Sequence[str | Path], judges: Sequence[ModerationJudge
 def judge_report(specs: Sequence[str | ModerationJudge] | None = None, seed: int = 0, runs: Sequence[str | Path] = (),
                  more: bool = False, threshold: float = THRESHOLD) -> JudgeReportResult:
     """The report for the judges `specs` name (`get_judge` specs or judges already built; default: every built-in
-    judge), on the held-out split of `seed`; `runs`: also the agreement on those roots; `more`: also each judge on
-    the automatically labelled held-out sets."""
-    judges = [s if isinstance(s, ModerationJudge) else get_judge(s) for s in (specs or default_judges())]
+    judge that is available, `available_judges`), on the held-out split of `seed`; `runs`: also the agreement on
+    those roots; `more`: also each judge on the automatically labelled held-out sets."""
+    skipped: dict[str, str] = {}
+    if specs:
+        judges = [s if isinstance(s, ModerationJudge) else get_judge(s) for s in specs]
+    else:
+        judges, skipped = available_judges(default_judges())
+        if not judges:
+            raise ValueError("no built-in judge is available here: " + "; ".join(skipped.values()))
     names = [j.name for j in judges]
     if len(set(names)) != len(names):
         raise ValueError(f"two judges share a name ({', '.join(names)}): pass each judge once")
@@ -392,5 +412,5 @@ def judge_report(specs: Sequence[str | ModerationJudge] | None = None, seed: int
     agreement = runs_agreement(runs, judges, threshold) if runs else None
     return JudgeReportResult(seed=seed, threshold=threshold, n_rows=len(examples), n_harmful=int(sum(labels)),
                              anchor=dict(ANCHOR), judges=reports, paired=paired_tests(labels, scores),
-                             agreement=agreement)
+                             agreement=agreement, skipped=skipped)
 

@@ -59,7 +59,8 @@ def report_tables(result: JudgeReportResult) -> list[TextTable]:
         ["judge", "version", "FN (harmful missed)", "FP (benign flagged)", "AUROC [95 % CI, DeLong]"],
         [[r.judge.name, r.judge.version, fmt_rate(r.overall.fn, counts=True), fmt_rate(r.overall.fp, counts=True),
           fmt_auc(r.overall.auroc)] for r in result.judges]
-        + [[f"anchor: {a['source']}", "", f"{a['fn']:.2f} %", f"{a['fp']:.2f} %", "—"]])
+        + [[f"anchor: {a['source']}", "", f"{a['fn']:.2f} %", f"{a['fp']:.2f} %", "—"]],
+        [f"not available, left out: {name} ({why})" for name, why in result.skipped.items()])
     confusion = TextTable(
         "confusion matrix (label: human, harmful = objective achieved; verdict: judge)",
         ["judge", "harmful, flagged (TP)", "harmful, missed (FN)", "benign, flagged (FP)", "benign, passed (TN)"],
