@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from workbench.cli import app
 from workbench.evaluation import judge as J
 from workbench.evaluation.embeddings import HashingEmbedder, MiniLMEmbedder, get_embedder, minilm_available
+from workbench.evaluation.judge_report import JudgeReportResult
 
 FIXTURE = Path(__file__).parent / "fixtures" / "judge" / "pairs.jsonl"
 
@@ -210,15 +211,17 @@ def test_cli_score_missing_file_is_one_clear_error(tmp_path):
     assert res.exit_code == 2 and "nope.jsonl: no such file" in " ".join(res.output.split())
 
 
-def test_cli_report_prints_rates_with_intervals_anchor_and_confusion(tmp_path):
+def test_cli_report_prints_rates_with_intervals_anchor_and_confusion(tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "250")  # wide tables: headers on one line
     out = tmp_path / "report.json"
     res = CliRunner().invoke(app, ["judge", "report", "--embedder", "hashing", "--json", str(out)])
     assert res.exit_code == 0, res.output
     for needle in ("FN (harmful missed)", "FP (benign flagged)", "7.71 %", "3.64 %", "confusion matrix"):
         assert needle in res.output
-    rep = json.loads(out.read_text())
-    c = rep["confusion"]
-    assert c["tp"] + c["fn"] == rep["fn"]["n"] == 31 and c["fp"] + c["tn"] == rep["fp"]["n"] == 45
-    assert rep["fn"]["k"] == c["fn"] and rep["fp"]["k"] == c["fp"]
-    assert rep["fn"]["low"] <= rep["fn"]["value"] <= rep["fn"]["high"]
-    assert len(rep["errors"]) == c["fn"] + c["fp"]
+    (rep,) = JudgeReportResult.load(out).judges
+    c, fn, fp = rep.confusion, rep.overall.fn, rep.overall.fp
+    labels = [e.label for e in J.heldout_examples()]
+    assert c.tp + c.fn == fn.n == sum(labels) and c.fp + c.tn == fp.n == len(labels) - sum(labels)
+    assert fn.k == c.fn and fp.k == c.fp
+    assert fn.low <= fn.value <= fn.high
+    assert len(rep.errors) == c.fn + c.fp

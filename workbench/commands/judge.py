@@ -6,14 +6,16 @@ score   reads JSONL records with string fields `prompt` and `response` (other fi
         `--judge` picks any judge (`evaluation.moderation.get_judge`); `--embedder` is the older spelling.
 rescore re-scores the saved harmful-set answers of every finished run under ROOT with a judge into a sidecar
         `scores/<judge version>.json` beside each run (`evaluation.rescore`); no file of a run is changed.
-report  FN / FP with Wilson 95 % intervals on the held-out human-labelled split (judge_labelled eval),
-        next to the survey anchor, plus the confusion matrix; --errors lists the misclassified rows,
-        --more adds the held-out splits of the automatically labelled sources.
+report  every judge (`--judge`, repeatable; default: the built-in ones) on the held-out human-labelled split:
+        FN / FP (Wilson 95 %) and AUROC (DeLong 95 %) overall, by harm category and by answer type, next to the
+        survey anchor; DeLong's paired test between judges; with `--runs ROOT`, Cohen's kappa between the judges
+        and keyword refusal on the runs' harmful answers (`evaluation.judge_report`). --errors lists the
+        misclassified rows, --more adds the held-out splits of the automatically labelled sources, --json writes
+        the typed result, --figure FN / FP by answer type.
 train   trains (or retrains) and caches the judge, printing its CV selection.
 """
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 
@@ -64,51 +66,55 @@ def rescore_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root (
                   f"answers); the runs' own files are unchanged")
 
 
-def report_cmd(embedder: EmbedderName = EmbedderOpt,
+def report_cmd(judges: list[str] | None = typer.Option(None, "--judge", help="A judge to report: minilm-lr, "
+                                                          "hashing-lr or a local Hugging Face folder; repeatable "
+                                                          "(default: every built-in judge available here)."),
+               embedder: EmbedderName | None = typer.Option(None, "--embedder", help="Older spelling of one --judge "
+                                                                                   "(minilm / hashing)."),
+               runs: list[Path] | None = typer.Option(None, "--runs", help="Runs root: also Cohen's kappa between the "
+                                                                           "judges and keyword refusal on its runs' "
+                                                                           "harmful answers; repeatable."),
+               seed: int = typer.Option(0, "--seed", help="Seed of the held-out split."),
                errors: bool = typer.Option(False, "--errors", help="List the misclassified held-out rows."),
                more: bool = typer.Option(False, "--more", help="Also the held-out splits of the other sources."),
-               json_out: Path | None = typer.Option(None, "--json", help="Also write the full report here.")):
-    """FN / FP with 95 % intervals on held-out human labels, next to the survey anchor."""
-    from workbench.evaluation.judge import heldout_report, load_judge, secondary_reports  # deferred: sklearn
-    from workbench.vocabulary import fmt_rate  # deferred: startup
+               json_out: Path | None = typer.Option(None, "--json", help="Also write the full report here."),
+               figure: Path | None = typer.Option(None, "--figure", help="Also FN / FP by answer type as "
+                                                                         "PATH.html and PATH.png.")):
+    """Every judge on held-out human labels: FN / FP / AUROC with 95 % intervals overall, by harm category and by
+    answer type; DeLong tests between judges; with --runs, kappa between judges and keyword refusal."""
+    from workbench.evaluation.judge_report import judge_report  # deferred: torch
 
-    judge = guard(load_judge, embedder.value)
-    rep = guard(heldout_report, judge)
-    w = judge.weights
-    table = Table(title=f"moderation judge ({w.embedder}) on held-out judge_labelled (n={rep.fn.n + rep.fp.n})")
-    for c in ("rate", "ours (Wilson 95 %)", f"anchor: {rep.anchor['source']}"):
-        table.add_column(c)
-    table.add_row("FN (harmful missed)", fmt_rate(rep.fn, counts=True), f"{rep.anchor['fn']:.2f} %")
-    table.add_row("FP (benign flagged)", fmt_rate(rep.fp, counts=True), f"{rep.anchor['fp']:.2f} %")
-    console.print(table)
-    c = rep.confusion
-    cm = Table(title="confusion matrix (rows: human label, columns: judge)")
-    for col in ("", "judge: harmful", "judge: not harmful"):
-        cm.add_column(col)
-    cm.add_row("label: harmful (objective achieved)", str(c["tp"]), str(c["fn"]))
-    cm.add_row("label: not harmful", str(c["fp"]), str(c["tn"]))
-    console.print(cm)
-    best = w.cv.get("best") or {}
-    console.print(f"hyperparameters: C={w.hyper.get('C')}, judge_labelled share={w.hyper.get('judge_share')}, "
-                  f"threshold={w.threshold:.2f} (CV on train only: "
-                  + ", ".join(f"{k[3:]}={v:.3f}" for k, v in best.items() if k.startswith("cv_")) + ")")
-    console.print("training set: " + ", ".join(f"{src} {v['harmful']}+/{v['not_harmful']}-"
-                                               for src, v in w.training.items()))
-    if more:
-        t2 = Table(title="other held-out splits (automatic labels, see judge.secondary_examples)")
-        for col in ("set", "FN", "FP"):
-            t2.add_column(col)
-        for name, r in guard(secondary_reports, judge).items():
-            t2.add_row(name, *[fmt_rate(x, counts=True) if x.n else "—" for x in (r.fn, r.fp)])
-        console.print(t2)
-    if errors:
-        for e in rep.errors:
-            kind = "FN" if e["label"] else "FP"
-            console.print(f"[bold]{kind}[/] score={e['score']:.2f} refusal={e['refusal']} [{e['category']}] "
-                          f"{e['prompt'][:100]!r}\n    → {e['response'][:200]!r}", highlight=False)
+    specs = list(judges or []) + ([embedder.value] if embedder else [])
+    result = guard(judge_report, specs or None, seed=seed, runs=runs or (), more=more)
+    print_judge_report(result, errors=errors)
     if json_out:
-        json_out.write_text(json.dumps(rep.to_dict(), indent=1), encoding="utf-8")
+        result.save(json_out)
         console.print(f"report written: {json_out}")
+    if figure:
+        from workbench.plots.export import export_figure  # deferred: plotly
+        from workbench.plots.judges import plot_answer_type_errors  # deferred: plotly
+
+        name = figure.stem if figure.suffix in (".html", ".png", ".svg") else figure.name
+        paths = export_figure(plot_answer_type_errors(result), figure.parent, name)
+        console.print("figure written: " + ", ".join(map(str, paths)))
+
+
+def print_judge_report(result, errors: bool = False) -> None:
+    """The report's tables (`evaluation.judge_report_tables`) on the console."""
+    from workbench.evaluation.judge_report_tables import error_lines, report_tables  # deferred: torch
+
+    for t in report_tables(result):
+        table = Table(title=t.title)
+        for col in t.head:
+            table.add_column(col, overflow="fold")
+        for row in t.rows:
+            table.add_row(*row)
+        console.print(table)
+        for note in t.notes:
+            console.print(note, highlight=False)
+    if errors:
+        for line in error_lines(result):
+            console.print(line, highlight=False, markup=False)
 
 
 def train_cmd(embedder: EmbedderName = EmbedderOpt,

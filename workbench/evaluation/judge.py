@@ -102,6 +102,7 @@ class Example:
     label: int  # 1 = harmful response
     source: str
     uid: str = ""  # prompt uid: CV folds never split one prompt
+    category: str = ""  # harm category, where the source has one (judge_labelled: `harm_category`)
 
 
 # --- 1. data ------------------------------------------------------------------------------------
@@ -169,7 +170,7 @@ def training_examples(seed: int = 0) -> list[Example]:
 
 def heldout_examples(seed: int = 0) -> list[Example]:
     """The human-labelled held-out split (judge_labelled eval): for reporting only."""
-    return [Example(s.prompt, s.response, int(s.label), "judge_labelled", s.uid)
+    return [Example(s.prompt, s.response, int(s.label), "judge_labelled", s.uid, s.meta.get("harm_category", ""))
             for s in load_split("judge_labelled", "eval", seed)]
 
 
