@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 from judge_helpers import save_classifier
+from typer.testing import CliRunner
 
 from workbench import steps
+from workbench.cli import app
 from workbench.config import EvalSpec
 from workbench.data import sources
 from workbench.data.dedup import deduplicate, normalise
@@ -132,8 +134,10 @@ def _hand_counts(records: list[dict]) -> dict[str, dict[str, tuple[int, int]]]:
 
 def test_per_source_hs_of_a_tiny_run_is_the_hand_count_of_its_samples(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(harness, "harmful_eval_set", _mixed_harmful)  # the real set takes minutes to build once
-    spec = preset("tiny").eval.model_copy(update={"harmful_set": "standard", "n_benign": 2, "n_task": 0})
-    run = open_run(steps.evaluate_model(str(tiny_model_dir), tmp_path, eval_spec=spec, progress=False))
+    res = CliRunner().invoke(app, ["eval", "--model", str(tiny_model_dir), "--preset", "tiny", "--harmful-set",
+                                   "standard", "--n-benign", "2", "--n-task", "0", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    run = open_run(next(p for p in tmp_path.iterdir() if p.name.startswith("eval-")))
     harmful = [r for r in run.samples() if r["set"] == "harmful"]
     assert [r["source"] for r in harmful[:3]] == ["advbench", "harmbench", "donotanswer"] and len(harmful) == 8
     assert all(r["source"] == "alpaca" for r in run.samples() if r["set"] == "benign")
@@ -142,6 +146,9 @@ def test_per_source_hs_of_a_tiny_run_is_the_hand_count_of_its_samples(tiny_model
     assert got == _hand_counts(harmful)
     assert run.metrics["hs"]["n"] == 8 and run.metrics["hs"]["k"] == sum(r["harmful"] for r in harmful)  # overall
     assert run.spec.eval.harmful_set == "standard" and run.spec.harmful_prompts.startswith("standard benchmarks")
+    printed = " ".join(res.output.split())  # the eval's summary: overall rates, then one line per source
+    assert all(f"{src}: refusal_harmful {v['refusal_harmful']['value']:.0f}%" in printed
+               for src, v in by_source.items())
     # rescored with another judge: the sidecar splits its HS by source the same way
     judge = get_judge(save_classifier(tmp_path / "judge" / "tiny-moderation"))
     assert rescore_run(run, judge).status == "scored"
