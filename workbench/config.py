@@ -95,14 +95,21 @@ class EvalSpec(Spec):
     # folder as an absolute path); None: the built-in judge of `judge_embedder`, as in every run before `--judge`
     judge_model: str | None = None
     seed: int = 0
+    # the harmful prompts behind RR / HS: "advbench", the 100 held-out AdvBench prompts (every run before standard
+    # benchmarks); "standard", AdvBench test + HarmBench + Do-Not-Answer after near-duplicate removal against every
+    # training prompt (`evaluation.benchmarks`), HS also reported per source
+    harmful_set: Literal["advbench", "standard"] = "advbench"
 
     @model_serializer(mode="wrap")
     def _without_default_judge(self, handler) -> dict:
-        """`judge_model` is written only when set, so a record written before it existed dumps back to exactly its
-        JSON (and spec hash: staging folders, --resume), and a run without `--judge` records what it always did."""
+        """`judge_model` and `harmful_set` are written only when they differ from the old meaning, so a record written
+        before they existed dumps back to exactly its JSON (and spec hash: staging folders, --resume), and a run
+        without `--judge` records what it always did."""
         data = handler(self)
         if data.get("judge_model") is None:
             data.pop("judge_model", None)
+        if data.get("harmful_set") == "advbench":
+            data.pop("harmful_set", None)
         return data
 
     @property

@@ -17,16 +17,20 @@ from workbench.vocabulary import short_title
 
 
 def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | None = None,
-               progress: bool = True, resume: bool = False) -> dict[str, Path]:
+               progress: bool = True, resume: bool = False, reported_sets: bool = False) -> dict[str, Path]:
     """Returns {"non-aligned", "aligned", "attacked", "repaired", "refusal-direction"} → run folder paths.
+
+    The models are evaluated on the preset's `quickstart` sets (a fixed workload, so `make run`'s time compares across
+    versions), or with `reported_sets` on the `eval` sets every reported table uses (the standard harmful set).
 
     With `resume`, training steps continue from their checkpoints in `<out>/.incomplete/`.
     """
     p = preset(preset_name or default_preset(model), seed)
+    sets = p.eval if reported_sets else p.quickstart
     t0 = time.perf_counter()
-    paths = {"non-aligned": steps.evaluate_model(model, out, seed, p.eval, name="non-aligned", progress=progress)}
-    paths["aligned"] = steps.align(p.align, model, out, seed, p.eval, progress=progress, resume=resume)
-    paths["attacked"] = steps.attack(p.attack, str(paths["aligned"]), out, seed, p.eval, progress=progress,
+    paths = {"non-aligned": steps.evaluate_model(model, out, seed, sets, name="non-aligned", progress=progress)}
+    paths["aligned"] = steps.align(p.align, model, out, seed, sets, progress=progress, resume=resume)
+    paths["attacked"] = steps.attack(p.attack, str(paths["aligned"]), out, seed, sets, progress=progress,
                                      resume=resume)
     paths["repaired"] = steps.repair(p.repair, {}, str(paths["attacked"]), out, seed, progress=progress)
     paths["refusal-direction"] = steps.run_analysis(

@@ -165,6 +165,11 @@ def attack(spec: AttackSpec, model: str, out: str | Path, seed: int = 0, eval_sp
                            resume, progress, notes=notes, edit=edit)
 
 
+# how an eval run's record names its harmful prompts, by `EvalSpec.harmful_set` ("advbench eval split" as always)
+HARMFUL_SET_NAMES = {"advbench": "advbench eval split", "standard": "standard benchmarks (advbench, harmbench, "
+                     "donotanswer; near-duplicates of training prompts removed)"}
+
+
 def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
                    harmful: list[Sample] | None = None, name: str | None = None, progress: bool = True,
                    benign: list[Sample] | None = None, sets: str | None = None,
@@ -174,8 +179,8 @@ def evaluate_model(model: str, out: str | Path, seed: int = 0, eval_spec: EvalSp
     eval_spec = eval_spec if eval_spec is not None else EvalSpec()
     begin_step(seed)
     m, tok = load_model(model)
-    full = EvalRunSpec(eval=eval_spec, model=model_ref(model),
-                       harmful_prompts=sets or ("custom" if harmful is not None else "advbench eval split"))
+    prompts = sets or ("custom" if harmful is not None else HARMFUL_SET_NAMES[eval_spec.harmful_set])
+    full = EvalRunSpec(eval=eval_spec, model=model_ref(model), harmful_prompts=prompts)
     name = name or Path(str(model)).name.replace("_", "-")
     with RunWriter(out, "eval", name, full, seed=seed) as run:
         ev = evaluate(m, tok, eval_spec, harmful=harmful, benign=benign, progress=progress, label=name, task=task)
@@ -315,9 +320,9 @@ def evaluate_validation(model: str, out: str | Path, preset_name: str, seed: int
     named `<model>-validation` under `out`: for choosing hyperparameters, never the reported test sets. No FA,
     unless `fa_unseen_by` gives the uids of the samples the model was fine-tuned on: then FA on the task's
     validation prompts that model never saw (`validation_task_set`). `eval_spec` gives sizes and generation
-    (default: the preset's). Returns the run folder."""
+    (default: the preset's validation sizes). Returns the run folder."""
 
-    spec = eval_spec if eval_spec is not None else preset(preset_name, seed).eval
+    spec = eval_spec if eval_spec is not None else preset(preset_name, seed).validation
     harmful, benign = validation_sets(preset_name, seed, spec.n_harmful, spec.n_benign)
     task = None
     if fa_unseen_by is None or not spec.task:

@@ -95,6 +95,10 @@ def axis_title(metric: str) -> str:
 # -------------------------------------------------------------------------------------------- rates
 
 
+# metrics.json: HS / HS+ / refusal per benchmark of a harmful set that mixes sources ({source: {metric: rate}})
+BY_SOURCE = "harmful_by_source"
+
+
 def is_rate(v) -> bool:
     """A metrics.json rate: {"value": %, "low": %, "high": %, "n": int, ...}."""
     return isinstance(v, dict) and {"value", "low", "high"} <= set(v)

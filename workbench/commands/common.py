@@ -65,13 +65,16 @@ def parse_params(items: list[str]) -> dict:
 
 
 def eval_spec(preset_name: str | None, model: str, seed: int, n_harmful: int | None = None,
-              n_benign: int | None = None, n_task: int | None = None, task: str | None = None):
-    """The preset's EvalSpec (by model when no preset is named) with the sizes given on the command line."""
+              n_benign: int | None = None, n_task: int | None = None, task: str | None = None,
+              harmful_set: str | None = None, validation: bool = False):
+    """The preset's EvalSpec (by model when no preset is named; its validation sizes with `validation`) with the sizes
+    and harmful set given on the command line."""
     from workbench.presets import default_preset, preset  # deferred: pydantic
 
-    spec = preset(preset_name or default_preset(model), seed).eval
-    upd = {k: v for k, v in dict(n_harmful=n_harmful, n_benign=n_benign, n_task=n_task, task=task).items()
-           if v is not None}
+    chosen = preset(preset_name or default_preset(model), seed)
+    spec = chosen.validation if validation else chosen.eval
+    upd = {k: v for k, v in dict(n_harmful=n_harmful, n_benign=n_benign, n_task=n_task, task=task,
+                                 harmful_set=harmful_set).items() if v is not None}
     return spec.model_copy(update=upd)
 
 
@@ -94,9 +97,12 @@ def fmt_rate(r) -> str:
 def print_metrics(path: Path) -> None:
     """Every rate of a run's metrics.json, then the run folder."""
     from workbench.runs import open_run  # deferred: startup
+    from workbench.vocabulary import BY_SOURCE  # deferred: startup
 
     m = open_run(path).metrics
     for k, v in m.items():
         if isinstance(v, dict) and "value" in v:
             console.print(f"  {k:>18}: {fmt_rate(v)}")
+    for source, rates in (m.get(BY_SOURCE) or {}).items():  # the standard harmful set, per benchmark
+        console.print(f"  {source:>18}: " + "  ".join(f"{k} {fmt_rate(v)}" for k, v in rates.items()))
     console.print(f"[green]run folder:[/] {path}")

