@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from gemma_fixtures import REPAIRS, gemma_runs_root
 from typer.testing import CliRunner
 
 from workbench.cli import app
@@ -299,22 +300,12 @@ def _check_antidote_run(paths):
     assert json.loads((run.path / "repair.json").read_text())["n_pruned"] == record.n_zeroed
 
 
-def test_cli_repairs_of_a_tiny_gemma3_attack_match_the_hand_computations(tmp_path):
+def test_cli_repairs_of_a_tiny_gemma3_attack_match_the_hand_computations(tmp_path_factory):
     """Both repairs from the command line on tiny-gemma3 (SFT-aligned, then harmful_ft at p = 0.25, as the quickstart
-    does, at smaller evaluation sizes): the same hand checks as on tiny-llama, and the repaired model is evaluated."""
-    from workbench import steps
-    from workbench.presets import preset
-
-    pr = preset("tiny")
-    ev = pr.eval.model_copy(update={"n_harmful": 2, "n_benign": 1, "n_task": 1,
-                                    "generation": pr.eval.generation.model_copy(update={"max_new_tokens": 4})})
-    aligned = steps.align(pr.align, "tiny-gemma3", tmp_path, 0, ev, progress=False)
-    paths = {"aligned": aligned, "attacked": steps.attack(pr.attack, str(aligned), tmp_path, 0, ev, progress=False)}
-    for defense in ("safelora", "antidote"):
-        res = CliRunner().invoke(app, ["repair", "--defense", defense, "--model", str(paths["attacked"]),
-                                       "--out", str(tmp_path)])
-        assert res.exit_code == 0, res.output
-        (paths[defense],) = [p for p in tmp_path.iterdir() if p.name.startswith(f"repair-{defense}-")]
+    does, at smaller evaluation sizes: tests/gemma_fixtures.py): the same hand checks as on tiny-llama, and the
+    repaired model is evaluated as the attack run was."""
+    _, paths = gemma_runs_root(tmp_path_factory)
+    for defense in REPAIRS:
         assert open_run(paths[defense]).metrics["hs"]["n"] == 2  # the attack run's recorded evaluation
     _check_safelora_run(paths, "tiny-gemma3")
     _check_antidote_run(paths)
