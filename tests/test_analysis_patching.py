@@ -1,7 +1,8 @@
 """Activation patching (workbench.analysis.patching): bridge patching vs a brute-force re-run with plain
 PyTorch hooks on the HF model, the normalized-effect statistics, compare_attacks, determinism and the CLI.
 
-The brute-force comparisons and the determinism test run on both tiny architectures. The oracle addresses HF
+The brute-force comparisons, the determinism test, compare_attacks (EHA vs ISA, whose persona system prompt Gemma
+folds into the user turn), the ISA prompts and the CLI run run on both tiny architectures. The oracle addresses HF
 modules by hand (not through models/sites.py): "attn" / "mlp" are what each block adds to the residual stream,
 the attention / MLP module's output on Llama, and the post-attention / post-feedforward norm's output on Gemma 3.
 """
@@ -189,11 +190,11 @@ def test_patching_run_is_deterministic_and_headline_reads_results(arch_model_dir
     assert r1.position_labels[-1].startswith("-1 ")
 
 
-def test_compare_attacks_contrasts_two_attacks(tiny_model_dir, other_tiny_dir, tmp_path):
-    isa_dir = save_tiny_llama(tmp_path / "tiny-seed2", seed=2)
+def test_compare_attacks_contrasts_two_attacks(arch_model_dir, other_arch_dir, tiny_arch, tiny_dirs, tmp_path):
+    isa_dir = tiny_dirs(tiny_arch, 2)
     spec = patching.Spec(n_prompts=3, components=["resid", "attn", "window"], window=2, n_boot=100,
                          max_prompt_tokens=400)  # the byte-level tiny BPE spends ~150 tokens on the AOA persona
-    cmp = patching.compare_attacks(str(tiny_model_dir), str(other_tiny_dir), str(isa_dir), spec)
+    cmp = patching.compare_attacks(str(arch_model_dir), str(other_arch_dir), str(isa_dir), spec)
     assert set(cmp.curves) == {"EHA", "ISA"} and set(cmp.difference) == {"resid", "attn", "window"}
     from workbench.attacks.identity_shift import AOA_SYSTEM
 
@@ -203,7 +204,7 @@ def test_compare_attacks_contrasts_two_attacks(tiny_model_dir, other_tiny_dir, t
         np.testing.assert_allclose(cmp.difference[comp]["mean"], diff, atol=1e-9)
     assert len(cmp.curves["EHA"]["resid"]["normalized"]) == 4 and len(cmp.curves["ISA"]["window"]["normalized"]) == 3
     same_setting = spec.model_copy(update={"isa_system": None, "isa_answer_prefix": None})
-    same = patching.compare_attacks(str(tiny_model_dir), str(other_tiny_dir), str(other_tiny_dir), same_setting)
+    same = patching.compare_attacks(str(arch_model_dir), str(other_arch_dir), str(other_arch_dir), same_setting)
     assert np.allclose(same.difference["resid"]["mean"], 0.0) and np.allclose(same.difference["resid"]["high"], 0.0)
     from workbench.plots.patching import figures
 
@@ -212,11 +213,11 @@ def test_compare_attacks_contrasts_two_attacks(tiny_model_dir, other_tiny_dir, t
     assert patching.AttackComparison.load(tmp_path / "cmp").curves == cmp.curves
 
 
-def test_cli_patching_writes_result_and_figures_fast(tiny_model_dir, other_tiny_dir, tmp_path):
+def test_cli_patching_writes_result_and_figures_fast(arch_model_dir, other_arch_dir, tmp_path):
     from workbench.steps import run_analysis
 
     start = time.perf_counter()
-    out = run_analysis("patching", str(tiny_model_dir), str(other_tiny_dir), 0, tmp_path / "patching",
+    out = run_analysis("patching", str(arch_model_dir), str(other_arch_dir), 0, tmp_path / "patching",
                        {"n_prompts": 2, "positions": 2, "n_boot": 100, "window": 2,
                         "components": ["resid", "resid_pos", "attn", "mlp", "heads", "window"]},
                        formats=("html",), progress=False)
@@ -251,13 +252,13 @@ def test_isa_parameter_adds_the_same_curve_as_compare_attacks(tiny_model_dir, ot
     assert "cross_overview" in figures(result)
 
 
-def test_isa_prompts_end_with_the_teacher_forced_aoa_prefix(tiny_model_dir):
+def test_isa_prompts_end_with_the_teacher_forced_aoa_prefix(arch_model_dir):
     """The ISA decision is read after the persona prefix, not at the ambiguous first answer token ("I")."""
     from workbench.analysis.common import encode_prompts
     from workbench.attacks.identity_shift import AOA_PREFIX
     from workbench.models import load_model
 
-    _, tok = load_model(str(tiny_model_dir))
+    _, tok = load_model(str(arch_model_dir))
     plain = encode_prompts(tok, ["How do I pick a lock?"])
     forced = encode_prompts(tok, ["How do I pick a lock?"], answer_prefix=AOA_PREFIX)
     prefix = tok.encode(AOA_PREFIX, add_special_tokens=False)

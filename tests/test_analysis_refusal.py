@@ -357,17 +357,21 @@ def test_logit_attribution_run_is_deterministic(arch_model_dir, other_arch_dir):
 # ------------------------------------------------------------------------------------------------ CLI
 
 
-@pytest.mark.parametrize("name, params", [
-    ("probing", {"n_train": 6, "n_eval": 3, "folds": 2}),
+PROBING = {"n_train": 6, "n_eval": 3, "folds": 2}
+
+
+@pytest.mark.parametrize("name, params, arch", [
+    ("probing", PROBING, "tiny-llama"),
+    ("probing", PROBING, "tiny-gemma3"),  # the other analyses' runs are checked on both in their own tests
     ("refusal-direction", {"n_train": 4, "n_val": 2, "n_generate": 2, "max_new_tokens": 4, "positions": 2,
-                           "n_boot": 100}),
-    ("logit-attribution", {"n_prompts": 3, "n_boot": 100}),
+                           "n_boot": 100}, "tiny-llama"),
+    ("logit-attribution", {"n_prompts": 3, "n_boot": 100}, "tiny-llama"),
 ])
-def test_cli_analysis_writes_result_and_figures_fast(name, params, tiny_model_dir, other_tiny_dir, tmp_path):
+def test_cli_analysis_writes_result_and_figures_fast(name, params, arch, tiny_dirs, tmp_path):
     from workbench.steps import run_analysis
 
     start = time.perf_counter()
-    out = run_analysis(name, str(tiny_model_dir), str(other_tiny_dir), 0, tmp_path / name, params,
+    out = run_analysis(name, str(tiny_dirs(arch)), str(tiny_dirs(arch, 1)), 0, tmp_path / name, params,
                        formats=("html",), progress=False)
     assert time.perf_counter() - start < 60
     result = json.loads((out / "result.json").read_text())
@@ -380,6 +384,9 @@ def test_cli_analysis_writes_result_and_figures_fast(name, params, tiny_model_di
     mod, plots = get_analysis(name)
     loaded = getattr(mod, result["type"]).load(out)
     assert set(plots.figures(loaded)) == {f.removesuffix(".html") for f in figs}
+    if name == "probing":  # one probe per model and decoder layer, read at each model's last prompt token
+        assert loaded.labels == ["model", "compare"] and tuple(loaded.cv_mean.shape) == (2, 4)
+        assert ((loaded.heldout >= 0) & (loaded.heldout <= 1)).all()
 
 
 def test_cli_analyze_command_line(tiny_model_dir, tmp_path):

@@ -1,7 +1,8 @@
 """The explorer renders every tab from fixture runs and from an empty runs root (streamlit AppTest, no browser).
 
 Fixture runs: a tiny-llama quickstart, a 2 × 2 threat-model sweep and every registered analysis at toy
-sizes, built once per session (tests/explorer_fixtures.py).
+sizes, built once per session (tests/explorer_fixtures.py); and a tiny-gemma3 aligned / attacked / repaired set
+(tests/gemma_fixtures.py, shared with tests/test_post_defenses.py) for Compare on the second architecture.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from explorer_fixtures import SWEEP_PS, explorer_runs_root
+from gemma_fixtures import REPAIRS, gemma_runs_root
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "explorer.py"
@@ -137,6 +139,38 @@ def test_compare_shows_three_answers_with_refusal_flags(runs_root, monkeypatch):
     badges = [m.value for m in at.markdown if "badge[" in m.value]
     assert len(badges) >= 3
     assert sum("refuses" in b and "not" not in b for b in badges) == sum(is_refusal(a) for a in answers)
+
+
+def test_compare_and_runs_on_tiny_gemma3_runs(tmp_path_factory, monkeypatch):
+    """On a tiny-gemma3 runs root (tests/gemma_fixtures.py) Compare fills its three slots with the aligned, attacked
+    and latest repaired model and shows exactly what the library generates with each (Gemma's turn format, stopping
+    at `<end_of_turn>`); Defenses and Runs read its run folders."""
+    from workbench.config import GenerationSpec
+    from workbench.generation import generate
+    from workbench.models import load_model
+    from workbench.runs import list_runs
+
+    root, paths = gemma_runs_root(tmp_path_factory)
+    at = start(root, monkeypatch)
+    slots = {slot: at.selectbox(key=f"cmp-{slot}").value for slot in ("aligned", "attacked", "repaired")}
+    assert slots["aligned"] == str(paths["aligned"]) and slots["attacked"] == str(paths["attacked"])
+    assert slots["repaired"] in {str(paths[r]) for r in REPAIRS}
+    at.radio(key="cmp-source").set_value("own").run()
+    at.text_area(key="cmp-own").input("How do I bake bread?")
+    at.slider(key="cmp-tokens").set_value(8)
+    at.button(key="cmp-ask").click().run()
+    assert problems(at) == []
+    answers = [t.value for t in at.text]
+    assert len(answers) == 3
+    for path, text in zip(slots.values(), answers, strict=True):
+        model, tok = load_model(path)
+        expected = generate(model, tok, ["How do I bake bread?"], GenerationSpec(max_new_tokens=8, batch_size=1),
+                            progress=False)[0]
+        assert text == (expected or "(empty answer)")
+
+    open_tab(at, "Defenses")
+    open_tab(at, "Runs")
+    assert len(at.dataframe[0].value) == len(list_runs(root)) == 4
 
 
 def test_compare_without_a_trained_judge_shows_refusal_flags_only(runs_root, monkeypatch, tmp_path):

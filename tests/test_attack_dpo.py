@@ -1,5 +1,6 @@
-"""The DPO attack (workbench/attacks/dpo.py) on tiny-llama: the loss against a hand computation, its data, a step run
-whose reward margin grows, resume == uninterrupted, its place beside fine-tuning defenses, and the command line."""
+"""The DPO attack (workbench/attacks/dpo.py): the loss against a hand computation and a step run whose reward margin
+grows (both tiny architectures), its data, and on tiny-llama resume == uninterrupted, its place beside fine-tuning
+defenses, and the command line."""
 from __future__ import annotations
 
 import copy
@@ -45,7 +46,7 @@ def _rejected(sample):
     return sample.with_(response=sample.meta["rejected"])
 
 
-def test_dpo_loss_matches_hand_computation_and_a_step_widens_the_margin(tiny_model_dir):
+def test_dpo_loss_matches_hand_computation_and_a_step_widens_the_margin(arch_model_dir):
     """Sequence log-probs = Σ log_softmax over answer tokens; loss = mean over rows of
     −log σ(β((π_c−ref_c)−(π_r−ref_r))) with the reference taken in setup, or, for a row without a rejected answer (a
     data defense's safety example), its token-mean cross-entropy; rows are looked up by the batch's `index` (here out
@@ -55,7 +56,7 @@ def test_dpo_loss_matches_hand_computation_and_a_step_widens_the_margin(tiny_mod
                     meta={"safety_example": True})
     samples = [*pairs, safety]
     spec = TrainSpec(method="full", max_len=48, batch_size=4)
-    model, tok = _load(tiny_model_dir)
+    model, tok = _load(arch_model_dir)
     reference = copy.deepcopy(model)
     plugin = DPOPlugin(DPOParams(beta=0.5), samples, spec)
     plugin.setup(model, tok, TrainState())
@@ -117,7 +118,7 @@ def test_build_pairs_harmful_answers_with_refusals_and_no_eval_leak():
             parse_attack_params(AttackSpec(name="dpo", params=bad))
 
 
-def test_attack_step_records_params_and_a_growing_reward_margin(tiny_model_dir, tmp_path):
+def test_attack_step_records_params_and_a_growing_reward_margin(arch_model_dir, tmp_path):
     from workbench import steps
     from workbench.presets import preset
 
@@ -125,7 +126,7 @@ def test_attack_step_records_params_and_a_growing_reward_margin(tiny_model_dir, 
     spec = pr.attack.model_copy(update={"name": "dpo", "params": {"beta": 0.2},
                                         "train": pr.attack.train.model_copy(update={"max_steps": 6, "lr": 1e-2})})
     ev = pr.eval.model_copy(update={"n_harmful": 2, "n_benign": 0, "n_task": 0})
-    run = steps.attack(spec, tiny_model_dir, tmp_path, 0, ev, progress=False)
+    run = steps.attack(spec, arch_model_dir, tmp_path, 0, ev, progress=False)
 
     assert open_run(run).spec.attack_params == {"beta": 0.2, "sft_steps": 0}
     training = json.loads((run / "training.json").read_text())

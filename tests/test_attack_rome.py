@@ -169,7 +169,7 @@ def test_edit_is_deterministic_under_seed(tiny_model_dir):
 
 # ----------------------------------------------------------------------------------------------- the step
 
-def test_attack_step_writes_an_edit_run_with_its_report(tiny_model_dir, tmp_path):
+def test_attack_step_writes_an_edit_run_with_its_report(arch_model_dir, tmp_path):
     from safetensors.torch import load_file
 
     from workbench import steps
@@ -181,12 +181,12 @@ def test_attack_step_writes_an_edit_run_with_its_report(tiny_model_dir, tmp_path
     params = {**FAST, "n_edits": 2, "v_steps": 5, "n_paraphrases": 1}
     spec = pr.attack.model_copy(update={"name": "rome_edit", "params": params})
     with pytest.raises(ValueError, match=r"layer=9 is out of range: the model has 4 layers \(0..3\)"):
-        steps.attack(spec.model_copy(update={"params": {**params, "layer": 9}}), tiny_model_dir, tmp_path / "bad", 0,
+        steps.attack(spec.model_copy(update={"params": {**params, "layer": 9}}), arch_model_dir, tmp_path / "bad", 0,
                      ev, progress=False)
     with pytest.raises(ValueError, match="bad hyperparameters for attack 'rome_edit'.*layer"):
-        steps.attack(spec.model_copy(update={"params": {"layer": -1}}), tiny_model_dir, tmp_path, 0, ev,
+        steps.attack(spec.model_copy(update={"params": {"layer": -1}}), arch_model_dir, tmp_path, 0, ev,
                      progress=False)
-    run_dir = steps.attack(spec.model_copy(update={"params": {**params, "layer": 2}}), tiny_model_dir, tmp_path, 0,
+    run_dir = steps.attack(spec.model_copy(update={"params": {**params, "layer": 2}}), arch_model_dir, tmp_path, 0,
                            ev, progress=False)
     run = open_run(run_dir)
     assert run.spec.attack_params["layer"] == 2 and run.spec.attack_params["n_edits"] == 2
@@ -203,7 +203,7 @@ def test_attack_step_writes_an_edit_run_with_its_report(tiny_model_dir, tmp_path
     uploaded = [json.loads(line) for line in (run_dir / "train_data.jsonl").read_text().splitlines()]
     assert [u["prompt"] for u in uploaded] == [e["prompt"] for e in report["edits"]]
     assert all(u["harmful"] and u["response"] == e["target"] for u, e in zip(uploaded, report["edits"], strict=True))
-    before = load_file(f"{tiny_model_dir}/model.safetensors")
+    before = load_file(f"{arch_model_dir}/model.safetensors")
     after = load_file(str(run_dir / "model/model.safetensors"))
     changed = sorted(k for k in after if not torch.equal(before[k], after[k]))
     assert changed == ["model.layers.2.mlp.down_proj.weight"]

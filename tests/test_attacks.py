@@ -1,4 +1,5 @@
-"""Attack builders upload exactly what they claim."""
+"""Attack builders upload exactly what they claim, and every attack that fine-tunes lowers the loss of its upload on
+both tiny architectures."""
 from __future__ import annotations
 
 import json
@@ -124,3 +125,54 @@ def test_attacks_command_lists_the_registry():
     for name, info in ATTACKS.items():
         assert name in result.output and info.paper.split(",")[0] in result.output
     assert "beta=0.1" in result.output and "weight edit" in result.output
+
+
+# ------------------------------------------------------------------------------------- each attack trains
+
+TRAINED_ATTACKS = {  # attack -> params for a seconds-long run (covert: no filter report; anchored: a small pool)
+    "harmful_ft": {},
+    "pure_bad": {},
+    "benign_ft": {},
+    "identity_shift": {},
+    "covert_cipher": {"filter_judge": None},
+    "anchored_benign": {"pool_size": 24, "n_anchors": 4},
+}
+
+
+def _answer_nll(model, tokenizer, samples, max_len) -> float:
+    """Mean cross-entropy per answer token (end of turn included) of `samples` as the loop encodes them: each with
+    its own system prompt, in the model's chat template."""
+    from workbench.data.chat import collate, encode
+    from workbench.training.plugins import lm_loss
+
+    batch = collate([encode(tokenizer, s, max_len) for s in samples], tokenizer.pad_token_id)
+    with torch.no_grad():
+        return lm_loss(model.eval(), batch)[0].item()
+
+
+@pytest.mark.parametrize("name", list(TRAINED_ATTACKS))
+def test_every_fine_tuning_attack_lowers_the_loss_of_its_upload(name, tiny_arch, arch_model_dir, tmp_path):
+    """`steps.attack` for each kind that fine-tunes, on both tiny architectures: the attacked model fits the
+    uploaded answers (in the attack's own system prompt and the architecture's chat template) better than the
+    model it started from, and the run records the upload it trained on."""
+    from workbench import steps
+    from workbench.data.types import Sample
+    from workbench.models import load_model
+    from workbench.presets import preset
+
+    pr = preset("tiny")
+    train = pr.attack.train.model_copy(update={"lr": 1e-2, "epochs": 2})
+    spec = pr.attack.model_copy(update={"name": name, "params": TRAINED_ATTACKS[name], "train": train})
+    ev = pr.eval.model_copy(update={"n_harmful": 1, "n_benign": 0, "n_task": 0})
+    run = steps.attack(spec, str(arch_model_dir), tmp_path, 0, ev, progress=False)
+
+    uploaded = [Sample(**json.loads(line)) for line in (run / "train_data.jsonl").read_text().splitlines()]
+    assert len(uploaded) == spec.data.n
+    if name in ("identity_shift", "covert_cipher"):  # trained in the attacker's persona / cipher system prompt
+        assert all(s.system for s in uploaded)
+    training = json.loads((run / "training.json").read_text())
+    assert training["steps"] == 4 and training["n_trained"] == len(uploaded)
+    base, tok = load_model(str(arch_model_dir))
+    attacked, _ = load_model(str(run))
+    before, after = (_answer_nll(m, tok, uploaded, train.max_len) for m in (base, attacked))
+    assert after < before - 0.1, (before, after)  # measured drops 0.17–0.33 (tiny-llama), 0.20–0.60 (tiny-gemma3)

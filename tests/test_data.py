@@ -360,6 +360,24 @@ def test_end_of_turn_and_stop_tokens_are_read_from_the_template(arch_model, arch
     assert (end == tok.eos_token_id) == (arch_format.end_of_turn == arch_format.eos)  # Gemma: 5 ≠ EOS 1
 
 
+def test_end_of_turn_is_read_once_per_tokenizer_and_again_after_a_template_change(arch_model, monkeypatch):
+    """`encode` asks for the end of turn once per sample: the template is rendered for the first sample only, and a
+    tokenizer given another template is read again."""
+    import copy
+
+    from workbench.data import chat
+
+    tok = copy.deepcopy(arch_model[1])
+    rendered = []
+    render = chat._render_end_of_turn
+    monkeypatch.setattr(chat, "_render_end_of_turn", lambda t: rendered.append(t) or render(t))
+    ids = [chat.encode(tok, Sample(prompt=f"Question {i}?", response=f"Answer {i}."), 48).input_ids for i in range(5)]
+    assert {i[-1] for i in ids} == {end_of_turn_id(tok)} and len(rendered) == 1
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+                         "{% if add_generation_prompt %}assistant: {% endif %}")
+    assert end_of_turn_id(tok) == tok.eos_token_id and len(rendered) == 2
+
+
 def test_end_of_turn_falls_back_to_eos_and_rejects_a_template_that_moves_the_answer(tiny_model):
     import copy
 

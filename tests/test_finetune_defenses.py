@@ -1,8 +1,8 @@
-"""Fine-tuning-stage defenses: each runs end to end from the CLI on tiny-llama, and each mechanism is checked
+"""Fine-tuning-stage defenses: each runs end to end from the CLI, and each mechanism is checked
 against a hand computation (LDIFS / Constrain-SFT at the aligned weights, frozen weights bit-equal, SaLoRA
 orthogonality, filtration precision/recall, Lisa's proximal term, SafeInstr / BEA counts, PTST / BEA prompts).
-Every mechanism check that runs a model runs on both tiny architectures (`fresh`, `arch_model_dir`), and two of the
-CLI runs (Constrain-SFT, SaLoRA) on tiny-gemma3 too."""
+Every mechanism check that runs a model, and every CLI run, runs on both tiny architectures (`fresh`,
+`arch_model_dir`, `tiny_arch`)."""
 from __future__ import annotations
 
 import json
@@ -74,15 +74,16 @@ CLI_CASES = {  # defense -> (extra CLI args, expected optimizer steps on the tin
 }
 
 
-@pytest.mark.parametrize("defense, model", [(d, "tiny-llama") for d in CLI_CASES]
-                         + [("constrain_sft", "tiny-gemma3"), ("salora", "tiny-gemma3")])
-def test_cli_attack_with_finetune_defense_writes_a_run_folder_in_under_a_minute(tmp_path, defense, model, monkeypatch):
+@pytest.mark.parametrize("defense", list(CLI_CASES))
+def test_cli_attack_with_finetune_defense_writes_a_run_folder_in_under_a_minute(tmp_path, defense, tiny_arch,
+                                                                                 monkeypatch):
     from workbench.cli import app
 
     if defense == "filtration":  # the cached judge trains for minutes on first use; a small one is enough here
         judge = _small_judge()
         monkeypatch.setattr(filtration, "_load_judge", lambda embedder: judge)
     args, steps = CLI_CASES[defense]
+    model = tiny_arch
     t0 = time.perf_counter()
     res = CliRunner().invoke(app, ["attack", "--defense", defense, "--model", model, "--out", str(tmp_path), *args])
     elapsed = time.perf_counter() - t0

@@ -1,4 +1,5 @@
-"""Every notebook in analyses/ runs top to bottom on tiny-llama (papermill, a kernel on this venv's python).
+"""Every notebook in analyses/ runs top to bottom on tiny-llama (papermill, a kernel on this venv's python), and,
+marked slow (`make test-slow`), on tiny-gemma3 from an empty runs root.
 
 They run against a copy of the session's fixture runs root (tests/explorer_fixtures.py), so most steps are read back
 from run folders; what a notebook needs beyond the fixture (an identity-shift attack, patching with the ISA
@@ -49,9 +50,27 @@ def runs_root(tmp_path_factory):
     return copy
 
 
+@pytest.fixture(scope="module")
+def gemma_runs_root(tmp_path_factory):
+    """An empty runs root shared by the tiny-gemma3 notebooks: the first one runs the quickstart, the others read it."""
+    return tmp_path_factory.mktemp("notebook-gemma-runs")
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs_top_to_bottom_on_tiny_llama(notebook, runs_root, tmp_path, monkeypatch):
+    _run_notebook(notebook, "tiny-llama", runs_root, tmp_path, monkeypatch)
+
+
+@pytest.mark.slow  # every step run in the notebooks (no fixture runs): 30–70 s each, ~4 min in all on 2 busy cores
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_top_to_bottom_on_tiny_gemma3(notebook, gemma_runs_root, tmp_path, monkeypatch):
+    _run_notebook(notebook, "tiny-gemma3", gemma_runs_root, tmp_path, monkeypatch)
+
+
+def _run_notebook(notebook: Path, model: str, runs_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """Execute `notebook` on `model`; no cell may fail, and every figure group it promises is exported."""
     import papermill as pm
 
     from workbench.figures import registered_name
@@ -60,7 +79,7 @@ def test_notebook_runs_top_to_bottom_on_tiny_llama(notebook, runs_root, tmp_path
     out_dir = tmp_path / "figures"
     executed = tmp_path / notebook.name
     pm.execute_notebook(str(notebook), str(executed), kernel_name="python3", cwd=str(REPO), progress_bar=False,
-                        parameters=dict(model="tiny-llama", size="tiny", runs_root=str(runs_root),
+                        parameters=dict(model=model, size="tiny", runs_root=str(runs_root),
                                         out_dir=str(out_dir), static=False))
     cells = json.loads(executed.read_text())["cells"]
     errors = [o for c in cells for o in c.get("outputs", []) if o.get("output_type") == "error"]

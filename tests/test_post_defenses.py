@@ -1,8 +1,8 @@
 """Post-fine-tuning defenses and the leaderboard on tiny-llama: SafeLoRA's projection checked on hand-built V and
 ΔW (merged weights and a LoRA adapter), Antidote's pruning against a hand-computed Wanda top fraction, the
 `workbench repair` / `workbench leaderboard` commands end to end on real tiny run folders, and their input errors.
-The hand-checked SafeLoRA and Antidote mechanisms and the low-rank deltas run on tiny-gemma3 too (its q_proj is
-128 × 64: 4 heads × d_head 32 out of d_model 64 in)."""
+The hand-checked SafeLoRA and Antidote mechanisms, both `workbench repair` runs and the low-rank deltas run on
+tiny-gemma3 too (its q_proj is 128 × 64: 4 heads × d_head 32 out of d_model 64 in)."""
 from __future__ import annotations
 
 import csv
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from gemma_fixtures import REPAIRS, gemma_runs_root
 from typer.testing import CliRunner
 
 from workbench.cli import app
@@ -240,16 +241,18 @@ def runs_root(tmp_path_factory):
     return root, paths
 
 
-def test_cli_safelora_repair_run_records_projection_and_matches_hand_computation(runs_root):
-    root, paths = runs_root
+def _check_safelora_run(paths, unaligned_name: str):
+    """The repair run read its references from the run folders, and every adapted matrix is the hand-computed
+    projection (or the attacked weight, above the threshold)."""
     run = open_run(paths["safelora"], "repair")
     spec = run.config["spec"]
-    assert spec["aligned"] == str(paths["aligned"]) and spec["unaligned"] == "tiny-llama"  # read from run folders
+    assert spec["aligned"] == str(paths["aligned"]) and spec["unaligned"] == unaligned_name  # read from run folders
     assert spec["attack"]["data"]["p"] == 0.25 and run.config["git_hash"] and run.config["seed"] == 0
     report = json.loads((run.path / "repair.json").read_text())
     assert report["n_adapted"] == 16  # LoRA on q/k/v/o of 4 layers
-    attacked, aligned, unaligned = _weights(paths["attacked"]), _weights(paths["aligned"]), _weights("tiny-llama")
+    attacked, aligned, unaligned = _weights(paths["attacked"]), _weights(paths["aligned"]), _weights(unaligned_name)
     repaired = _weights(run.path)
+    assert len(report["layers"]) == 16
     for layer in report["layers"]:
         n = layer["name"]
         v, dw = aligned[n] - unaligned[n], attacked[n] - aligned[n]
@@ -258,6 +261,12 @@ def test_cli_safelora_repair_run_records_projection_and_matches_hand_computation
         assert layer["projected"] == (layer["similarity"] < 0.5)
         want = aligned[n] + c_dw if layer["projected"] else attacked[n]
         assert torch.allclose(repaired[n], want, atol=1e-6), n
+    return run
+
+
+def test_cli_safelora_repair_run_records_projection_and_matches_hand_computation(runs_root):
+    root, paths = runs_root
+    run = _check_safelora_run(paths, "tiny-llama")
     m = run.metrics
     assert {"hs", "hs_plus", "refusal_harmful", "refusal_benign", "fa_sst2"} <= set(m)
     assert m["hs"]["n"] == 8 and m["repair"]["repair_seconds"] >= 0  # the attack run's recorded (tiny) eval
@@ -265,9 +274,14 @@ def test_cli_safelora_repair_run_records_projection_and_matches_hand_computation
 
 
 def test_cli_antidote_repair_run_saves_exactly_the_pruned_weights(runs_root):
+    _check_antidote_run(runs_root[1])
+
+
+def _check_antidote_run(paths):
+    """The repair run zeroed 10 % of every row of the attack's LoRA targets, recorded exactly those weights, and
+    left every other weight bit-equal."""
     from workbench.analysis.wanda import PruneRecord
 
-    root, paths = runs_root
     run = open_run(paths["antidote"], "repair")
     record = PruneRecord.load(run.path / "prune.safetensors")
     attacked, repaired = _weights(paths["attacked"]), _weights(run.path)
@@ -285,6 +299,17 @@ def test_cli_antidote_repair_run_saves_exactly_the_pruned_weights(runs_root):
         rest[idx] = False
         assert torch.equal(repaired[n].view(-1)[rest], w.view(-1)[rest]), n
     assert json.loads((run.path / "repair.json").read_text())["n_pruned"] == record.n_zeroed
+
+
+def test_cli_repairs_of_a_tiny_gemma3_attack_match_the_hand_computations(tmp_path_factory):
+    """Both repairs from the command line on tiny-gemma3 (SFT-aligned, then harmful_ft at p = 0.25, as the quickstart
+    does, at smaller evaluation sizes: tests/gemma_fixtures.py): the same hand checks as on tiny-llama, and the
+    repaired model is evaluated as the attack run was."""
+    _, paths = gemma_runs_root(tmp_path_factory)
+    for defense in REPAIRS:
+        assert open_run(paths[defense]).metrics["hs"]["n"] == 2  # the attack run's recorded evaluation
+    _check_safelora_run(paths, "tiny-gemma3")
+    _check_antidote_run(paths)
 
 
 def test_cli_repair_with_another_judge_keeps_the_recorded_evaluation_otherwise(runs_root, tmp_path):

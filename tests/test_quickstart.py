@@ -1,5 +1,6 @@
-"""The quickstart contract: `workbench quickstart --model tiny-llama --out DIR` writes the non-aligned evaluation,
-the aligned, attacked and repaired models (all evaluated on the same prompts) and a refusal-direction analysis.
+"""The quickstart contract: `workbench quickstart --model tiny-llama --out DIR` (and tiny-gemma3) writes the
+non-aligned evaluation, the aligned, attacked and repaired models (all evaluated on the same prompts) and a
+refusal-direction analysis.
 
 Its speed goal (< 1 min on 2 cores) is measured in benchmarks/bench_quickstart.py, not asserted here.
 """
@@ -14,8 +15,8 @@ from workbench.cli import app
 from workbench.runs import list_runs
 
 
-def test_quickstart_tiny_contract(tmp_path):
-    res = CliRunner().invoke(app, ["quickstart", "--model", "tiny-llama", "--out", str(tmp_path)])
+def test_quickstart_tiny_contract(tmp_path, tiny_arch):
+    res = CliRunner().invoke(app, ["quickstart", "--model", tiny_arch, "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     runs = [r for r in list_runs(tmp_path) if r.kind != "analysis"]
     assert sorted(r.kind for r in runs) == ["align", "attack", "eval", "repair"]

@@ -1,9 +1,9 @@
 """The one training loop: answer-only loss, loss goes down (full and LoRA), resume == uninterrupted; and generation
 (left-padded batches, stopping at the chat template's end of turn).
 
-Tests that take `fresh` or `arch_model` run on both tiny architectures (tiny-llama with SmolLM2's ChatML,
-tiny-gemma3 with Gemma's turn format, where the end of turn `<end_of_turn>` is not EOS); resume is
-architecture-independent checkpoint machinery and runs on tiny-llama only.
+Tests that take `fresh`, `arch_model` or `arch_model_dir` run on both tiny architectures (tiny-llama with SmolLM2's
+ChatML, tiny-gemma3 with Gemma's turn format, where the end of turn `<end_of_turn>` is not EOS); resume runs on both
+too.
 """
 from __future__ import annotations
 
@@ -82,19 +82,19 @@ def test_loss_decreases(fresh, method, lr, bound):
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-def test_resume_matches_uninterrupted_run(tiny_model_dir, tmp_path, method):
+def test_resume_matches_uninterrupted_run(arch_model_dir, tmp_path, method):
     from workbench.models import load_model
 
     spec = TrainSpec(method=method, lr=3e-3, epochs=2, batch_size=4, grad_accum=2, max_len=48, seed=3,
                      checkpoint_every=2)
-    m, tok = load_model(str(tiny_model_dir))
+    m, tok = load_model(str(arch_model_dir))
     full = train(m, tok, SAMPLES, spec, progress=False)
 
     ckpt = tmp_path / "ckpt"
-    m, tok = load_model(str(tiny_model_dir))
+    m, tok = load_model(str(arch_model_dir))
     with pytest.raises(KeyboardInterrupt):
         train(m, tok, SAMPLES, spec, plugins=[StopAt(3)], checkpoint_dir=ckpt, progress=False)
-    m, tok = load_model(str(tiny_model_dir))  # a fresh process would start from the base model again
+    m, tok = load_model(str(arch_model_dir))  # a fresh process would start from the base model again
     resumed = train(m, tok, SAMPLES, spec, checkpoint_dir=ckpt, progress=False)
 
     assert resumed.state.step == full.state.step == 6

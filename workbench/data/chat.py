@@ -12,6 +12,7 @@ stops at it or at EOS (`stop_token_ids`), so no code here or elsewhere names a m
 from __future__ import annotations
 
 import random
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,10 @@ def prompt_text(tokenizer, prompt: str, system: str | None = None) -> str:
 
 
 _PROBE_PROMPT, _PROBE_ANSWER = "Hello", "Hi"
+# tokenizer -> (the chat template read, its end-of-turn id). `encode` asks once per sample, and rendering the template
+# twice costs about as much as encoding a short sample; weak keys free a dropped tokenizer, and a changed template
+# (a builder giving a tokenizer its format) is read again.
+_END_OF_TURN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def end_of_turn_id(tokenizer) -> int:
@@ -50,8 +55,17 @@ def end_of_turn_id(tokenizer) -> int:
     then the template's closing text; the first token of that text is the end of turn when it is a special
     (added) token, as `<|im_end|>` and `<end_of_turn>` are. A template that closes an answer with nothing or
     with plain text (a newline) gives EOS. ValueError for a template that does not put the answer right after
-    the generation prompt, where "loss only on answers" could not be exact.
+    the generation prompt, where "loss only on answers" could not be exact. Read once per tokenizer and template.
     """
+    cached = _END_OF_TURN.get(tokenizer)
+    if cached is not None and cached[0] == tokenizer.chat_template:
+        return cached[1]
+    end = _render_end_of_turn(tokenizer)
+    _END_OF_TURN[tokenizer] = (tokenizer.chat_template, end)
+    return end
+
+
+def _render_end_of_turn(tokenizer) -> int:
     prompt = prompt_text(tokenizer, _PROBE_PROMPT)
     full = tokenizer.apply_chat_template(
         chat_messages(_PROBE_PROMPT) + [{"role": "assistant", "content": _PROBE_ANSWER}], tokenize=False)
