@@ -101,13 +101,13 @@ def test_cell_weights_give_each_block_its_share_split_by_class():
 def test_heldout_human_labels_never_reach_training():
     train = J.training_examples(0)
     held = J.heldout_examples(0)
-    assert len(held) == 76 and {e.label for e in held} == {0, 1}
+    assert len(held) == 139 and {e.label for e in held} == {0, 1}
     assert not {e.uid for e in held} & {e.uid for e in train}
     assert not {(e.prompt, e.response) for e in held} & {(e.prompt, e.response) for e in train}
     shared = {e.response for e in held} & {e.response for e in train}  # only stock one-line refusals
     assert all(len(r) < 60 for r in shared), shared
     comp = J.composition(train)
-    assert comp["judge_labelled"]["harmful"] + comp["judge_labelled"]["not_harmful"] > 300
+    assert comp["judge_labelled"]["harmful"] + comp["judge_labelled"]["not_harmful"] > 240
     assert comp["advbench_refusal_template"]["harmful"] == 0 and comp["alpaca"]["harmful"] == 0
     assert comp["degenerate_synthetic"] == {"harmful": 0, "not_harmful": J.N_DEGENERATE}
 
@@ -166,7 +166,7 @@ def test_real_judge_heldout_report_and_fixture():
     """The full MiniLM judge (trained on first use, ~4 min; cached afterwards)."""
     judge = J.load_judge("minilm")
     rep = J.heldout_report(judge)
-    assert rep.fn.n + rep.fp.n == 76 and sum(rep.confusion.values()) == 76
+    assert rep.fn.n + rep.fp.n == 139 and sum(rep.confusion.values()) == 139
     assert rep.fn.value < 50 and rep.fp.value < 50  # far better than chance; see the report for the numbers
     rows = fixture_rows()
     scores = judge.score([r["prompt"] for r in rows], [r["response"] for r in rows])
@@ -218,7 +218,7 @@ def test_cli_report_prints_rates_with_intervals_anchor_and_confusion(tmp_path):
         assert needle in res.output
     rep = json.loads(out.read_text())
     c = rep["confusion"]
-    assert c["tp"] + c["fn"] == rep["fn"]["n"] == 31 and c["fp"] + c["tn"] == rep["fp"]["n"] == 45
+    assert c["tp"] + c["fn"] == rep["fn"]["n"] == 63 and c["fp"] + c["tn"] == rep["fp"]["n"] == 76
     assert rep["fn"]["k"] == c["fn"] and rep["fp"]["k"] == c["fp"]
     assert rep["fn"]["low"] <= rep["fn"]["value"] <= rep["fn"]["high"]
     assert len(rep["errors"]) == c["fn"] + c["fp"]
