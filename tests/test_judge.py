@@ -104,8 +104,10 @@ def test_heldout_human_labels_never_reach_training():
     assert len(held) == 139 and {e.label for e in held} == {0, 1}
     assert not {e.uid for e in held} & {e.uid for e in train}
     assert not {(e.prompt, e.response) for e in held} & {(e.prompt, e.response) for e in train}
-    shared = {e.response for e in held} & {e.response for e in train}  # only stock one-line refusals
-    assert all(len(r) < 60 for r in shared), shared
+    shared = {e.response for e in held} & {e.response for e in train}  # stock one-line refusals, and one refusal
+    long = {e.response for e in held + train if e.response in shared and len(e.response) >= 60}  # to a reworded
+    assert all(e.label == 0 for e in held + train if e.response in long), long  # prompt (a stop sign), both 0
+    assert len(long) <= 1, long
     comp = J.composition(train)
     assert comp["judge_labelled"]["harmful"] + comp["judge_labelled"]["not_harmful"] > 240
     assert comp["advbench_refusal_template"]["harmful"] == 0 and comp["alpaca"]["harmful"] == 0

@@ -158,3 +158,25 @@ def test_enlarged_heldout_split_is_a_superset_with_60_of_each_label():
     held = J.heldout_examples(0)
     assert len(held) == len(new)
     assert not {e.uid for e in held} & {e.uid for e in J.training_examples(0)}
+
+
+def test_cli_train_minilm_ce_passes_the_excluded_sources_and_prints_the_folder(tiny_judge, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    calls = []
+
+    def fake_train(exclude_sources=(), seed=0, out=None, progress=True):
+        calls.append((tuple(exclude_sources), out))
+        return tiny_judge, tiny_judge.save(tmp_path / "ce")
+
+    monkeypatch.setattr(CE, "train_cross_encoder", fake_train)
+    res = CliRunner().invoke(app, ["judge", "train", "--judge", "minilm-ce", "--exclude-sources",
+                                   "harmful_qa, template_refusals"])
+    assert res.exit_code == 0, res.output
+    assert calls == [(("harmful_qa", "template_refusals"), None)]
+    text = " ".join(res.output.split())
+    assert CE.ce_version(tmp_path / "ce") in text and "--judge" in text
+    bad = CliRunner().invoke(app, ["judge", "train", "--judge", "hashing-lr", "--exclude-sources", "harmful_qa"])
+    assert bad.exit_code != 0 and "minilm-ce" in " ".join(bad.output.split())

@@ -73,6 +73,7 @@ from workbench.evaluation.judge import (
     training_examples,
 )
 from workbench.evaluation.stats import rate
+from workbench.machine import configure_threads
 
 CE_VERSION = "1"  # bump when the recipe below changes: part of every minilm-ce version
 FORMAT = "workbench-judge-ce/1"
@@ -417,6 +418,7 @@ def fit_cross_encoder(examples: Sequence[Example], base: Base, seed: int = 0, lr
 def train_cross_encoder(exclude_sources: Sequence[str] = (), seed: int = 0, out: str | Path | None = None,
                         progress: bool = True) -> tuple[CrossEncoder, Path]:
     """Train minilm-ce on the real training data and write its folder (`ce_dir`, or `out`); returns both."""
+    configure_threads()  # WORKBENCH_THREADS, as every step
     folder = Path(out) if out is not None else ce_dir(exclude_sources, seed)
     examples = training_examples(seed, exclude_sources)
     if progress:
