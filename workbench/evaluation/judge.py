@@ -18,6 +18,8 @@ Method (read top to bottom):
                  advbench train prompts (150)    + a synthetic degenerate answer (loop, word salad,
                                                  symbols, empty) → 0: gibberish delivers nothing
                  alpaca train (first 600)        benign answers → 0 (also cut to 32 words)
+               `exclude_sources` leaves whole sources out (SOURCE_GROUPS: "harmful_qa", "template_refusals"), for
+               the coupling check of issue #21: is the judge only agreeing with the attacker's data / the alignment?
   2. features  x = [e_r, e_p, e_p ⊙ e_r, cos(e_p, e_r), refusal(r), log(1+words), log(1+stance),
                log(1+items), h_r] with e = unit sentence embeddings (`embeddings.py`) of prompt p and
                response r (first 256 word pieces), refusal = the keyword detector, stance = hits of
