@@ -115,7 +115,12 @@ class EvalSpec(Spec):
     @property
     def judge_spec(self) -> str:
         """The spec of the judge behind HS / HS+: `judge_model`, else `minilm-lr` / `hashing-lr` by embedder."""
-        return self.judge_model or f"{self.judge_embedder}-lr"
+        return self.judge_model or (FULL_JUDGE if self.judge_embedder == "minilm" else f"{self.judge_embedder}-lr")
+
+
+# The judge behind HS / HS+ when a run names none (and `moderation.DEFAULT_JUDGE`): the one line to change to make
+# judge v3 ("minilm-ce", docs/judges.md) the default. Runs record the judge they used, so old runs stay readable.
+FULL_JUDGE = "minilm-lr"
 
 
 class DefenseSpec(Spec):

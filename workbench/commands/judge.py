@@ -12,7 +12,8 @@ report  every judge (`--judge`, repeatable; default: the built-in ones) on the h
         and keyword refusal on the runs' harmful answers (`evaluation.judge_report`). --errors lists the
         misclassified rows, --more adds the held-out splits of the automatically labelled sources, --json writes
         the typed result, --figure FN / FP by answer type.
-train   trains (or retrains) and caches the judge, printing its CV selection.
+train   trains (or retrains) and caches the judge, printing its CV selection; `--judge minilm-ce` rebuilds the
+        shipped cross-encoder folder, and with `--exclude-sources` a decoupled one in the cache.
 """
 from __future__ import annotations
 
@@ -117,12 +118,38 @@ def print_judge_report(result, errors: bool = False) -> None:
             console.print(line, highlight=False, markup=False)
 
 
+class TrainableJudge(StrEnum):
+    minilm_lr = "minilm-lr"
+    hashing_lr = "hashing-lr"
+    minilm_ce = "minilm-ce"
+
+
 def train_cmd(embedder: EmbedderName = EmbedderOpt,
-              retrain: bool = typer.Option(False, "--retrain", help="Train again even if cached.")):
-    """Train (once) and cache the judge; prints where it is and what CV chose."""
+              retrain: bool = typer.Option(False, "--retrain", help="Train again even if cached."),
+              judge: TrainableJudge | None = typer.Option(
+                  None, "--judge", help="minilm-lr / hashing-lr (cached; --embedder is the older spelling) or "
+                                        "minilm-ce (judge v3: rewrites its shipped folder, workbench/judges/)."),
+              exclude_sources: str = typer.Option(
+                  "", "--exclude-sources", help="minilm-ce only: comma-separated training sources to leave out, e.g. "
+                                                "harmful_qa,template_refusals (the coupling check); the judge goes to "
+                                                "the cache, not the shipped folder, and its path is printed."),
+              out: Path | None = typer.Option(None, "--out", help="minilm-ce only: write the judge folder here.")):
+    """Train the judge; prints where it is and what CV chose."""
+    if judge == TrainableJudge.minilm_ce:
+        from workbench.evaluation.judge_ce import ce_version, train_cross_encoder  # deferred: torch
+
+        excluded = tuple(s.strip() for s in exclude_sources.split(",") if s.strip())
+        ce, folder = guard(train_cross_encoder, excluded, out=out)
+        h = ce.meta.hyper
+        console.print(f"minilm-ce: lr={h['lr']:g}, epochs={h['epochs']}, threshold={ce.meta.threshold:.2f}, "
+                      f"version {ce_version(folder)} → {folder} (score with --judge {folder})")
+        return
+    if exclude_sources or out:
+        raise typer.BadParameter("--exclude-sources and --out are for --judge minilm-ce")
     from workbench.evaluation.judge import judge_dir, load_judge  # deferred: sklearn
 
-    judge = guard(load_judge, embedder.value, retrain=retrain)
-    w = judge.weights
+    kind = judge.value.removesuffix("-lr") if judge else embedder.value
+    trained = guard(load_judge, kind, retrain=retrain)
+    w = trained.weights
     console.print(f"judge {w.embedder}: C={w.hyper.get('C')}, threshold={w.threshold:.2f} → "
                   f"{judge_dir(w.embedder, w.seed)}")

