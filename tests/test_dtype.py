@@ -202,5 +202,11 @@ def test_cli_dtype_reaches_the_record(tmp_path):
     raw = json.loads((run.path / "config.json").read_text())
     assert raw["spec"]["attack"]["train"]["dtype"] == raw["spec"]["eval"]["generation"]["dtype"] == "bfloat16"
     assert json.loads((run.path / "training.json").read_text())["dtype"] == "bfloat16"
+    # auto is recorded resolved: bfloat16 where this CPU multiplies it natively, else float32 (not written)
+    res = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--preset", "tiny", "--n-harmful", "2",
+                                   "--n-benign", "2", "--n-task", "0", "--dtype", "auto", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    evaluated = open_run(next(p for p in tmp_path.iterdir() if p.name.startswith("eval-")))
+    assert evaluated.spec.eval.generation.dtype == resolve_dtype("auto")
     bad = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--dtype", "float16", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown dtype 'float16'" in bad.output

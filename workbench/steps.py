@@ -196,7 +196,8 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
 
     `model`: an attack / defend run folder, an HF folder or a LoRA adapter folder. Defaults, read from run folders:
     `aligned` = the model the attack run fine-tuned (an adapter's base), `unaligned` = the model the aligned run
-    started from. `eval_spec` None: the attacked run's recorded evaluation (same prompts, sizes, system prompt).
+    started from. `eval_spec` None: the attacked run's recorded evaluation (same prompts, sizes, system prompt,
+    precision).
     `judge` (a `moderation.get_judge` spec) replaces the judge of that evaluation, `dtype` (float32,
     bfloat16 or auto) its generation precision; the repair itself computes in float32 either way (see `precision`).
     """
