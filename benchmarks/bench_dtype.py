@@ -84,9 +84,9 @@ def generation_rows(model, tok, prompts: list[str], spec: GenerationSpec, reps: 
     return {**rows, "greedy_answers_identical_bf16_vs_fp32": same}
 
 
-def main(quick: bool, model_name: str | None = None) -> None:
+def main(quick: bool, model_name: str | None = None, reps: int = 1) -> None:
+    """`reps`: best of this many timed runs of each variant (emulated bf16 is slow: one by default)."""
     device = bench_device()
-    reps = 3 if quick else 1
     matmul = {d: round(measured_matmul_peak(device, sizes=(2048,), reps=5, dtype=torch_dtype(d)) / 1e9, 1)
               for d in DTYPES}
     training = {}
@@ -127,5 +127,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny-llama, short runs")
     ap.add_argument("--model", default=None, help="another registered model or folder (default: by --quick)")
+    ap.add_argument("--reps", type=int, default=1, help="best of this many timed runs of each variant")
     a = ap.parse_args()
-    main(a.quick, a.model)
+    main(a.quick, a.model, a.reps)
