@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from pydantic import ValidationError
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from workbench.analysis import AnalysisContext, landscape
@@ -202,6 +203,18 @@ def test_cli_dtype_reaches_the_record(tmp_path):
     raw = json.loads((run.path / "config.json").read_text())
     assert raw["spec"]["attack"]["train"]["dtype"] == raw["spec"]["eval"]["generation"]["dtype"] == "bfloat16"
     assert json.loads((run.path / "training.json").read_text())["dtype"] == "bfloat16"
+    # a repair evaluates as the attacked run did (bf16) unless --dtype says otherwise; Antidote's pruning is
+    # computed in float32 either way, so both repaired models are the same weights
+    repaired = {}
+    for dtype in (None, "float32"):
+        out = tmp_path / f"repair-{dtype}"
+        res = CliRunner().invoke(app, ["repair", "--defense", "antidote", "--model", str(run.path), "--out", str(out)]
+                                 + (["--dtype", dtype] if dtype else []))
+        assert res.exit_code == 0, res.output
+        (path,) = out.glob("repair-antidote-*")
+        assert open_run(path).spec.eval.generation.dtype == (dtype or "bfloat16")
+        repaired[dtype] = load_file(str(path / "model" / "model.safetensors"))
+    assert all(torch.equal(t, repaired["float32"][n]) for n, t in repaired[None].items())
     # auto is recorded resolved: bfloat16 where this CPU multiplies it natively, else float32 (not written)
     res = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--preset", "tiny", "--n-harmful", "2",
                                    "--n-benign", "2", "--n-task", "0", "--dtype", "auto", "--out", str(tmp_path)])
