@@ -29,6 +29,7 @@ from workbench.config import GenerationSpec, TrainSpec
 from workbench.data.chat import prompt_ids, stop_token_ids
 from workbench.data.registry import load_split
 from workbench.generation import generate
+from workbench.machine import configure_threads
 from workbench.models import load_model
 from workbench.precision import auto_dtype, torch_dtype
 from workbench.training.loop import train
@@ -86,8 +87,10 @@ def generation_rows(model, tok, prompts: list[str], spec: GenerationSpec, reps: 
 
 def main(quick: bool, model_name: str | None = None, reps: int = 1) -> None:
     """`reps`: best of this many timed runs of each variant (emulated bf16 is slow: one by default)."""
+    configure_threads()  # WORKBENCH_THREADS / the cores this process may use: oversubscribed threads swamp the ratios
     device = bench_device()
-    matmul = {d: round(measured_matmul_peak(device, sizes=(2048,), reps=5, dtype=torch_dtype(d)) / 1e9, 1)
+    # best of 2 (plus a warm-up): an emulated bf16 2048² product takes about a minute on a CPU without bf16 units
+    matmul = {d: round(measured_matmul_peak(device, sizes=(2048,), reps=2, dtype=torch_dtype(d)) / 1e9, 1)
               for d in DTYPES}
     training = {}
     for method in ("lora", "full"):
