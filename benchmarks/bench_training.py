@@ -20,18 +20,18 @@ import torch
 
 from benchmarks.common import bench_device, bench_model, best_of, peak_memory, save, timer
 from workbench.config import TrainSpec
-from workbench.data.chat import collate, encode
+from workbench.data.chat import Encoded, collate, encode
 from workbench.data.registry import load_split
 from workbench.models import load_model
 from workbench.training.loop import _micro_batches, train, wrap_lora
 
 
-def measured_matmul_peak(device: str, sizes=(512, 1024, 2048), reps: int = 10) -> float:
-    """Best float32 FLOP/s of square matmuls on `device` (what the training matmuls could reach): the
+def measured_matmul_peak(device: str, sizes=(512, 1024, 2048), reps: int = 10, dtype=torch.float32) -> float:
+    """Best FLOP/s of square `dtype` matmuls on `device` (what the training matmuls could reach): the
     fastest single product of `reps` per size, so a moment of other load on the machine cannot lower it."""
     best = 0.0
     for n in sizes:
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
         seconds, _ = best_of(lambda a=a, b=b: a @ b, reps)
         best = max(best, 2 * n**3 / seconds)
     return best
@@ -58,7 +58,9 @@ def train_flops(model, tok, samples, spec: TrainSpec) -> dict:
     return {"flops": total, "flops_real_tokens": total * real / padded, "tokens": real, "padded_tokens": padded}
 
 
-def hf_trainer_run(model, tok, samples, spec: TrainSpec) -> dict:
+def hf_trainer_run(model, tok, samples, spec: TrainSpec, group_by_length: bool = False, bf16: bool = False) -> dict:
+    """Trainer as a practitioner configures it; `group_by_length` buckets batches by length (what our loop does),
+    `bf16` is Trainer's mixed precision (autocast, float32 weights)."""
     from transformers import Trainer, TrainingArguments
 
     with timer() as wall, peak_memory() as mem:
@@ -70,16 +72,18 @@ def hf_trainer_run(model, tok, samples, spec: TrainSpec) -> dict:
             def __len__(self):
                 return len(enc)
 
-            def __getitem__(self, i):
-                return enc[i]
+            def __getitem__(self, i):  # a dict with input_ids: what Trainer's length-grouped sampler measures
+                return {"input_ids": enc[i].input_ids, "labels": enc[i].labels}
 
         args = TrainingArguments(output_dir="/tmp/wb-bench-trainer", per_device_train_batch_size=spec.batch_size,
                                  max_steps=spec.max_steps, learning_rate=spec.lr, report_to=[], save_strategy="no",
                                  logging_strategy="no", use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
                                  dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(),
-                                 seed=spec.seed)
+                                 seed=spec.seed, bf16=bf16,
+                                 train_sampling_strategy="group_by_length" if group_by_length else "random")
         trainer = Trainer(model=model, args=args, train_dataset=DS(),
-                          data_collator=lambda b: collate(b, tok.pad_token_id))
+                          data_collator=lambda b: collate([Encoded(x["input_ids"], x["labels"]) for x in b],
+                                                          tok.pad_token_id))
         trainer.train()
     return {"seconds": wall["seconds"], "peak_mb": mem["peak_mb"]}
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-ORDER = ["quickstart", "training", "generation", "analysis", "defense_cost"]
+ORDER = ["quickstart", "training", "generation", "analysis", "defense_cost", "dtype"]
 
 INTRO = """# Benchmarks
 
@@ -28,6 +28,40 @@ python -m benchmarks.run_all            # SmolLM2-135M-Instruct: the reported nu
 Goals: training tokens/s ≥ 1.0× Hugging Face Trainer (full and LoRA); cached activation
 extraction ≤ 2× a bare forward pass; quickstart under a minute on tiny-llama. `quick` rows use tiny-llama,
 whose tiny matrices make Python overhead dominate: read the SmolLM2 rows for real ratios.
+
+## Precision: float32 and bfloat16
+
+`--dtype` on `align`, `attack`, `repair` and `eval` (`TrainSpec.dtype`, `GenerationSpec.dtype`;
+`workbench/precision.py`) chooses the precision of training and generation: `float32` (the default, and every run
+before the option; not written to config.json), `bfloat16`, or `auto`. `auto` is resolved before the run is
+written (a record never says "auto"): bfloat16 where the CPU has AMX-BF16 or AVX512-BF16 (the `amx_bf16` /
+`avx512_bf16` flags of /proc/cpuinfo, which every result file and run record keep), or a CUDA GPU with bf16 when the
+model runs on one; float32 otherwise, since bf16 without those units is emulated and slower than float32 (the
+`dtype` matmul rows below, on a CPU without them).
+
+In bfloat16, trainable parameters and AdamW's state stay float32. LoRA stores the frozen base in bf16, cast once when
+training starts, with float32 adapters (peft casts their input); the float32 base is put back before the merge, so
+the saved model is float32. Full fine-tuning runs its forward passes under `torch.autocast(dtype=bfloat16)` with
+float32 weights. Generation stores the weights in bf16 for the call. `training.json` records the precision that ran.
+
+Stays float32 whatever `--dtype` says, because bf16's 8 significant bits (≈ 3 digits) are as coarse as the quantity:
+Booster's h(w) − h(w′) (a difference of two nearby losses), Vaccine's and T-Vaccine's activation perturbation (these
+three train the whole run in float32: `fp32_reason`), the landscape's points (perturbations α·d below bf16's
+resolution of the weights), Wanda / SNIP / Antidote scores and SafeLoRA's similarities (ranked across matrices;
+`precision.fp32_required`), and the judge (its own float32 model). `tests/test_dtype.py` checks each.
+
+Both precisions side by side, with the CPU model and flags in the result file:
+
+```bash
+python -m benchmarks.bench_dtype --quick     # tiny-llama: proves it runs
+python -m benchmarks.bench_dtype             # SmolLM2-135M: matmul 2048² GFLOP/s, training tokens/s ours vs
+                                             # Trainer (group_by_length, bf16=True), generation prompts/min vs HF
+```
+
+The `dtype (quick)` rows below are a smoke test on tiny-llama, measured on a CPU *without* bf16 units while other
+jobs loaded its 2 cores (load 4.3, 2 contending threads): they show that both precisions run and answer alike, not
+how fast either is. The SmolLM2 rows of this benchmark, on a CPU with AMX or AVX512-BF16, are still to be measured
+(issue #19's acceptance).
 """
 
 

@@ -9,7 +9,8 @@ import traceback
 
 from benchmarks.report import write_report
 
-BENCHMARKS = ["bench_quickstart", "bench_training", "bench_generation", "bench_analysis", "bench_defense_cost"]
+BENCHMARKS = ["bench_quickstart", "bench_training", "bench_generation", "bench_analysis", "bench_defense_cost",
+              "bench_dtype"]
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()

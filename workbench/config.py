@@ -30,6 +30,18 @@ def parse_method_params(kind: str, name: str, params_model: type[Spec], params: 
                          f"({e.errors()[0]['loc']}); it accepts: {fields}") from None
 
 
+# The precision a step trains or generates in (`workbench.precision`): a spec holds it resolved, never "auto".
+DType = Literal["float32", "bfloat16"]
+
+
+def _without_default_dtype(data: dict) -> dict:
+    """`dtype` is written only when it is not float32: a record written before it existed (all float32) dumps back
+    to exactly its JSON (and spec hash)."""
+    if data.get("dtype") == "float32":
+        data.pop("dtype", None)
+    return data
+
+
 class DataSpec(Spec):
     """A training mix: `n` samples of which round(p·n) come from `harmful`, the rest from `benign`."""
 
@@ -57,6 +69,11 @@ class TrainSpec(Spec):
     checkpoint_every: int = Field(25, ge=1)  # optimizer steps between resumable checkpoints
     system_prompt: str | None = None  # system prompt used when formatting training samples
     seed: int = 0
+    dtype: DType = "float32"  # bfloat16: fp32 master weights, bf16 frozen base / autocast (`workbench.precision`)
+
+    @model_serializer(mode="wrap")
+    def _without_float32(self, handler) -> dict:
+        return _without_default_dtype(handler(self))
 
 
 class GenerationSpec(Spec):
@@ -70,15 +87,16 @@ class GenerationSpec(Spec):
     # the encoding the attacker queries in (`workbench.data.codecs`): the evaluation harness encodes every prompt it
     # sends and decodes every answer before it is scored; None (plain text) for every run before encoded attacks
     codec: str | None = None
+    dtype: DType = "float32"  # bfloat16: the model generates with bf16 weights (`workbench.precision`)
 
     @model_serializer(mode="wrap")
     def _without_plain_codec(self, handler) -> dict:
-        """`codec` is written only when set, like `EvalSpec.judge_model`: every record written before it existed
-        dumps back to exactly its JSON (and spec hash)."""
+        """`codec` is written only when set, like `EvalSpec.judge_model`, and `dtype` only when not float32: every
+        record written before they existed dumps back to exactly its JSON (and spec hash)."""
         data = handler(self)
         if data.get("codec") is None:
             data.pop("codec", None)
-        return data
+        return _without_default_dtype(data)
 
 
 class EvalSpec(Spec):

@@ -3,6 +3,10 @@
 Why left padding: every prompt's last token sits at the same position, so one `generate` call serves a
 whole batch. Prompts are sorted by length before batching (less padding) and answers returned in the
 caller's order.
+
+Precision: with `GenerationSpec.dtype` bfloat16 the model's weights are stored in bf16 for the call (cast once) and
+given back as the very float32 tensors they were afterwards (`precision.cast_params`), so the caller's model is
+unchanged; the judge never reads this spec.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from tqdm.auto import tqdm
 
 from workbench.config import GenerationSpec
 from workbench.data.chat import prompt_ids, stop_token_ids
+from workbench.precision import cast_params, torch_dtype
 
 
 @torch.inference_mode()
@@ -25,7 +30,6 @@ def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec | None =
     spec = spec if spec is not None else GenerationSpec()
     if not prompts:
         return []
-    device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     systems = systems or [spec.system_prompt] * len(prompts)
     encoded = [prompt_ids(tokenizer, p, s) for p, s in zip(prompts, systems, strict=False)]
@@ -34,8 +38,21 @@ def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec | None =
     answers: list[str] = [""] * len(prompts)
     was_training = model.training
     model.eval()
+    # float32 (the default) leaves the model as it was handed in, as before `dtype` existed
+    weights = [] if spec.dtype == "float32" else model.parameters()
+    with cast_params(weights, torch_dtype(spec.dtype)):
+        _generate_sorted(model, tokenizer, encoded, order, answers, spec, pad_id, stops, progress, desc)
+    if was_training:
+        model.train()
+    return answers
+
+
+def _generate_sorted(model, tokenizer, encoded: list[list[int]], order: list[int], answers: list[str],
+                     spec: GenerationSpec, pad_id: int, stops: list[int], progress: bool, desc: str) -> None:
+    """Fill `answers` batch by batch, prompts taken in `order` (by length)."""
+    device = next(model.parameters()).device
     gen = torch.Generator(device="cpu").manual_seed(spec.seed)
-    bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="prompt", dynamic_ncols=True)
+    bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="prompt", dynamic_ncols=True)
     for start in range(0, len(order), spec.batch_size):
         idx = order[start:start + spec.batch_size]
         width = max(len(encoded[i]) for i in idx)
@@ -57,6 +74,3 @@ def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec | None =
             answers[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
         bar.update(len(idx))
     bar.close()
-    if was_training:
-        model.train()
-    return answers

@@ -32,6 +32,7 @@ from workbench.machine import configure_threads
 from workbench.models import load_model, save_model
 from workbench.models.registry import MODELS, _base_reference, model_folder
 from workbench.plots.export import export_all
+from workbench.precision import resolve_dtype
 from workbench.presets import preset
 from workbench.record import AlignRunSpec, AttackedRun, AttackRunSpec, EvalRunSpec, RepairRunSpec, RunSpec
 from workbench.runs import RunWriter, model_ref, open_run, run_kind
@@ -194,14 +195,16 @@ REPAIRABLE = ("attack", "defend")  # run kinds whose model/ is a fine-tuned mode
 
 def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 0, eval_spec: EvalSpec | None = None,
            aligned: str | None = None, unaligned: str | None = None, progress: bool = True,
-           judge: str | None = None) -> Path:
+           judge: str | None = None, dtype: str | None = None) -> Path:
     """Repair a fine-tuned model with a post-fine-tuning defense; one run folder of kind "repair" holding the
     repaired model (merged safetensors), `repair.json` (what changed), the method's files, and its evaluation.
 
     `model`: an attack / defend run folder, an HF folder or a LoRA adapter folder. Defaults, read from run folders:
     `aligned` = the model the attack run fine-tuned (an adapter's base), `unaligned` = the model the aligned run
-    started from. `eval_spec` None: the attacked run's recorded evaluation (same prompts, sizes, system prompt).
-    `judge` (a `moderation.get_judge` spec) replaces the judge of that evaluation.
+    started from. `eval_spec` None: the attacked run's recorded evaluation (same prompts, sizes, system prompt,
+    precision).
+    `judge` (a `moderation.get_judge` spec) replaces the judge of that evaluation, `dtype` (float32,
+    bfloat16 or auto) its generation precision; the repair itself computes in float32 either way (see `precision`).
     """
 
     info = get_defense(defense, POST_FINE_TUNING)
@@ -223,6 +226,9 @@ def repair(defense: str, params: dict, model: str, out: str | Path, seed: int = 
             eval_spec = eval_spec.model_copy(update={"generation": now.model_copy(update=kept)})
     if judge is not None:
         eval_spec = eval_spec.model_copy(update={"judge": True, "judge_model": resolve_spec(judge)})
+    if dtype is not None:
+        eval_spec = eval_spec.model_copy(update={"generation": eval_spec.generation.model_copy(
+            update={"dtype": resolve_dtype(dtype)})})
     train = run.attack.train if run is not None and run.attack is not None else None
     adapted = train.lora_targets if train is not None and train.method == "lora" else None
 

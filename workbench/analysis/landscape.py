@@ -25,6 +25,9 @@ Method, top to bottom:
 Result tensors (n_dir directions, n points per slice, g grid points per axis):
     alphas [n]; safety_1d, logodds_1d, proxy_1d [n_dir, n]; grid [g]; safety_2d, logodds_2d [g, g]
     (rows = β along d₂, columns = α along d₁); line_alphas [m]; line_safety, line_logodds [m].
+
+Precision: every point is measured in float32 whatever precision the model arrives in (`precision.fp32_required`):
+the perturbations α·d at small α are below bf16's resolution of the weights, so bf16 would flatten the landscape.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from workbench.analysis.result import AnalysisResult
 from workbench.analysis.safety_metric import SafetyMeasure, SafetyProbe, harmful_prompts
 from workbench.config import Spec as BaseSpec
 from workbench.evaluation.judge import load_judge
+from workbench.precision import fp32_required
 
 Directions = dict[str, torch.Tensor]  # parameter name -> direction of the same shape
 
@@ -286,6 +290,7 @@ def run(ctx, spec: Spec) -> LandscapeResult:
     """Load → probe → (1D slices, 2D grid, interpolation line) → scores. See the module docstring."""
     slices = spec.slices if spec.slices is not None else (["1d", "line"] if ctx.compare else ["1d"])
     model, tok = ctx.load("model")
+    model = fp32_required(model)  # never bf16 (module docstring)
     prompts = harmful_prompts(spec.prompts, spec.n_prompts)
     judge = None
     if spec.metric == "judge":

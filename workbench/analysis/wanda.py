@@ -21,6 +21,9 @@ Method, top to bottom:
                Alpaca pairs) for: unpruned, set-difference pruned, random pruned; each pruning is undone
                before the next, so one model serves all conditions.
 
+Precision: float32 whatever the runs it reads trained or generated in: Wanda and SNIP score a model upcast by
+`precision.fp32_required` (see `workbench.precision`).
+
 Shapes: scores and masks are per parameter name `<module>.weight`, `[d_out, d_in]` like the weight.
 Density maps are `[n_layers, n_module_types]`: the share of each matrix in the mask.
 """
@@ -52,6 +55,7 @@ from workbench.models.pruning import (  # noqa: F401  (public here too: the anal
     wanda_scores,
 )
 from workbench.models.sites import LINEAR_TYPES, layer_of, linear_modules
+from workbench.precision import fp32_required
 from workbench.training.plugins import lm_loss
 
 DEFAULT_MODULES = LINEAR_TYPES  # the linear sublayer types scored by default
@@ -81,7 +85,9 @@ class Spec(BaseSpec):
 # --- 2. scores: Wanda's `wanda_scores` / `input_norms` live in workbench.models.pruning (shared with Antidote) --
 
 def snip_scores(model, batches, modules=DEFAULT_MODULES, progress: bool = False) -> dict[str, torch.Tensor]:
-    """S = Σ_batches |W ⊙ ∂L/∂W|, L = mean answer-token cross-entropy of each batch."""
+    """S = Σ_batches |W ⊙ ∂L/∂W|, L = mean answer-token cross-entropy of each batch; in float32 (`model` is upcast
+    in place if it is not)."""
+    model = fp32_required(model)
     linears = linear_modules(model, modules)
     device = next(model.parameters()).device
     flags = {n: p.requires_grad for n, p in model.named_parameters()}

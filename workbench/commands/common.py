@@ -26,6 +26,9 @@ JudgeOpt = typer.Option(None, "--judge", help="Moderation judge behind HS / HS+:
                                               "hashing-lr, a fast stand-in) or a local Hugging Face folder holding a "
                                               "sequence-classification moderation model or a guard causal LM "
                                               "(docs/judges.md).")
+DTypeOpt = typer.Option(None, "--dtype", help="Precision of training and generation: float32 (default), bfloat16 "
+                                              "(float32 master weights; docs/benchmarks.md), or auto: bfloat16 where "
+                                              "the CPU has AMX-BF16 or AVX512-BF16, else float32. Recorded resolved.")
 
 
 def _on_sigterm(signum, frame):
@@ -85,6 +88,19 @@ def with_judge(spec, judge: str | None):
     from workbench.evaluation.moderation import resolve_spec  # deferred: torch
 
     return spec.model_copy(update={"judge": True, "judge_model": resolve_spec(judge)})
+
+
+def with_dtype(spec, dtype: str | None):
+    """The spec `spec` (a TrainSpec, GenerationSpec or EvalSpec: then its generation) in the precision `--dtype`
+    names, "auto" resolved for this machine; as is without one."""
+    if dtype is None:
+        return spec
+    from workbench.config import EvalSpec  # deferred: pydantic
+    from workbench.precision import resolve_dtype  # deferred: startup
+
+    if isinstance(spec, EvalSpec):
+        return spec.model_copy(update={"generation": with_dtype(spec.generation, dtype)})
+    return spec.model_copy(update={"dtype": resolve_dtype(dtype)})
 
 
 def fmt_rate(r) -> str:

@@ -5,7 +5,18 @@ from pathlib import Path
 
 import typer
 
-from workbench.commands.common import JudgeOpt, ModelOpt, OutOpt, SeedOpt, eval_spec, guard, print_metrics, with_judge
+from workbench.commands.common import (
+    DTypeOpt,
+    JudgeOpt,
+    ModelOpt,
+    OutOpt,
+    SeedOpt,
+    eval_spec,
+    guard,
+    print_metrics,
+    with_dtype,
+    with_judge,
+)
 from workbench.data.jsonl import read_prompts
 
 
@@ -26,7 +37,7 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
              system_prompt: str | None = typer.Option(
                  None, help="System prompt for the harmful and benign prompts (e.g. a safety prompt, as PTST uses); "
                             "default: the chat template's own."),
-             judge: str | None = JudgeOpt):
+             judge: str | None = JudgeOpt, dtype: str | None = DTypeOpt):
     """Evaluate any model or run folder on held-out sets."""
     from workbench import steps  # deferred: torch
 
@@ -37,7 +48,7 @@ def eval_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
         spec = eval_spec(preset, model, seed, n_harmful if n_harmful is not None else
                          (len(harmful) if harmful else None), n_benign, n_task, task, harmful_set,
                          validation=validation)
-        spec = with_judge(spec, judge)
+        spec = with_dtype(with_judge(spec, judge), dtype)
         if system_prompt is not None:
             spec = spec.model_copy(update={"generation": spec.generation.model_copy(
                 update={"system_prompt": system_prompt})})

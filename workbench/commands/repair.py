@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from workbench.commands.common import JudgeOpt, guard, parse_params, print_metrics
+from workbench.commands.common import DTypeOpt, JudgeOpt, guard, parse_params, print_metrics
 
 
 def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tuning defense: safelora or antidote."),
@@ -22,7 +22,7 @@ def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tun
                preset: str | None = typer.Option(None, help="'full' or 'tiny' eval sizes (default: the attacked "
                                                                "run's recorded evaluation)."),
                seed: int = typer.Option(0, "--seed", help="Seed for calibration samples and evaluation."),
-               judge: str | None = JudgeOpt):
+               judge: str | None = JudgeOpt, dtype: str | None = DTypeOpt):
     """Repair a fine-tuned model (SafeLoRA projection or Antidote pruning) and evaluate it like `attack` does."""
     from workbench import steps  # deferred: torch
 
@@ -40,7 +40,7 @@ def repair_cmd(defense: str = typer.Option(..., "--defense", help="Post-fine-tun
 
             eval_spec = get_preset(preset, seed).eval
         return steps.repair(defense, parse_params(param), model, out, seed, eval_spec, aligned, unaligned,
-                            judge=judge)
+                            judge=judge, dtype=dtype)
 
     path = guard(run)
     print_metrics(path)

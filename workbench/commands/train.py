@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from workbench.commands.common import (
+    DTypeOpt,
     JudgeOpt,
     ModelOpt,
     OutOpt,
@@ -23,6 +24,7 @@ from workbench.commands.common import (
     guard,
     parse_params,
     print_metrics,
+    with_dtype,
     with_judge,
 )
 
@@ -35,7 +37,7 @@ def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
               method: str | None = typer.Option(None, help="'lora' or 'full' fine-tuning."),
               max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps."),
               resume: bool = typer.Option(False, help="Continue an interrupted run of the same spec."),
-              judge: str | None = JudgeOpt):
+              judge: str | None = JudgeOpt, dtype: str | None = DTypeOpt):
     """Safety-align a model (SFT on refusals, or an alignment-stage defense)."""
     from workbench import steps  # deferred: torch
     from workbench.config import DefenseSpec  # deferred: pydantic
@@ -47,8 +49,8 @@ def align_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
         train = p.align.train.model_copy(update={k: v for k, v in dict(method=method, max_steps=max_steps).items()
                                                  if v is not None})
         spec = p.align.model_copy(update={"defense": DefenseSpec(name=defense, params=parse_params(param)),
-                                          "train": train})
-        return steps.align(spec, model, out, seed, with_judge(p.eval, judge), resume=resume)
+                                          "train": with_dtype(train, dtype)})
+        return steps.align(spec, model, out, seed, with_dtype(with_judge(p.eval, judge), dtype), resume=resume)
 
     path = guard(run)
     print_metrics(path)
@@ -68,7 +70,7 @@ def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                attack_param: list[str] = typer.Option([], "--attack-param",
                                                        help="Attack hyperparameter KEY=VALUE (JSON value)."),
                resume: bool = typer.Option(False, help="Continue an interrupted run of the same spec."),
-               judge: str | None = JudgeOpt):
+               judge: str | None = JudgeOpt, dtype: str | None = DTypeOpt):
     """Fine-tune a model on user data with harmful ratio p (the attack), optionally under a defense."""
     from workbench import steps  # deferred: torch
     from workbench.config import DefenseSpec  # deferred: pydantic
@@ -83,10 +85,11 @@ def attack_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOpt,
                                                  if v is not None})
         train = pr.attack.train.model_copy(update={k: v for k, v in dict(method=method, max_steps=max_steps).items()
                                                    if v is not None})
-        spec = pr.attack.model_copy(update={"name": name, "data": data, "train": train,
+        spec = pr.attack.model_copy(update={"name": name, "data": data, "train": with_dtype(train, dtype),
                                             "params": parse_params(attack_param)})
         d = DefenseSpec(name=defense, params=parse_params(param)) if defense else None
-        return steps.attack(spec, model, out, seed, with_judge(pr.eval, judge), resume=resume, defense=d)
+        return steps.attack(spec, model, out, seed, with_dtype(with_judge(pr.eval, judge), dtype), resume=resume,
+                            defense=d)
 
     path = guard(run)
     print_metrics(path)

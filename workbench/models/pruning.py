@@ -4,6 +4,9 @@ the method) and the Antidote repair (`workbench.defenses.post.antidote`).
 
 Scores and masks are per parameter name `<module>.weight`, `[d_out, d_in]` like the weight; the scored modules
 are linear sublayers of the decoder layers by type (`workbench.models.sites.LINEAR_TYPES` by default).
+
+Precision: scores are computed in float32 whatever precision the model arrives in (`precision.fp32_required`): they
+multiply weights by activation norms and are ranked across matrices, where bf16's 3 digits reorder near-ties.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.models.sites import LINEAR_TYPES, linear_modules
+from workbench.precision import fp32_required
 
 Mask = dict[str, torch.Tensor]  # parameter name -> bool tensor of the parameter's shape
 
@@ -59,7 +63,9 @@ def input_norms(model, batches, modules=LINEAR_TYPES, tokens: str = "all", progr
 
 def wanda_scores(model, batches, modules=LINEAR_TYPES, tokens: str = "all", progress: bool = False
                  ) -> dict[str, torch.Tensor]:
-    """S = |W| · ‖X‖₂ (broadcast over output rows), keyed by parameter name `<module>.weight`."""
+    """S = |W| · ‖X‖₂ (broadcast over output rows), keyed by parameter name `<module>.weight`; in float32
+    (`model` is upcast in place if it is not)."""
+    model = fp32_required(model)
     norms = input_norms(model, batches, modules, tokens, progress)
     linears = linear_modules(model, modules)
     return {f"{n}.weight": linears[n].weight.detach().abs().float() * norms[n][None, :] for n in linears}

@@ -3,9 +3,15 @@
 Read top to bottom: encode → (LoRA wrap) → param groups → for each step: micro-batches → task loss (`lm_loss`
 or a plugin's) + the plugins' extra terms → backward (or a plugin's whole backward) → clip → AdamW → checkpoint.
 Extension points are documented in `workbench.training.plugins`; defenses only ever add plugins.
+
+Precision (`TrainSpec.dtype`, `workbench.precision`): in bfloat16 the trainable parameters and AdamW's state stay
+float32; LoRA stores the frozen base in bf16 for the run (cast once after wrapping; the float32 originals come back
+before the merge), full fine-tuning runs its forward passes under `torch.autocast(dtype=bfloat16)`. A plugin with
+`fp32_reason` makes the whole run float32. `state.dtype` (training.json's `dtype`) is the precision that ran.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -17,6 +23,7 @@ from tqdm.auto import tqdm
 from workbench.config import TrainSpec
 from workbench.data.chat import bucketed_batches, collate, encode
 from workbench.data.types import Sample
+from workbench.precision import cast_params, torch_dtype
 from workbench.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from workbench.training.plugins import TrainPlugin, TrainState, check_one_objective, lm_loss
 
@@ -33,7 +40,7 @@ class TrainResult:
             "steps": s.step, "final_loss": s.losses[-1] if s.losses else None,
             "first_loss": s.losses[0] if s.losses else None, "answer_tokens": s.tokens,
             "train_seconds": round(s.seconds, 2),
-            "tokens_per_second": round(s.tokens / s.seconds, 1) if s.seconds else None,
+            "tokens_per_second": round(s.tokens / s.seconds, 1) if s.seconds else None, "dtype": s.dtype,
         }
 
 
@@ -66,6 +73,11 @@ def total_steps(n_samples: int, spec: TrainSpec) -> int:
     """Optimizer steps of a run on `n_samples`: `max_steps`, or the epochs' worth of (accumulated) batches."""
     steps_per_epoch = math.ceil(math.ceil(n_samples / spec.batch_size) / spec.grad_accum)
     return spec.max_steps or steps_per_epoch * spec.epochs
+
+
+def training_dtype(spec: TrainSpec, plugins) -> str:
+    """The precision a run trains in: `spec.dtype`, or float32 when a plugin's mechanism needs it (`fp32_reason`)."""
+    return "float32" if any(p.fp32_reason for p in plugins) else spec.dtype
 
 
 def _micro_batches(encoded, spec: TrainSpec, pad_id: int):
@@ -101,10 +113,26 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
         for p in model.parameters():
             p.requires_grad_(True)
     model.train()
-    state = TrainState()
+    state = TrainState(dtype=training_dtype(spec, plugins))
+    low = torch_dtype(state.dtype) if state.dtype != "float32" else None
+    precision = contextlib.ExitStack()  # LoRA: the frozen base in bf16 until the merge (module docstring)
+    if low is not None and spec.method == "lora":
+        precision.enter_context(cast_params([p for p in model.parameters() if not p.requires_grad], low))
+
+    def forward_precision():
+        """Full fine-tuning in bf16: autocast around every forward pass (float32 weights)."""
+        if low is None or spec.method == "lora":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=low)
+
     # setup runs before a checkpoint is loaded: a plugin computing reference values from the model (DPO's reference
-    # log-probabilities) sees the unmodified starting model on resume as well
-    handles = [h for p in plugins for h in p.setup(model, tokenizer, state)]
+    # log-probabilities) sees the unmodified starting model on resume as well, in the precision training runs in
+    try:
+        with forward_precision():
+            handles = [h for p in plugins for h in p.setup(model, tokenizer, state)]
+    except BaseException:
+        precision.close()
+        raise
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = next((g for p in plugins if (g := p.param_groups(named, spec.lr)) is not None), None)
@@ -123,7 +151,7 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     if ckpt and has_checkpoint(ckpt):
         state = load_checkpoint(ckpt, model, optimizer)
-        state.total_steps = total
+        state.total_steps, state.dtype = total, training_dtype(spec, plugins)
 
     custom = [p for p in plugins if p.overrides_backward()]
     objective = [p for p in plugins if p.overrides_task_loss()]
@@ -147,15 +175,17 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
                 batch = {k: v.to(device) for k, v in batch.items()}
                 scale = 1.0 / spec.grad_accum
                 if custom:
-                    loss_val = custom[0].backward(model, batch, state, scale)
+                    with forward_precision():
+                        loss_val = custom[0].backward(model, batch, state, scale)
                 else:
-                    own = objective[0].task_loss(model, batch, state, need_hidden) if objective else None
-                    loss, out = own if own is not None else lm_loss(model, batch, output_hidden_states=need_hidden)
-                    total_loss = loss
-                    for p in plugins:
-                        extra = p.extra_loss(model, batch, out, state)
-                        if extra is not None:
-                            total_loss = total_loss + extra
+                    with forward_precision():
+                        own = objective[0].task_loss(model, batch, state, need_hidden) if objective else None
+                        loss, out = own if own is not None else lm_loss(model, batch, output_hidden_states=need_hidden)
+                        total_loss = loss
+                        for p in plugins:
+                            extra = p.extra_loss(model, batch, out, state)
+                            if extra is not None:
+                                total_loss = total_loss + extra
                     (total_loss * scale).backward()
                     loss_val = loss.item()
                 step_loss += loss_val * scale
@@ -188,6 +218,7 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
         bar.close()
         for h in handles:
             h.remove()
+        precision.close()  # the float32 base back: merged and saved as a float32 run would be
 
     model.eval()
     if spec.method == "lora":

@@ -21,6 +21,9 @@ A defense never copies the loop; it subclasses `TrainPlugin` and overrides what 
 - `on_step_end(model, state)`  after each optimizer step (T-Vaccine layer resampling, Lisa switching).
 
 Plugins must be deterministic functions of (seed, state.step) so a resumed run equals an uninterrupted one.
+
+A plugin whose mechanism is not safe in bfloat16 sets `fp32_reason` (why, in a few words): the loop then trains the
+whole run in float32 whatever `TrainSpec.dtype` asks (`workbench.precision`; Booster, Vaccine, T-Vaccine).
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class TrainState:
     # regulariser, TAR's post-attack entropy, ...; the last micro-batch's under grad_accum): what shows whether a
     # defense's mechanism did anything, written to the run's training.json
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    dtype: str = "float32"  # the precision the loop trained in (TrainSpec.dtype, unless a plugin needs float32)
 
 
 def lm_loss(model, batch: dict, output_hidden_states: bool = False):
@@ -68,6 +72,7 @@ def lm_loss(model, batch: dict, output_hidden_states: bool = False):
 class TrainPlugin:
     name = "plugin"
     needs_hidden_states = False
+    fp32_reason: str | None = None  # set: this plugin's mechanism needs float32, so the run trains in float32
 
     def setup(self, model, tokenizer, state: TrainState) -> list:
         return []

@@ -22,6 +22,8 @@ subtracts and re-adds the step, which is not bit-exact).
 Defaults: λ = 5, α = 0.1 (the authors' script), a harmful batch as large as the training batch (the
 authors: 10 = their training batch). Kept for SmolLM2 with LoRA (the authors also align with LoRA).
 Harmful data: `harmful_qa` train split (the authors: BeaverTails harmful pairs).
+
+Precision: trains in float32 whatever `TrainSpec.dtype` asks (the plugin's `fp32_reason`; `workbench.precision`).
 """
 from __future__ import annotations
 
@@ -64,6 +66,8 @@ def harmful_terms(model, batch: dict, alpha: float):
 
 class BoosterPlugin(TrainPlugin):
     name = "booster"
+    # the run trains in float32 whatever TrainSpec.dtype asks (workbench.precision)
+    fp32_reason = "h(w) − h(w') is a difference of two nearby losses, of the size of bf16 rounding"
 
     def __init__(self, params: BoosterParams, harmful: HarmfulBatches):
         self.params, self.harmful = params, harmful

@@ -24,6 +24,8 @@ Deviations: as in `vaccine.py`, the default site is the decoder layer's output (
 authors hook the attention module (`site="attn_out"`). The authors' code also adds layer i−1 to every sampled
 i for models deeper than 26 layers; we do not. Harmful data: `harmful_qa` train split (the authors use
 BeaverTails harmful pairs).
+
+Precision: trains in float32 whatever `TrainSpec.dtype` asks (the plugin's `fp32_reason`; `workbench.precision`).
 """
 from __future__ import annotations
 
@@ -72,6 +74,8 @@ def sample_layers(prob: list[float], k: int, seed: int, step: int) -> list[int]:
 
 class TVaccinePlugin(TrainPlugin):
     name = "t_vaccine"
+    # the run trains in float32 whatever TrainSpec.dtype asks (workbench.precision)
+    fp32_reason = "the activation perturbation ρ·g/‖g‖ is of the size of bf16 rounding"
 
     def __init__(self, params: TVaccineParams, probe: HarmfulBatches, seed: int):
         self.params, self.probe, self.seed = params, probe, seed

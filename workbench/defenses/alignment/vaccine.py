@@ -26,6 +26,8 @@ attention contribution before the residual add); the paper's formula and our def
 layer's output (`site="resid_post"`). `site="attn_out"` reproduces the code exactly. The two differ little:
 attention adds its output to the residual stream, so perturbing it is perturbing the stream mid-block
 (before the MLP) instead of after the block.
+
+Precision: trains in float32 whatever `TrainSpec.dtype` asks (the plugin's `fp32_reason`; `workbench.precision`).
 """
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ def perturbation(model, batch: dict, rho: float, site: str, layers: list[int]) -
 
 class VaccinePlugin(TrainPlugin):
     name = "vaccine"
+    # the run trains in float32 whatever TrainSpec.dtype asks (workbench.precision)
+    fp32_reason = "the activation perturbation ρ·g/‖g‖ is of the size of bf16 rounding"
 
     def __init__(self, params: VaccineParams):
         self.params = params

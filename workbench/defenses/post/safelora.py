@@ -24,6 +24,9 @@ V's singular values are equal, otherwise a different one). Layers the alignment 
 MLPs after a LoRA-on-attention alignment) have no subspace: they are skipped and reported, not reset. Only
 linear maps inside the blocks (`modules`) are candidates; embeddings and norms changed by a full fine-tune stay
 as fine-tuned. Default threshold 0.5 as in the authors' released configuration.
+
+Precision: the similarity scores and projections are computed in float64 from float32 weights whatever `--dtype`
+the repair run evaluates in (`precision.fp32_required` on every model it loads; `workbench.precision`).
 """
 from __future__ import annotations
 
@@ -38,6 +41,7 @@ from workbench.defenses.post.common import RepairContext, RepairResult
 from workbench.models import load_model
 from workbench.models.registry import _base_reference, model_folder
 from workbench.models.sites import LINEAR_TYPES, linear_modules, strip_peft
+from workbench.precision import fp32_required
 
 RANK_RTOL = 1e-4  # "exact": singular values of V below this share of the largest are float noise
 
@@ -110,7 +114,7 @@ def plan(deltas: dict[str, torch.Tensor], aligned: dict[str, torch.Tensor], unal
 # --- models in, repaired model out -----------------------------------------------------------------------
 
 def _weights(ref: str, names: list[str], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    model, _ = load_model(ref)
+    model = fp32_required(load_model(ref)[0])
     params = dict(model.named_parameters())
     out = {}
     for n in names:
@@ -131,6 +135,7 @@ def repair(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
 def _repair_merged(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
     """ΔW = W_attacked − W_aligned; projected layers become W_aligned + C ΔW."""
     model, tok = load_model(ctx.attacked)
+    model = fp32_required(model)
     weights = {f"{n}.weight": m.weight for n, m in linear_modules(model, params.modules).items()}
     aligned = _weights(ctx.aligned, list(weights), weights)
     deltas = {n: w.detach() - aligned[n] for n, w in weights.items() if not torch.equal(w.detach(), aligned[n])}
@@ -152,6 +157,7 @@ def _repair_adapter(params: SafeLoRAParams, ctx: RepairContext) -> RepairResult:
 
     folder = model_folder(ctx.attacked)
     base, tok = load_model(_base_reference(folder))
+    base = fp32_required(base)
     peft_model = PeftModel.from_pretrained(base, folder, is_trainable=False)
     mods = {f"{strip_peft(n)}.weight": m for n, m in lora_modules(peft_model).items()
             if n.rsplit(".", 1)[-1] in set(params.modules)}

@@ -1,0 +1,94 @@
+"""Precision: what a spec's `dtype` means, what "auto" resolves to, and the steps that stay float32 whatever it says.
+
+`TrainSpec.dtype` and `GenerationSpec.dtype` are "float32" (every run before they existed; the default, not
+written to config.json) or "bfloat16". "auto" is accepted where a spec is built (`--dtype auto`) and resolved here
+before any run is written, so a record always names the precision that ran (`resolve_dtype`):
+
+    auto  →  bfloat16 where the hardware multiplies bf16 natively — a CPU with AMX-BF16 or AVX512-BF16 (the flags
+             `workbench.machine` reads from /proc/cpuinfo), or a CUDA GPU that supports bf16 when the model runs
+             on one — else float32 (bf16 without those units is emulated, and slower than float32).
+
+Training in bfloat16 (`training.loop`, the recipe of mixed-precision training: Micikevicius et al. 2018, "Mixed
+Precision Training", with bf16 as Kalamkar et al. 2019, "A Study of BFLOAT16 for Deep Learning Training"):
+trainable parameters and AdamW's state stay float32 ("master weights"). LoRA stores the frozen base in bf16, cast
+once when training starts (`cast_params`), while peft keeps the adapters float32 and casts their input to the
+adapter's dtype; the float32 originals are kept aside and put back before the merge, so the saved model is the
+float32 base plus the float32 delta, as a float32 run would save it. Full fine-tuning runs the forward under
+`torch.autocast(dtype=bfloat16)` with float32 weights. Generation in bfloat16 stores the weights in bf16 for the
+call and gives the float32 originals back afterwards.
+
+Where bfloat16 is not safe (8 significant bits, about 3 decimal digits), the step runs in float32 whatever the
+spec says:
+- Booster's h(w) − h(w') and Vaccine's / T-Vaccine's activation perturbation: a difference of two nearby losses and a
+  normalised gradient step, both of the size of bf16's rounding; these plugins declare `fp32_reason` and the
+  training loop then trains the whole run in float32 (recorded as `dtype` in training.json).
+- the landscape's points, Wanda / Antidote scores and SafeLoRA's projection scores: tiny weight perturbations and
+  products of weights and activation norms, compared across models; these never read the spec and upcast any model
+  handed to them (`fp32_required`).
+- the judge: it loads its own model in float32 and never reads the generation spec.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+
+from workbench.config import DType
+from workbench.machine import cpu_flags
+
+DTYPE_CHOICES = ("float32", "bfloat16", "auto")  # what `--dtype` accepts
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 units that multiply bf16 natively
+
+
+def auto_dtype(flags: Iterable[str] | None = None, device: str = "cpu") -> DType:
+    """bfloat16 where `device` multiplies bf16 natively, else float32. `flags`: the CPU's (default: this machine's,
+    `machine.cpu_flags`); `device` "cuda" asks the GPU instead (`torch.cuda.is_bf16_supported`)."""
+    if device.startswith("cuda"):
+        import torch  # deferred: torch
+
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    have = set(cpu_flags() if flags is None else flags)
+    return "bfloat16" if have & set(BF16_CPU_FLAGS) else "float32"
+
+
+def resolve_dtype(name: str | None, flags: Iterable[str] | None = None, device: str = "cpu") -> DType:
+    """The precision `name` asks for, "auto" resolved (`auto_dtype`); None is float32. ValueError for another name.
+    The steps run their models on the CPU, so "auto" reads the CPU flags unless `device` says otherwise."""
+    if name is None:
+        return "float32"
+    if name not in DTYPE_CHOICES:
+        raise ValueError(f"unknown dtype {name!r}; use one of {', '.join(DTYPE_CHOICES)}")
+    return auto_dtype(flags, device) if name == "auto" else name
+
+
+def torch_dtype(name: DType):
+    import torch  # deferred: torch
+
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+
+
+@contextlib.contextmanager
+def cast_params(params: Iterable, dtype) -> Iterator[None]:
+    """Store every floating parameter of `params` in `dtype` inside the block (cast once, not on every forward),
+    then give each back the very tensor it held: bit-exact, no float32 → bf16 → float32 round trip."""
+    kept = []
+    for p in params:
+        if p.is_floating_point() and p.dtype != dtype:
+            kept.append((p, p.data))
+            p.data = p.data.to(dtype)
+    try:
+        yield
+    finally:
+        for p, data in kept:
+            p.data = data
+
+
+def fp32_required(model):
+    """`model` with every floating parameter and buffer in float32 (upcast in place where needed), for the steps
+    that must not run in bfloat16 (module docstring): whatever precision the model was handed in, they compute in
+    float32."""
+    import torch  # deferred: torch
+
+    if any(t.is_floating_point() and t.dtype != torch.float32
+           for t in (*model.parameters(), *model.buffers())):
+        model.float()
+    return model
