@@ -223,3 +223,16 @@ def test_cli_dtype_reaches_the_record(tmp_path):
     assert evaluated.spec.eval.generation.dtype == resolve_dtype("auto")
     bad = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--dtype", "float16", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "unknown dtype 'float16'" in bad.output
+
+
+def test_a_preset_in_bf16_sets_every_training_and_generation_spec():
+    from workbench.presets import preset
+
+    base = preset("tiny")
+    assert base.in_precision(None) is base
+    bf16 = base.in_precision("bfloat16")
+    assert (bf16.align.train.dtype, bf16.attack.train.dtype) == ("bfloat16", "bfloat16")
+    for spec in (bf16.eval, bf16.validation, bf16.quickstart):
+        assert spec.generation.dtype == "bfloat16" and spec.n_harmful == base.eval.n_harmful
+    assert base.align.train.dtype == "float32"  # the preset itself is not changed
+    assert preset("tiny").in_precision("auto").align.train.dtype == resolve_dtype("auto")

@@ -17,22 +17,25 @@ from workbench.vocabulary import short_title
 
 
 def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | None = None,
-               progress: bool = True, resume: bool = False, reported_sets: bool = False) -> dict[str, Path]:
+               progress: bool = True, resume: bool = False, reported_sets: bool = False,
+               dtype: str | None = None) -> dict[str, Path]:
     """Returns {"non-aligned", "aligned", "attacked", "repaired", "refusal-direction"} → run folder paths.
 
     The models are evaluated on the preset's `quickstart` sets (a fixed workload, so `make run`'s time compares across
     versions), or with `reported_sets` on the `eval` sets every reported table uses (the standard harmful set).
+    `dtype` ("float32", "bfloat16", "auto"): the precision of every training and generation (None: the preset's).
 
     With `resume`, training steps continue from their checkpoints in `<out>/.incomplete/`.
     """
-    p = preset(preset_name or default_preset(model), seed)
+    p = preset(preset_name or default_preset(model), seed).in_precision(dtype)
     sets = p.eval if reported_sets else p.quickstart
     t0 = time.perf_counter()
     paths = {"non-aligned": steps.evaluate_model(model, out, seed, sets, name="non-aligned", progress=progress)}
     paths["aligned"] = steps.align(p.align, model, out, seed, sets, progress=progress, resume=resume)
     paths["attacked"] = steps.attack(p.attack, str(paths["aligned"]), out, seed, sets, progress=progress,
                                      resume=resume)
-    paths["repaired"] = steps.repair(p.repair, {}, str(paths["attacked"]), out, seed, progress=progress)
+    paths["repaired"] = steps.repair(p.repair, {}, str(paths["attacked"]), out, seed, progress=progress,
+                                     dtype=dtype)
     paths["refusal-direction"] = steps.run_analysis(
         "refusal-direction", str(paths["aligned"]), str(paths["attacked"]), seed,
         Path(out) / f"analysis-refusal-direction-{paths['attacked'].name}", p.inside, progress=progress)

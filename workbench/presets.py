@@ -3,9 +3,10 @@
 importing the steps that run them."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from workbench.config import AlignSpec, AttackSpec, DataSpec, EvalSpec, GenerationSpec, TrainSpec
+from workbench.precision import resolve_dtype
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,22 @@ class Preset:
     quickstart: EvalSpec  # `make run`'s test sets: its workload stays fixed when the reported sets grow (#19)
     repair: str = "safelora"  # the quickstart's post-fine-tuning repair of the attacked model
     inside: dict = field(default_factory=dict)  # the quickstart's refusal-direction sizes (analysis Spec fields)
+
+    def in_precision(self, dtype: str | None) -> Preset:
+        """The same preset with every training and generation spec in `dtype` ("auto" resolved for this machine;
+        None: as is). Steps that must stay float32 ignore it (`workbench.precision`)."""
+        if dtype is None:
+            return self
+        chosen = resolve_dtype(dtype)
+
+        def train(spec):
+            return spec.model_copy(update={"train": spec.train.model_copy(update={"dtype": chosen})})
+
+        def evaluation(spec: EvalSpec) -> EvalSpec:
+            return spec.model_copy(update={"generation": spec.generation.model_copy(update={"dtype": chosen})})
+
+        return replace(self, align=train(self.align), attack=train(self.attack), eval=evaluation(self.eval),
+                       validation=evaluation(self.validation), quickstart=evaluation(self.quickstart))
 
 
 def preset(name: str, seed: int = 0) -> Preset:

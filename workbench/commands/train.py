@@ -101,13 +101,14 @@ def quickstart_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOp
                                                help="Continue interrupted training steps from their checkpoints."),
                    reported_sets: bool = typer.Option(
                        False, help="Evaluate on the reported test sets (the standard harmful set, HS per source) "
-                                   "instead of the quickstart's fixed 100 AdvBench prompts.")):
+                                   "instead of the quickstart's fixed 100 AdvBench prompts."),
+                   dtype: str | None = DTypeOpt):
     """Non-aligned → safety SFT → harmful fine-tuning (p = 0.1) → SafeLoRA repair, all evaluated; then the refusal
     direction of aligned vs attacked. Prints one table; `workbench app` opens the runs root."""
     from workbench.pipeline import quickstart as qs  # deferred: torch
     from workbench.pipeline import results_table
 
-    paths = guard(qs, model, out, seed, preset, resume=resume, reported_sets=reported_sets)
+    paths = guard(qs, model, out, seed, preset, resume=resume, reported_sets=reported_sets, dtype=dtype)
     rows = results_table(paths)
     table = Table(title=f"quickstart: {model} (seed {seed}, {paths['_seconds'] / 60:.1f} min)")
     cols = [c for c in rows[0] if c not in ("model", "run")]
