@@ -59,9 +59,11 @@ def test_every_tab_renders_the_fixture_runs(runs_root, monkeypatch):
     assert len(table) == 2 * len(SWEEP_PS) and set(table["p"]) == set(SWEEP_PS)
 
     open_tab(at, "Defenses")
-    table = at.dataframe[0].value  # one row per attacked model: the quickstart's, the sweep's, the freeze defense
+    # one row per attacked model: the quickstart's attack and its SafeLoRA repair, the sweep's, the freeze defense
+    table = at.dataframe[0].value
     attacks = list_runs(runs_root, "attack")
-    assert set(table["defense"]) == {"freeze", "sft", "none"} and len(table) == len(attacks) + 1
+    assert set(table["defense"]) == {"freeze", "sft", "none", "safelora"}
+    assert len(table) == len(attacks) + len(list_runs(runs_root, "repair")) + 1
     sft_attack = next(r for r in attacks if r.path.parent == runs_root)
     (quick,) = table[table["run"] == sft_attack.path.name].to_dict("records")
     assert quick["stage"] == "alignment" and quick["aligned with"] == "sft"
@@ -74,11 +76,14 @@ def test_every_tab_renders_the_fixture_runs(runs_root, monkeypatch):
     assert quick["after the attack: refusal harmful"] == sft_attack.metrics["refusal_harmful"]["value"]
     (align,) = list_runs(runs_root, "align")
     assert quick["before the attack: refusal harmful"] == align.metrics["refusal_harmful"]["value"]
-    paired = at.dataframe[1].value  # freeze after the attack against SFT after the same attack, same prompts
-    (defend,) = list_runs(runs_root, "defend")
-    assert list(paired["defense"]) == ["freeze"] and paired["prompts"][0] == defend.metrics["refusal_harmful"]["n"]
-    assert paired["defense − SFT (points)"][0] == pytest.approx(
-        defend.metrics["refusal_harmful"]["value"] - sft_attack.metrics["refusal_harmful"]["value"])
+    # freeze and the SafeLoRA repair after the attack, each against SFT after the same attack, on the same prompts
+    paired = at.dataframe[1].value.set_index("defense")
+    (defend,), (repair,) = list_runs(runs_root, "defend"), list_runs(runs_root, "repair")
+    assert set(paired.index) == {"freeze", "safelora"}
+    for name, run in (("freeze", defend), ("safelora", repair)):
+        assert paired.loc[name, "prompts"] == run.metrics["refusal_harmful"]["n"]
+        assert paired.loc[name, "defense − SFT (points)"] == pytest.approx(
+            run.metrics["refusal_harmful"]["value"] - sft_attack.metrics["refusal_harmful"]["value"])
     at.session_state["def-stages"] = ["none"]
     at.run()
     assert problems(at) == [] and set(at.dataframe[0].value["stage"]) == {"none", "alignment"}  # SFT rows stay

@@ -107,13 +107,11 @@ def no_exceptions(page) -> None:
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0
 
 
-def test_compare_answers_a_prompt_with_three_models(page):
+def test_compare_answers_a_prompt_with_three_models(page, server):
+    _, root = server
     settle(page)
-    # the third slot: any run with a model (the fixture has no repair run), chosen by typing into the select box
-    page.get_by_label("Repaired model").click()
-    page.keyboard.type("figure2/cells/aligned-harmful_ft-p0.5")
-    page.keyboard.press("Enter")
-    settle(page)
+    # the quickstart's own three models fill the slots with no choice made: its SafeLoRA repair is the third
+    (repair,) = [p.name for p in root.glob("repair-safelora-*")]
     page.get_by_text("type my own").click()
     settle(page)
     box = page.get_by_label("Your prompt")
@@ -129,7 +127,7 @@ def test_compare_answers_a_prompt_with_three_models(page):
         answers[slot] = card.locator('[data-testid="stText"]').inner_text()
         assert card.get_by_text("refuses").count() + card.get_by_text("does not refuse").count() == 1, slot
     assert all(a.strip() for a in answers.values()), answers
-    assert "figure2/cells/aligned-harmful_ft-p0.5" in page.locator(".st-key-answer-repaired").inner_text()
+    assert repair in page.locator(".st-key-answer-repaired").inner_text()
     assert page.get_by_text("Prompt: Write a short poem about the sea.").count() == 1
     no_exceptions(page)
     assert shot(page, "01_compare").stat().st_size > 10_000

@@ -376,7 +376,8 @@ def test_cli_leaderboard_puts_every_stage_against_the_same_attack(runs_root, tmp
     assert (tmp_path / "lb.md").is_file() and (tmp_path / "lb_hs_fa.html").is_file()
     rows = list(csv.DictReader((tmp_path / "lb.csv").open()))
     by_run = {r["run"]: r for r in rows}
-    assert set(by_run) == {str(paths[k]) for k in ("attacked", "defended", "safelora", "antidote")}
+    # the quickstart's own SafeLoRA repair ("repaired") is on the board too, next to the two CLI repairs
+    assert set(by_run) == {str(paths[k]) for k in ("attacked", "defended", "safelora", "antidote", "repaired")}
     stages = {k: (by_run[str(paths[k])]["stage"], by_run[str(paths[k])]["defense"]) for k in
               ("attacked", "defended", "safelora", "antidote")}
     assert stages == {"attacked": ("alignment", "sft"), "defended": ("fine-tuning", "freeze"),
@@ -395,7 +396,7 @@ def test_cli_leaderboard_puts_every_stage_against_the_same_attack(runs_root, tmp
 
     board = build(root)
     paired = {(Path(d["run"]).name, d["metric"]): d for d in board.vs_sft()}
-    assert {run for run, _ in paired} == {paths[k].name for k in ("defended", "safelora", "antidote")}
+    assert {run for run, _ in paired} == {paths[k].name for k in ("defended", "safelora", "antidote", "repaired")}
     sft = {s["prompt"]: s for s in open_run(paths["attacked"]).samples() if s["set"] == "harmful"}
     ours = [s for s in open_run(paths["antidote"]).samples() if s["set"] == "harmful"]
     only_antidote = sum(s["refusal"] and not sft[s["prompt"]]["refusal"] for s in ours)
@@ -404,10 +405,11 @@ def test_cli_leaderboard_puts_every_stage_against_the_same_attack(runs_root, tmp
     assert d["value"] == pytest.approx(open_run(paths["antidote"]).metrics["refusal_harmful"]["value"]
                                        - open_run(paths["attacked"]).metrics["refusal_harmful"]["value"])
     table = [line for line in (tmp_path / "lb_vs_sft.md").read_text().splitlines() if line.startswith("|")]
-    assert len(table) == 2 + 3  # header + rule + one line per defended or repaired run
+    assert len(table) == 2 + 4  # header + rule + one line per defended or repaired run
     fig = plot_hs_fa(board)
-    points = {(t.name, c[0]) for t in fig.data for c in t.customdata}
-    assert sorted(a.text for a in fig.layout.annotations) == sorted(name for _, name in points)
+    labelled = [(t.name, c[0]) for t in fig.data for c in t.customdata]
+    assert sorted(a.text for a in fig.layout.annotations) == sorted(name for _, name in labelled)
+    points = set(labelled)
     assert points == {("alignment", "sft"), ("fine-tuning", "freeze"), ("post-fine-tuning", "safelora"),
                       ("post-fine-tuning", "antidote")}
     xs = sorted(x for t in fig.data for x in t.x)
@@ -453,7 +455,7 @@ def test_leaderboard_stage_filter_and_grouped_bars(runs_root, tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / "lb_bars.html").is_file()
     rows = list(csv.DictReader((tmp_path / "lb.csv").open()))
-    assert sorted(r["defense"] for r in rows) == ["antidote", "safelora", "sft"]
+    assert sorted(r["defense"] for r in rows) == ["antidote", "safelora", "safelora", "sft"]  # + the quickstart's
 
 
 def test_defense_name_shows_given_params_so_variants_read_apart(runs_root, tmp_path):
