@@ -19,9 +19,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import streamlit as st  # noqa: E402
 
-from apps.tabs import common, compare, defenses, inside, landscape, parameters, runs, threat  # noqa: E402
+from apps.tabs import common, compare, defenses, inside, landscape, parameters, runs, studies, threat  # noqa: E402
 
-TABS = (compare, threat, defenses, inside, landscape, parameters, runs)
+TABS = (compare, threat, defenses, inside, landscape, parameters, studies, runs)
 
 
 def sidebar() -> Path:
