@@ -2,7 +2,7 @@
 
     RunRecord
         schema_version  int; SCHEMA_VERSION when written, 1 for a config.json written before it was recorded
-        kind            "align" | "attack" | "defend" | "repair" | "eval" | "analysis"
+        kind            "align" | "attack" | "defend" | "repair" | "eval" | "analysis" | "study"
         name, seed      the run's name (folder `<kind>-<name>-<timestamp>`) and seed
         spec            what the step ran, typed by kind (table below)
         git_hash, versions, created     provenance
@@ -14,6 +14,7 @@
     repair           RepairRunSpec       defense, defense_params, aligned, unaligned, attacked_run, attack, eval
     eval             EvalRunSpec         eval (EvalSpec), harmful_prompts
     analysis         AnalysisRunSpec     analysis, params, compare
+    study            StudyRunSpec        study (its name), params (the study's own spec, dumped)
 
 The nested parts are the step specs of `workbench.config`, validated as strictly as on the command line, so a
 damaged record is one clear error. The run specs around them are lenient on purpose: every field is optional
@@ -37,7 +38,7 @@ from workbench.vocabulary import ALIGNMENT, FINE_TUNING, POST_FINE_TUNING
 # 1: the records written before the version was (config.json without "schema_version"); 3 adds `machine`
 SCHEMA_VERSION = 3
 
-RunKind = Literal["align", "attack", "defend", "repair", "eval", "analysis"]
+RunKind = Literal["align", "attack", "defend", "repair", "eval", "analysis", "study"]
 
 # The defense stage a run of each kind belongs to (other kinds: none).
 STAGE_OF_KIND: dict[str, str] = {"align": ALIGNMENT, "defend": FINE_TUNING, "repair": POST_FINE_TUNING}
@@ -108,11 +109,19 @@ class AnalysisRunSpec(_RunSpec):
     compare: str | None = None
 
 
-RunSpec = AlignRunSpec | AttackRunSpec | RepairRunSpec | EvalRunSpec | AnalysisRunSpec  # one per kind: SPEC_OF_KIND
+class StudyRunSpec(_RunSpec):
+    """A study of an open question (`workbench.studies`): which study, its spec, and the model it started from."""
+
+    study: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)  # the study's own spec, dumped
+    model: str | None = None
+
+
+RunSpec = AlignRunSpec | AttackRunSpec | RepairRunSpec | EvalRunSpec | AnalysisRunSpec | StudyRunSpec  # SPEC_OF_KIND
 
 SPEC_OF_KIND: dict[str, type[_RunSpec]] = {
     "align": AlignRunSpec, "attack": AttackRunSpec, "defend": AttackRunSpec, "repair": RepairRunSpec,
-    "eval": EvalRunSpec, "analysis": AnalysisRunSpec,
+    "eval": EvalRunSpec, "analysis": AnalysisRunSpec, "study": StudyRunSpec,
 }
 
 

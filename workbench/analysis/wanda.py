@@ -9,6 +9,7 @@ Method, top to bottom:
   2. score     Wanda:  S_ij = |W_ij| · ‖X_j‖₂, X_j = input feature j of the linear layer over all calibration
                        tokens (non-pad; or only answer tokens) — one forward pass, no gradients.
                SNIP:   S_ij = Σ_batches |W_ij · ∂L/∂W_ij|, L = answer-token cross-entropy.
+               (`gradient_scores` also gives Σ_batches |∂L/∂W_ij| alone: the safety-params study's `grad`.)
                Scored modules: the linear maps inside the blocks (q/k/v/o, gate/up/down: `workbench.models.sites.
                LINEAR_TYPES`); not embeddings.
   3. select    top-q of the safety scores minus top-p of the utility scores (Wei et al.'s set difference:
@@ -87,6 +88,13 @@ class Spec(BaseSpec):
 def snip_scores(model, batches, modules=DEFAULT_MODULES, progress: bool = False) -> dict[str, torch.Tensor]:
     """S = Σ_batches |W ⊙ ∂L/∂W|, L = mean answer-token cross-entropy of each batch; in float32 (`model` is upcast
     in place if it is not)."""
+    return gradient_scores(model, batches, modules, progress, times_weight=True)
+
+
+def gradient_scores(model, batches, modules=DEFAULT_MODULES, progress: bool = False, times_weight: bool = False
+                    ) -> dict[str, torch.Tensor]:
+    """S = Σ_batches |∂L/∂W| (or |W ⊙ ∂L/∂W| with `times_weight`: SNIP), L = mean answer-token cross-entropy of
+    each batch; in float32 (`model` is upcast in place if it is not)."""
     model = fp32_required(model)
     linears = linear_modules(model, modules)
     device = next(model.parameters()).device
@@ -100,14 +108,15 @@ def snip_scores(model, batches, modules=DEFAULT_MODULES, progress: bool = False)
     scores = {n: torch.zeros_like(w, dtype=torch.float32) for n, w in weights.items()}
     was_training = model.training
     model.eval()
+    desc = "snip gradients" if times_weight else "gradients"
     try:
-        for batch in tqdm(batches, desc="snip gradients", disable=not progress, dynamic_ncols=True):
+        for batch in tqdm(batches, desc=desc, disable=not progress, dynamic_ncols=True):
             batch = {k: v.to(device) for k, v in batch.items()}
             loss, _ = lm_loss(model, batch)
             loss.backward()
             with torch.no_grad():
                 for n, w in weights.items():
-                    scores[n] += (w.detach() * w.grad).abs().float()
+                    scores[n] += ((w.detach() * w.grad) if times_weight else w.grad).abs().float()
                     w.grad = None
     finally:
         for n, p in model.named_parameters():
