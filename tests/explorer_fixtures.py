@@ -68,6 +68,9 @@ def _build(root: Path) -> dict[str, Path]:
         except Exception as err:  # one analysis that breaks must not sink the tests of everything else
             warnings.warn(f"fixture analysis {key} failed: {type(err).__name__}: {err}", stacklevel=1)
             shutil.rmtree(root / f"analysis-{key}", ignore_errors=True)
+    from study_safety_params_fixture import build_safety_params_study  # the safety-params study (#25)
+
+    build_safety_params_study(root, aligned)
     return {**{k: v for k, v in paths.items() if not k.startswith("_")}, "sweep": root / "figure2"}
 
 

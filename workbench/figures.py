@@ -11,6 +11,7 @@ same wherever it is shown.
                     `workbench.plots.leaderboard` (grouped bars per attack; HS vs FA)
     training        training runs whose `training.json` holds a defense's per-step diagnostics →
                     `workbench.plots.training` (task loss and the defense's own loss terms)
+    study           study runs (kind "study") → the registered study's plots module (STUDIES in `workbench.studies`)
 
 `collect(root)` gathers all of them as {"group/name": Figure}; `export(figures, out, formats)` writes
 HTML (always) and PNG/SVG through kaleido, one browser session for all static images.
@@ -34,6 +35,7 @@ from workbench.plots.leaderboard import figures as board_figures
 from workbench.plots.threat import figures
 from workbench.plots.training import plot_training
 from workbench.runs import INCOMPLETE, Run, defense_name, list_runs, model_ref
+from workbench.studies import STUDIES, get_study
 from workbench.sweep import results
 from workbench.vocabulary import analysis_key
 
@@ -211,7 +213,24 @@ def sweep_figures(folder: str | Path) -> dict[str, go.Figure]:
 # ------------------------------------------------------------------------------------ collect/export
 
 
-FIGURE_KINDS = ("analysis", "sweep", "leaderboard", "training")  # what `collect` can draw
+FIGURE_KINDS = ("analysis", "sweep", "leaderboard", "training", "study")  # what `collect` can draw
+
+
+def study_runs(root: str | Path, name: str | None = None) -> list[Run]:
+    """Finished runs of registered studies under `root` (of study `name` when given), oldest first."""
+    return [r for r in list_runs(root, "study") if r.name in STUDIES and (name is None or r.name == name)]
+
+
+def load_study(run: Run):
+    """The typed result of a study run, via its registered study module."""
+    mod, _ = get_study(run.name)
+    return mod.load_result(run.path)
+
+
+def study_figures(run: Run) -> dict[str, go.Figure]:
+    """{name: Figure} drawn from a study run's result by its plots module."""
+    _, plots = get_study(run.name)
+    return dict(plots.figures(load_study(run)))
 
 
 def training_runs(root: str | Path) -> list[tuple[Run, dict]]:
@@ -270,6 +289,15 @@ def collect(root: str | Path, kinds: Iterable[str] = FIGURE_KINDS,
             if keep(group):
                 try:
                     out[f"{group}/training"] = plot_training({defense_name(run): training})
+                except Exception as err:
+                    on_error(group, err)
+    if "study" in kinds:
+        for run in study_runs(root):
+            group = str(run.path.relative_to(root))
+            if keep(group):
+                try:
+                    for name, fig in study_figures(run).items():
+                        out[f"{group}/{name}"] = fig
                 except Exception as err:
                     on_error(group, err)
     if "leaderboard" in kinds and keep("leaderboard"):

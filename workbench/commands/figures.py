@@ -1,7 +1,7 @@
 """`workbench figures --out DIR [--runs ROOT]`: every figure of the runs under ROOT as HTML and PNG/SVG.
 
 Reads run folders only (see `workbench.figures`): analysis runs' figures through their plots modules,
-sweeps' metric-vs-p figures, the defense leaderboard, and defense training curves. DIR/<group>/<figure>.<fmt>
+sweeps' metric-vs-p figures, the defense leaderboard, defense training curves and studies. DIR/<group>/<figure>.<fmt>
 plus DIR/index.html.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ def figures_cmd(out: Path = typer.Option(..., "--out", "-o", help="Folder to wri
                 runs: Path = typer.Option(Path("runs"), "--runs", help="Runs root to read."),
                 kind: list[str] | None = typer.Option(None, "--kind",
                                                       help="Which figures (repeatable): analysis, sweep, leaderboard, "
-                                                           "training (default: all)."),
+                                                           "training, study (default: all)."),
                 match: str | None = typer.Option(None, "--match", help="Only run folders whose path contains this."),
                 formats: str = typer.Option("html,png", help="Comma-separated: html, png, svg, pdf.")):
     """Export the figures of the chosen runs (HTML + PNG/SVG)."""

@@ -65,8 +65,8 @@ def plot_jaccard(result) -> go.Figure:
     fig.update_layout(updatemenus=[dict(buttons=buttons, active=mid, x=1.0, xanchor="right", y=1.12)])
     fig.update_yaxes(autorange="reversed")
     n = len(result.criteria)
-    return publication_layout(fig, f"Overlap of top-{result.k[mid]:g}% sets (Jaccard)", width=160 + 70 * n + 200,
-                              height=200 + 60 * n)
+    return publication_layout(fig, f"Overlap of top-{result.k[mid]:g}% sets (Jaccard)",
+                              width=max(700, 360 + 70 * n), height=max(520, 240 + 60 * n))
 
 
 def plot_layers(result) -> go.Figure:

@@ -9,3 +9,20 @@ One module per study, each a deterministic function of a typed spec and a seed t
 
 A study sits beside the sweep and the leaderboard: it composes steps, analyses and defenses, never the CLI.
 """
+from __future__ import annotations
+
+import importlib
+
+# The studies by run name (a study's run folder is `study-<name>-<timestamp>`, record kind "study"): name ->
+# (study module with `load_result(folder)`, plots module with `figures(result)`), imported lazily (torch, plotly).
+STUDIES: dict[str, tuple[str, str]] = {
+    "safety-params": ("workbench.studies.safety_params", "workbench.plots.safety_params"),
+}
+
+
+def get_study(name: str):
+    """(study module, plots module) of a registered study; ValueError for an unknown one."""
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; studies: {', '.join(STUDIES)}")
+    mod, plots = STUDIES[name]
+    return importlib.import_module(mod), importlib.import_module(plots)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm.auto import tqdm
 
 from workbench.analysis.result import AnalysisResult
@@ -201,6 +201,20 @@ class SafetyParamsResult(AnalysisResult):
         if self.pq:
             h["pq.chosen_p"] = next(r.p for r in self.pq if r.chosen)
         return h
+
+
+def make_spec(**params) -> Spec:
+    """The study's Spec from keyword parameters; ValueError naming the first problem (unknown criterion, k out of
+    (0, 100], an unknown parameter, ...) instead of pydantic's report."""
+    try:
+        return Spec(**params)
+    except ValidationError as err:
+        e = err.errors()[0]
+        where = ".".join(str(x) for x in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown parameter; the study accepts: {', '.join(Spec.model_fields)}"
+        raise ValueError(f"{where}: {msg}" if where else msg) from None
 
 
 def load_result(folder: str | Path) -> SafetyParamsResult:
