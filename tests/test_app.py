@@ -215,3 +215,18 @@ def test_a_missing_runs_root_is_a_warning_not_an_error(tmp_path, monkeypatch):
     assert "not a folder" in at.sidebar.warning[0].value
     for title in TABS:
         assert open_tab(at, title).info, title
+
+
+def test_studies_tab_shows_the_safety_params_study(runs_root, monkeypatch, tmp_path):
+    at = start(runs_root, monkeypatch)
+    open_tab(at, "Studies")
+    at.session_state["study_view"] = "Safety-critical weights"
+    at.run()
+    assert problems(at) == []
+    assert any("Safety-specificity of each criterion" in m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    assert set(table["criterion"]) == {"wanda", "random", "delta"} and set(table["k (%)"]) == {1.0, 5.0}
+    assert n_charts(at) == 4  # curves, Jaccard, layer shares, SafeLoRA subspace
+    empty = start(tmp_path, monkeypatch)
+    open_tab(empty, "Studies")
+    assert "workbench study safety-params" in empty.info[0].value

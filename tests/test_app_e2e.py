@@ -166,3 +166,15 @@ def test_inside_the_model_draws_every_section(page, server):
             page.get_by_text("workbench analyze").first.wait_for()
         no_exceptions(page)
         shot(page, f"04{'abcde'[i]}_inside_{section.lower().replace(' ', '_')}")
+
+
+def test_studies_tab_shows_the_safety_params_view(page):
+    page.get_by_role("tab", name="Studies").click()
+    settle(page)
+    page.get_by_role("radio", name="Safety-critical weights", exact=True).click()
+    settle(page)
+    page.get_by_text("Safety-specificity of each criterion", exact=False).first.wait_for()
+    page.locator('[data-testid="stPlotlyChart"] .main-svg').nth(0).wait_for()
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
+    no_exceptions(page)
+    shot(page, "09_studies_safety_params")
