@@ -298,7 +298,7 @@ def test_act_drives_freeze_and_pruning_after_the_attack(aligned_run, tmp_path):
             assert run.kind == "eval" and run.spec.pruned_by == row.criterion
             attacked = open_run(path / rows[0].run)
             assert run.spec.n_pruned == sum(round(0.02 * n) for n in _matrix_sizes())
-            assert run.spec.model.endswith(attacked.path.name)
+            assert run.spec.model.endswith(attacked.path.name) and run.spec.attacked_run == attacked.path.name
         else:
             assert run.kind == "attack"
 

@@ -82,9 +82,11 @@ def prune_and_evaluate(criterion: str, attacked: Path, inputs: CriterionInputs, 
     (mask,) = top_masks(CRITERIA[criterion](scoring), [spec.act_k], spec.group)
     rec = prune(scoring.model, mask)
     name = f"pruned-{criterion.replace('_', '-')}-k{spec.act_k:g}"
+    # `model` is the attacked run where it was written (inside the study's staging folder until the study is
+    # published); `attacked_run` names its folder, unique, so `runs.find_moved` finds it under the published study
     record = EvalRunSpec(eval=eval_spec, model=model_ref(str(attacked)), harmful_prompts=HARMFUL_SET_NAMES[
-        eval_spec.harmful_set], pruned_by=criterion, pruned_percent=spec.act_k, pruned_group=spec.group,
-        n_pruned=rec.n_zeroed)
+        eval_spec.harmful_set], attacked_run=attacked.name, pruned_by=criterion, pruned_percent=spec.act_k,
+        pruned_group=spec.group, n_pruned=rec.n_zeroed)
     with RunWriter(folder, "eval", name, record, seed=seed) as run:
         ev = evaluate(scoring.model, tok, eval_spec, progress=progress, label=name)
         run.write_metrics(ev.metrics)
