@@ -245,8 +245,11 @@ def test_run_folder_is_written_and_read_back_typed(study_run, aligned_run):
     # a criterion overlaps itself fully; shares sum to one
     assert torch.allclose(torch.diagonal(r.jaccard, dim1=1, dim2=2), torch.ones(K, C))
     assert torch.allclose(r.layer_share.sum(-1), torch.ones(C, K))
-    # delta: no top weights of an MLP matrix inside the alignment subspace (the LoRA touched q/k/v/o only),
-    # and the subspace share is a share
+    # layer shares come from the global ranking: delta's, recomputed by hand from |W_aligned − W_base|
+    aligned, base = linear_weights(load_model(aligned_run)[0]), linear_weights(load_model("tiny-llama")[0])
+    (free,) = top_masks({n: (aligned[n] - base[n]).abs() for n in aligned}, [1.0], "global")
+    assert torch.allclose(r.layer_share[r.index("delta"), 0], layer_shares(free, [0, 1, 2, 3]))
+    assert not any(free[n].any() for n in free if ".mlp." in n)  # the LoRA alignment touched q/k/v/o only
     finite = r.subspace_share[~torch.isnan(r.subspace_share)]
     assert finite.numel() and ((finite >= 0) & (finite <= 1 + 1e-6)).all()
     metrics = json.loads((study_run / "metrics.json").read_text())

@@ -4,7 +4,8 @@
                             point per k (labelled), paired 95 % intervals on refusal lost
     plot_jaccard(result)    heatmap criterion × criterion of the Jaccard overlap of top-k sets (a menu picks k;
                             the middle k shows first)
-    plot_layers(result)     each criterion's share of its top-k set per layer (middle k)
+    plot_layers(result)     each criterion's share per layer of its top k % of all weights ranked together
+                            (middle k)
     plot_subspace(result)   per layer: share of the pruning change inside SafeLoRA's alignment subspace, over the
                             same share in a random subspace of equal rank (middle k; only with a base model)
     plot_act(result)        post-attack HS vs FA of each defense a criterion drove (only with the act step)
@@ -77,7 +78,7 @@ def plot_layers(result) -> go.Figure:
                                  name=name, line=dict(color=_color(c), dash=CONTROL_DASH.get(name, "solid"))))
     fig.update_xaxes(title_text="layer", dtick=1 if len(result.layers) <= 12 else None)
     fig.update_yaxes(title_text="% of the criterion's top-k set")
-    return publication_layout(fig, f"Where each criterion's top {result.k[mid]:g}% lies ({result.group} ranking)",
+    return publication_layout(fig, f"Where each criterion's top {result.k[mid]:g}% of all weights lies",
                               width=900, height=520)
 
 

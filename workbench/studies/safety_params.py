@@ -18,7 +18,8 @@ Method, top to bottom:
                 The safety-specificity curve is refusal lost against utility lost as k grows: a specific criterion
                 climbs steeply (much refusal lost for little utility lost); random should stay flat.
   4. overlap    Jaccard |A ∩ B| / |A ∪ B| of the top-k sets of every pair of criteria, over all weights and per
-                (layer, module type); and each criterion's share of its top-k set per layer.
+                (layer, module type); and the share per layer of each criterion's top k % of all weights ranked
+                together (where it would prune if free to choose the layers; the act step freezes by it).
   5. subspace   SafeLoRA gives an alignment subspace per matrix, not per-weight scores. Per layer: the share of the
                 pruning change M ⊙ W inside span(W_aligned − W_base) vs inside a random subspace of the same rank
                 (`safety_params_masks.subspace_share`). Needs the base model (as does `delta`).
@@ -174,7 +175,7 @@ class SafetyParamsResult(AnalysisResult):
     unpruned_flags: torch.Tensor  # [N] uint8
     jaccard: torch.Tensor  # [K, C, C]
     jaccard_cells: torch.Tensor  # [K, C, C, L, T]
-    layer_share: torch.Tensor  # [C, K, L] share of each criterion's top-k set per layer
+    layer_share: torch.Tensor  # [C, K, L] share of each criterion's global top-k set per layer
     subspace_share: torch.Tensor | None = None  # [C, K, L] share of ‖M ⊙ W‖² in span(V) (NaN: no subspace)
     subspace_random: torch.Tensor | None = None  # [C, K, L] the same for a random subspace of equal rank
     pq: list[PQChoice] | None = None
@@ -265,12 +266,16 @@ def calibration(tok, spec: Spec, seed: int) -> tuple[list, list, list]:
 
 
 def score_levels(inputs: CriterionInputs, criteria: list[str], ks: list[float], group: str, progress: bool
-                 ) -> dict[str, dict[str, torch.Tensor]]:
-    """{criterion: levels} (`safety_params_masks.levels`), each criterion's full scores dropped once ranked."""
-    out = {}
+                 ) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, dict[str, torch.Tensor]]]:
+    """({criterion: levels in `group`}, {criterion: levels of the global ranking}) (`safety_params_masks.levels`),
+    each criterion's full scores dropped once ranked. The global ranking says where a criterion would put its top
+    k % if free to choose the layers (with `group="matrix"` every layer gets the same count)."""
+    out, free = {}, {}
     for name in tqdm(criteria, desc="criteria: score", disable=not progress, dynamic_ncols=True):
-        out[name] = levels(CRITERIA[name](inputs), ks, group)
-    return out
+        scores = CRITERIA[name](inputs)
+        out[name] = levels(scores, ks, group)
+        free[name] = out[name] if group == "global" else levels(scores, ks, "global")
+    return out, free
 
 
 # ------------------------------------------------------------------------------------------------- measure
@@ -329,9 +334,10 @@ def curves(model, meter: Meter, lv: dict[str, dict[str, torch.Tensor]], criteria
     return {"unpruned": base, **out}
 
 
-def overlaps(lv: dict[str, dict[str, torch.Tensor]], criteria: list[str], ks: list[float], layers: list[int],
-             types: list[str]) -> dict:
-    """Jaccard of every pair of criteria at every k (overall and per cell), and layer shares."""
+def overlaps(lv: dict[str, dict[str, torch.Tensor]], free: dict[str, dict[str, torch.Tensor]], criteria: list[str],
+             ks: list[float], layers: list[int], types: list[str]) -> dict:
+    """Jaccard of the pruned sets (`lv`) of every pair of criteria at every k (overall and per cell), and the layer
+    shares of each criterion's global top-k set (`free`)."""
     C, K, L, T = len(criteria), len(ks), len(layers), len(types)
     jac = torch.full((K, C, C), float("nan"))
     jac_cells = torch.full((K, C, C, L, T), float("nan"))
@@ -339,7 +345,7 @@ def overlaps(lv: dict[str, dict[str, torch.Tensor]], criteria: list[str], ks: li
     for i in range(K):
         masks = {c: mask_at(lv[c], i) for c in criteria}
         for a, ca in enumerate(criteria):
-            share[a, i] = layer_shares(masks[ca], layers)
+            share[a, i] = layer_shares(mask_at(free[ca], i), layers)
             for b in range(a, C):
                 overall, per = jaccard(masks[ca], masks[criteria[b]], layers, types)
                 jac[i, a, b] = jac[i, b, a] = overall
@@ -379,10 +385,11 @@ def study(spec: Spec, model: str, base: str | None = None, seed: int = 0, progre
                              p=spec.p, pq_grid=tuple(spec.pq_grid), pq_k=spec.pq_k_resolved, pq_score=spec.pq_score,
                              aligned=aligned, base=ref, progress=progress)
     m = inputs.model  # float32
-    lv = score_levels(inputs, spec.criteria, spec.k, spec.group, progress)
+    lv, free = score_levels(inputs, spec.criteria, spec.k, spec.group, progress)
     layers, types = cells(list(aligned), tuple(DEFAULT_MODULES))
     measured = curves(m, Meter(tok, spec, progress), lv, spec.criteria, spec.k, seed, progress)
-    over = overlaps(lv, spec.criteria, spec.k, layers, types)
+    over = overlaps(lv, free, spec.criteria, spec.k, layers, types)
+    del free
     sub = subspaces(lv, spec.criteria, spec.k, layers, aligned, ref, seed) if ref is not None else {}
     acted = act(spec, model, base, layers, inputs, act_folder, seed, progress) if spec.act else None
     pq = [PQChoice(**r) for r in inputs.pq_table] if inputs.pq_table else None
