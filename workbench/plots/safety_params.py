@@ -8,21 +8,29 @@
                             (middle k)
     plot_subspace(result)   per layer: share of the pruning change inside SafeLoRA's alignment subspace, over the
                             same share in a random subspace of equal rank (middle k; only with a base model)
-    plot_act(result)        post-attack HS vs FA of each defense a criterion drove (only with the act step)
+    plot_act(result)        post-attack HS and FA of each defense a criterion drove, against the undefended attack
+                            (only with the act step)
 """
 from __future__ import annotations
 
 import math
 
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from workbench.plots.style import PALETTE, publication_layout
 
 CONTROL_DASH = {"random": "dot", "delta": "dash"}
+CONTROL_COLOR = {"random": "#7f7f7f", "delta": "#000000"}
+CRITERION_COLORS = [c for c in PALETTE if c not in ("#F0E442", "#000000")]  # yellow is unreadable on white
 
 
-def _color(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
+def _color(result, i: int) -> str:
+    name = result.criteria[i]
+    if name in CONTROL_COLOR:
+        return CONTROL_COLOR[name]
+    rank = sum(1 for n in result.criteria[:i] if n not in CONTROL_COLOR)
+    return CRITERION_COLORS[rank % len(CRITERION_COLORS)]
 
 
 def _mid(result) -> int:
@@ -37,7 +45,7 @@ def plot_curves(result) -> go.Figure:
         lo, hi = result.refusal_lost_low[c].tolist(), result.refusal_lost_high[c].tolist()
         fig.add_trace(go.Scatter(
             x=[0.0, *x], y=[0.0, *y], mode="lines+markers+text", name=name,
-            line=dict(color=_color(c), dash=CONTROL_DASH.get(name, "solid")),
+            line=dict(color=_color(result, c), dash=CONTROL_DASH.get(name, "solid")),
             text=["", *[f"{k:g}%" for k in result.k]], textposition="top left", textfont=dict(size=10),
             error_y=dict(type="data", symmetric=False, array=[0.0, *[h - v for h, v in zip(hi, y, strict=True)]],
                          arrayminus=[0.0, *[v - low for v, low in zip(y, lo, strict=True)]], thickness=1),
@@ -75,7 +83,7 @@ def plot_layers(result) -> go.Figure:
     fig = go.Figure()
     for c, name in enumerate(result.criteria):
         fig.add_trace(go.Scatter(x=result.layers, y=(100 * result.layer_share[c, mid]).tolist(), mode="lines+markers",
-                                 name=name, line=dict(color=_color(c), dash=CONTROL_DASH.get(name, "solid"))))
+                                 name=name, line=dict(color=_color(result, c), dash=CONTROL_DASH.get(name, "solid"))))
     fig.update_xaxes(title_text="layer", dtick=1 if len(result.layers) <= 12 else None)
     fig.update_yaxes(title_text="% of the criterion's top-k set")
     return publication_layout(fig, f"Where each criterion's top {result.k[mid]:g}% of all weights lies",
@@ -89,35 +97,40 @@ def plot_subspace(result) -> go.Figure:
         share, rand = result.subspace_share[c, mid], result.subspace_random[c, mid]
         ratio = [(s / r if r > 0 else float("nan")) for s, r in zip(share.tolist(), rand.tolist(), strict=True)]
         fig.add_trace(go.Scatter(x=result.layers, y=ratio, mode="lines+markers", name=name,
-                                 line=dict(color=_color(c), dash=CONTROL_DASH.get(name, "solid")),
+                                 line=dict(color=_color(result, c), dash=CONTROL_DASH.get(name, "solid")),
                                  customdata=list(zip((100 * share).tolist(), (100 * rand).tolist(), strict=True)),
                                  hovertemplate=name + ", layer %{x}: %{customdata[0]:.2f}% in span(V) vs "
                                                "%{customdata[1]:.2f}% in a random subspace<extra></extra>"))
     fig.add_hline(y=1.0, line=dict(color="#888", dash="dot"))
     fig.update_xaxes(title_text="layer", dtick=1 if len(result.layers) <= 12 else None)
-    fig.update_yaxes(title_text="share in SafeLoRA subspace / share in random subspace", type="log")
+    fig.update_yaxes(title_text="in span(V) / in random subspace (share of ‖M⊙W‖²)", type="log")
     return publication_layout(fig, f"Pruning change of the top {result.k[mid]:g}% inside the alignment subspace",
                               width=900, height=520)
 
 
 def plot_act(result) -> go.Figure:
-    fig = go.Figure()
-    symbols = {"none": "x", "fine-tuning": "square", "post-fine-tuning": "diamond"}
-    for stage, symbol in symbols.items():
-        rows = [r for r in result.act if r.stage == stage]
-        if not rows:
-            continue
-        fig.add_trace(go.Scatter(
-            x=[r.fa for r in rows], y=[r.hs if r.hs is not None else r.refusal_harmful for r in rows],
-            mode="markers+text", name={"none": "attack, undefended", "fine-tuning": "Freeze (its top layers)",
-                                       "post-fine-tuning": "prune after the attack"}[stage],
-            marker=dict(symbol=symbol, size=11), text=[r.criterion for r in rows], textposition="top center",
-            hovertemplate="%{text}: FA %{x:.0f}%, %{y:.0f}%<extra>" + stage + "</extra>"))
     judged = any(r.hs is not None for r in result.act)
-    fig.update_xaxes(title_text="FA after the attack (%)")
-    fig.update_yaxes(title_text="HS after the attack (%)" if judged else "refusal on harmful prompts (%)")
-    return publication_layout(fig, "When should it act? Each criterion as a defense, after the attack",
-                              width=900, height=560)
+    metrics = (("hs", "HS after the attack (%)") if judged else ("refusal_harmful", "refusal on harmful prompts (%)"),
+               ("fa", "FA after the attack (%)"))
+    fig = make_subplots(rows=1, cols=2, subplot_titles=[t for _, t in metrics], horizontal_spacing=0.1)
+    none = next((r for r in result.act if r.stage == "none"), None)
+    criteria = [c for c in result.criteria if any(r.criterion == c for r in result.act)]
+    stages = (("fine-tuning", "Freeze on its top layers", "#0072B2"), ("post-fine-tuning", "prune after the attack",
+                                                                        "#D55E00"))
+    for col, (key, _) in enumerate(metrics, start=1):
+        for stage, label, color in stages:
+            rows = {r.criterion: r for r in result.act if r.stage == stage}
+            values = [getattr(rows[c], key) if c in rows else None for c in criteria]
+            fig.add_trace(go.Bar(x=criteria, y=values, name=label, marker_color=color, showlegend=col == 1,
+                                 text=[("—" if v is None else f"{v:.0f}") for v in values], textposition="outside"),
+                          row=1, col=col)
+        if none is not None and getattr(none, key) is not None:
+            fig.add_hline(y=getattr(none, key), line=dict(color="#444", dash="dash"), row=1, col=col,
+                          annotation_text="undefended", annotation_position="top right")
+        fig.update_yaxes(range=[0, 110], row=1, col=col)
+    fig.update_layout(barmode="group")
+    return publication_layout(fig, "When should it act? Each criterion as a defense, judged after the attack",
+                              width=1100, height=540)
 
 
 def figures(result) -> dict[str, go.Figure]:

@@ -22,7 +22,8 @@ Method, top to bottom:
                 together (where it would prune if free to choose the layers; the act step freezes by it).
   5. subspace   SafeLoRA gives an alignment subspace per matrix, not per-weight scores. Per layer: the share of the
                 pruning change M ⊙ W inside span(W_aligned − W_base) vs inside a random subspace of the same rank
-                (`safety_params_masks.subspace_share`). Needs the base model (as does `delta`).
+                (in expectation, rank / d_out: `safety_params_masks.subspace_share`). Needs the base model (as does
+                `delta`).
   6. act        (optional, `act=True`: `safety_params_act`) the criterion drives a defense: (a) Freeze during
                 fine-tuning on the layers holding most of its top-k set, (b) pruning its top-k of the attacked
                 model (as Antidote does), each judged by post-attack HS and FA of ordinary attack / eval runs.
@@ -30,7 +31,7 @@ Method, top to bottom:
 Output: one run folder of kind "study" (name "safety-params"): config.json (the spec, seed), result.json +
 tensors.safetensors (`SafetyParamsResult`), metrics.json (the headline numbers), figures/, and under act/ the
 attack, defend and eval runs of step 6. Deterministic under the seed (calibration draws, random scores, greedy
-generation, the random subspaces, the attack runs' seeds).
+generation, the attack runs' seeds).
 
 Shapes (C criteria, K values of k, L layers, T module types, N held-out prompts): curves `[C, K]`, Jaccard
 `[K, C, C]` and `[K, C, C, L, T]`, layer shares and subspace shares `[C, K, L]`, refusal flags `[C, K, N]`.
@@ -177,7 +178,7 @@ class SafetyParamsResult(AnalysisResult):
     jaccard_cells: torch.Tensor  # [K, C, C, L, T]
     layer_share: torch.Tensor  # [C, K, L] share of each criterion's global top-k set per layer
     subspace_share: torch.Tensor | None = None  # [C, K, L] share of ‖M ⊙ W‖² in span(V) (NaN: no subspace)
-    subspace_random: torch.Tensor | None = None  # [C, K, L] the same for a random subspace of equal rank
+    subspace_random: torch.Tensor | None = None  # [C, K, L] its expectation in a random subspace of equal rank
     pq: list[PQChoice] | None = None
     act: list[ActRow] | None = None
 
@@ -353,9 +354,10 @@ def overlaps(lv: dict[str, dict[str, torch.Tensor]], free: dict[str, dict[str, t
     return {"jaccard": jac, "jaccard_cells": jac_cells, "layer_share": share}
 
 
-def subspaces(lv, criteria, ks, layers, aligned, base, seed) -> dict:
-    """Per criterion, k and layer: share of the pruning change inside SafeLoRA's subspace vs a random one."""
-    bases = subspace_bases(aligned, base, seed)
+def subspaces(lv, criteria, ks, layers, aligned, base) -> dict:
+    """Per criterion, k and layer: share of the pruning change inside SafeLoRA's subspace, and inside a random
+    subspace of the same rank (its expectation)."""
+    bases = subspace_bases(aligned, base)
     C, K, L = len(criteria), len(ks), len(layers)
     share, rand = torch.full((C, K, L), float("nan")), torch.full((C, K, L), float("nan"))
     for c, name in enumerate(criteria):
@@ -390,7 +392,7 @@ def study(spec: Spec, model: str, base: str | None = None, seed: int = 0, progre
     measured = curves(m, Meter(tok, spec, progress), lv, spec.criteria, spec.k, seed, progress)
     over = overlaps(lv, free, spec.criteria, spec.k, layers, types)
     del free
-    sub = subspaces(lv, spec.criteria, spec.k, layers, aligned, ref, seed) if ref is not None else {}
+    sub = subspaces(lv, spec.criteria, spec.k, layers, aligned, ref) if ref is not None else {}
     acted = act(spec, model, base, layers, inputs, act_folder, seed, progress) if spec.act else None
     pq = [PQChoice(**r) for r in inputs.pq_table] if inputs.pq_table else None
     return SafetyParamsResult(

@@ -11,9 +11,9 @@ Subspace. SafeLoRA (`defenses.post.safelora`) treats V = W_aligned − W_base of
 subspace and projects fine-tuning updates onto span(V) from the left (`[d_out]` side). Pruning a mask M changes
 the weights by P = M ⊙ W. Per matrix with V ≠ 0 we measure the share of that change inside span(V),
 ‖U Uᵀ P‖²_F / ‖P‖²_F (U: the exact orthonormal basis, as `safelora.project(..., "exact")` uses), against the
-same share for a random subspace of the same rank (seeded Gaussian, QR; an isotropic P gives rank / d_out
-there). A criterion that locates the weights alignment wrote has a share far above the random one; the study
-reports both per layer (energy-pooled over the layer's matrices).
+same share for a uniformly random subspace of the same rank r, whose expectation is exactly r / d_out for any P.
+A criterion that locates the weights alignment wrote has a share far above the random one; the study reports both
+per layer (energy-pooled over the layer's matrices).
 
 Shapes: scores and masks `[d_out, d_in]` per parameter name; levels uint8 (255 = in no top set).
 """
@@ -121,37 +121,34 @@ def top_layers(mask: dict[str, torch.Tensor], layers: list[int], n: int) -> list
 # ------------------------------------------------------------------------------------------------- subspace
 
 
-def subspace_bases(aligned: dict[str, torch.Tensor], base: dict[str, torch.Tensor], seed: int = 0
-                   ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """{weight name: (U, R)} for each matrix the alignment changed: U `[d_out, r]` an orthonormal basis of
-    span(V), V = W_aligned − W_base (singular values above RANK_RTOL · σ_max, as SafeLoRA's exact projection),
-    R `[d_out, r]` an orthonormal basis of a random r-dimensional subspace (seeded)."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+def subspace_bases(aligned: dict[str, torch.Tensor], base: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """{weight name: U} for each matrix the alignment changed: U `[d_out, r]` an orthonormal basis of span(V),
+    V = W_aligned − W_base (singular values above RANK_RTOL · σ_max, as SafeLoRA's exact projection)."""
     out = {}
     for n in aligned:
         v = aligned[n].double() - base[n].double()
         if not bool(v.any()):
             continue
         u, s, _ = torch.linalg.svd(v, full_matrices=False)
-        u = u[:, s > RANK_RTOL * s[0]]
-        r, _ = torch.linalg.qr(torch.randn(v.shape[0], u.shape[1], generator=gen, dtype=torch.float64))
-        out[n] = (u, r)
+        out[n] = u[:, s > RANK_RTOL * s[0]]
     return out
 
 
-def subspace_share(mask: dict[str, torch.Tensor], weights: dict[str, torch.Tensor],
-                   bases: dict[str, tuple[torch.Tensor, torch.Tensor]], layers: list[int]
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(`[n_layers]` share of ‖P‖² inside span(V), `[n_layers]` the same for the random subspace), P = mask ⊙ W
-    pooled over each layer's matrices that have a subspace; NaN for a layer without one (or an empty P)."""
+def subspace_share(mask: dict[str, torch.Tensor], weights: dict[str, torch.Tensor], bases: dict[str, torch.Tensor],
+                   layers: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(`[n_layers]` share of ‖P‖² inside span(V), `[n_layers]` its expectation inside a uniformly random subspace
+    of the same rank), P = mask ⊙ W pooled over each layer's matrices that have a subspace; NaN for a layer without
+    one (or an empty P). A uniformly random r-dimensional subspace of R^d_out holds r / d_out of any ‖P‖² in
+    expectation, so the baseline is exact, not one noisy draw."""
     inside, rand, total = (torch.zeros(len(layers), dtype=torch.float64) for _ in range(3))
-    for n, (u, r) in bases.items():
+    for n, u in bases.items():
         p = torch.where(mask[n], weights[n], torch.zeros_like(weights[n])).double()
         i = layers.index(cell_of(n)[0])
-        total[i] += p.square().sum()
+        energy = p.square().sum()
+        total[i] += energy
         inside[i] += (u.T @ p).square().sum()  # ‖U Uᵀ P‖² = ‖Uᵀ P‖² for orthonormal U
-        rand[i] += (r.T @ p).square().sum()
-    with torch.no_grad():
-        share = torch.where(total > 0, inside / total.clamp_min(1e-300), torch.full_like(total, math.nan))
-        share_r = torch.where(total > 0, rand / total.clamp_min(1e-300), torch.full_like(total, math.nan))
+        rand[i] += energy * u.shape[1] / u.shape[0]
+    nan = torch.full_like(total, math.nan)
+    share = torch.where(total > 0, inside / total.clamp_min(1e-300), nan)
+    share_r = torch.where(total > 0, rand / total.clamp_min(1e-300), nan)
     return share.float(), share_r.float()
