@@ -281,16 +281,42 @@ def test_the_study_is_deterministic_under_its_seed(study_run, aligned_run, tmp_p
     assert [x.model_dump() for x in first.pq] == [x.model_dump() for x in again.pq]
 
 
-def test_act_drives_freeze_and_pruning_after_the_attack(aligned_run, tmp_path):
+def test_resume_measures_only_what_is_missing(aligned_run, tmp_path, monkeypatch):
+    from workbench.studies import safety_params as sp
+
+    spec = sp.make_spec(**{**SMALL, "criteria": ["random", "delta"], "k": [1.0]})
+    first = sp.study(spec, str(aligned_run), progress=False, checkpoint=tmp_path)
+    log = json.loads((tmp_path / "measurements.json").read_text())
+    assert set(log) == {"unpruned", "random@1", "delta@1"}
+    del log["delta@1"]  # as if interrupted before the last cell
+    (tmp_path / "measurements.json").write_text(json.dumps(log))
+    calls = []
+    real = sp.Meter.__call__
+    monkeypatch.setattr(sp.Meter, "__call__", lambda self, model: calls.append(1) or real(self, model))
+    again = sp.study(spec, str(aligned_run), progress=False, checkpoint=tmp_path, resume=True)
+    assert len(calls) == 1  # only delta at 1 % was measured again
+    assert torch.equal(first.refusal_flags, again.refusal_flags) and torch.equal(first.n_pruned, again.n_pruned)
+    assert torch.allclose(first.utility_nll, again.utility_nll)
+
+
+def test_act_drives_freeze_and_pruning_after_the_attack(aligned_run, tmp_path, monkeypatch):
     from workbench.runs import open_run
-    from workbench.studies.safety_params import make_spec, run_study
+    from workbench.studies import safety_params_act
+    from workbench.studies.safety_params import calibration, load_result, make_spec, run_study
 
     spec = make_spec(criteria=["wanda", "random"], k=[1.0], n_calibration=4, n_eval_prompts=2, n_utility=2,
                      max_new_tokens=2, act=True, act_k=2.0, act_layers=1, preset="tiny")
     path = run_study(spec, str(aligned_run), tmp_path / "acted", formats=(), progress=False)
-    from workbench.studies.safety_params import load_result
-
     rows = load_result(path).act
+    # resuming finds every finished run instead of training or evaluating again
+    monkeypatch.setattr(safety_params_act, "attack", lambda *a, **k: pytest.fail("attack ran again"))
+    monkeypatch.setattr(safety_params_act, "prune_and_evaluate", lambda *a, **k: pytest.fail("pruned again"))
+    model, tok = load_model(aligned_run)
+    safety, utility, refusal = calibration(tok, spec, 0)
+    inputs = CriterionInputs(model=model, safety=safety, utility=utility, refusal=refusal)
+    again = safety_params_act.act(spec, str(aligned_run), "tiny-llama", [0, 1, 2, 3], inputs, path / "act", 0,
+                                  False, resume=True)
+    assert again == rows
     assert [(r.criterion, r.stage) for r in rows] == [
         ("none", "none"), ("wanda", "fine-tuning"), ("wanda", "post-fine-tuning"),
         ("random", "fine-tuning"), ("random", "post-fine-tuning")]

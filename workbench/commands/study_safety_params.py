@@ -42,6 +42,8 @@ def safety_params_cmd(
         judge: bool = typer.Option(False, "--judge/--no-judge", help="Also HS by the built-in judge on the curves."),
         param: list[str] = typer.Option([], "--param", "-p", help="Any other study parameter KEY=VALUE (JSON value): "
                                                                   "n_eval_prompts, n_utility, n_calibration, p, ..."),
+        resume: bool = typer.Option(False, "--resume", help="Continue an interrupted study of the same spec and "
+                                                            "seed (its measurements and finished act runs)."),
         formats: str = typer.Option("html,png", help="Figure formats, comma-separated (html,png,svg).")):
     """Which criterion finds the safety-critical weights, and when should it act? (docs/open-questions.md)"""
     from workbench.studies.safety_params import make_spec, run_study  # deferred: torch
@@ -52,7 +54,7 @@ def safety_params_cmd(
         if criteria is not None:
             params["criteria"] = _names(criteria)
         spec = make_spec(**params)
-        return run_study(spec, model, out, base=base, seed=seed, formats=tuple(formats.split(",")))
+        return run_study(spec, model, out, base=base, seed=seed, formats=tuple(formats.split(",")), resume=resume)
 
     path = guard(run)
     console.print(f"[green]study written:[/] {path}")

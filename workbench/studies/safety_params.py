@@ -30,7 +30,9 @@ Method, top to bottom:
 
 Output: one run folder of kind "study" (name "safety-params"): config.json (the spec, seed), result.json +
 tensors.safetensors (`SafetyParamsResult`), metrics.json (the headline numbers), figures/, and under act/ the
-attack, defend and eval runs of step 6. Deterministic under the seed (calibration draws, random scores, greedy
+attack, defend and eval runs of step 6. Resumable: an interrupted study keeps its staging folder, and `resume`
+measures only the cells not measured yet (`MeasureLog`) and reuses the act step's finished runs. Deterministic
+under the seed (calibration draws, random scores, greedy
 generation, the attack runs' seeds).
 
 Shapes (C criteria, K values of k, L layers, T module types, N held-out prompts): curves `[C, K]`, Jaccard
@@ -38,6 +40,7 @@ Shapes (C criteria, K values of k, L layers, T module types, N held-out prompts)
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -57,7 +60,7 @@ from workbench.models import load_model
 from workbench.models.registry import MODELS
 from workbench.plots.export import export_all
 from workbench.record import StudyRunSpec
-from workbench.runs import Run, RunWriter, model_ref, run_kind
+from workbench.runs import Run, RunWriter, atomic_write_text, model_ref, run_kind
 from workbench.steps import begin_step
 from workbench.studies.safety_params_act import ActRow, act
 from workbench.studies.safety_params_criteria import CRITERIA, CriterionInputs, check_criteria, linear_weights
@@ -303,10 +306,29 @@ class Meter:
                               utility_nll=answer_nll(model, self.utility))
 
 
+class MeasureLog:
+    """The measurements made so far, as JSON in the run's checkpoint folder (None: kept in memory only), so that
+    `--resume` after an interruption measures only the (criterion, k) cells not measured yet."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.done: dict = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+
+    def measure(self, key: str, meter: Meter, model, n_pruned: int = 0) -> tuple[list[bool], Measure, int]:
+        if key not in self.done:
+            flags, m = meter(model)
+            self.done[key] = {"flags": flags, "measure": m.model_dump(), "n_pruned": n_pruned}
+            if self.path is not None:
+                atomic_write_text(self.path, json.dumps(self.done))
+        d = self.done[key]
+        return [bool(f) for f in d["flags"]], Measure(**d["measure"]), int(d["n_pruned"])
+
+
 def curves(model, meter: Meter, lv: dict[str, dict[str, torch.Tensor]], criteria: list[str], ks: list[float],
-           seed: int, progress: bool) -> dict:
+           seed: int, progress: bool, log: MeasureLog | None = None) -> dict:
     """Prune each criterion's top-k, measure, restore: the tensors of the safety-specificity curves."""
-    base_flags, base = meter(model)
+    log = log if log is not None else MeasureLog(None)
+    base_flags, base, _ = log.measure("unpruned", meter, model)
     C, K, N = len(criteria), len(ks), len(base_flags)
     out = {key: torch.zeros(C, K) for key in ("refusal", "refusal_lost", "refusal_lost_low", "refusal_lost_high",
                                                "refusal_lost_p", "harmful", "utility_nll", "utility_lost")}
@@ -315,13 +337,17 @@ def curves(model, meter: Meter, lv: dict[str, dict[str, torch.Tensor]], criteria
     bar = tqdm(total=C * K, desc="prune & measure", disable=not progress, dynamic_ncols=True)
     for c, name in enumerate(criteria):
         for i, k in enumerate(ks):
-            rec = prune(model, mask_at(lv[name], i))
-            try:
-                flags, m = meter(model)
-            finally:
-                rec.restore(model)
+            key = f"{name}@{k:g}"
+            if key in log.done:
+                flags, m, n_pruned = log.measure(key, meter, model)
+            else:
+                rec = prune(model, mask_at(lv[name], i))
+                try:
+                    flags, m, n_pruned = log.measure(key, meter, model, rec.n_zeroed)
+                finally:
+                    rec.restore(model)
             diff = paired_difference(base_flags, flags, f"refusal lost, {name} at {k:g}%", seed)
-            out["n_pruned"][c, i] = rec.n_zeroed
+            out["n_pruned"][c, i] = n_pruned
             out["refusal_flags"][c, i] = torch.tensor(flags, dtype=torch.uint8)
             out["refusal"][c, i] = m.refusal
             out["refusal_lost"][c, i], out["refusal_lost_p"][c, i] = diff.value, diff.p_value
@@ -370,9 +396,9 @@ def subspaces(lv, criteria, ks, layers, aligned, base) -> dict:
 
 
 def study(spec: Spec, model: str, base: str | None = None, seed: int = 0, progress: bool = True,
-          act_folder: Path | None = None) -> SafetyParamsResult:
+          act_folder: Path | None = None, checkpoint: Path | None = None, resume: bool = False) -> SafetyParamsResult:
     """Steps 1–6 of the module docstring on `model` (the aligned model) → the typed result (nothing written, except
-    step 6's runs under `act_folder`)."""
+    step 6's runs under `act_folder` and, with `checkpoint`, the measurements made so far, which `resume` reuses)."""
     base = alignment_base(model, base)
     if "delta" in spec.criteria and base is None:
         raise ValueError("criterion 'delta' (|W_aligned − W_base|) needs the base model: pass --base, or an align "
@@ -389,11 +415,12 @@ def study(spec: Spec, model: str, base: str | None = None, seed: int = 0, progre
     m = inputs.model  # float32
     lv, free = score_levels(inputs, spec.criteria, spec.k, spec.group, progress)
     layers, types = cells(list(aligned), tuple(DEFAULT_MODULES))
-    measured = curves(m, Meter(tok, spec, progress), lv, spec.criteria, spec.k, seed, progress)
+    log = MeasureLog(Path(checkpoint) / "measurements.json" if checkpoint is not None else None)
+    measured = curves(m, Meter(tok, spec, progress), lv, spec.criteria, spec.k, seed, progress, log)
     over = overlaps(lv, free, spec.criteria, spec.k, layers, types)
     del free
     sub = subspaces(lv, spec.criteria, spec.k, layers, aligned, ref) if ref is not None else {}
-    acted = act(spec, model, base, layers, inputs, act_folder, seed, progress) if spec.act else None
+    acted = act(spec, model, base, layers, inputs, act_folder, seed, progress, resume) if spec.act else None
     pq = [PQChoice(**r) for r in inputs.pq_table] if inputs.pq_table else None
     return SafetyParamsResult(
         model=model_ref(model), base=model_ref(base) if base else None, criteria=list(spec.criteria),
@@ -403,17 +430,19 @@ def study(spec: Spec, model: str, base: str | None = None, seed: int = 0, progre
 
 
 def run_study(spec: Spec, model: str, out: str | Path, base: str | None = None, seed: int = 0,
-              formats=("html", "png"), progress: bool = True) -> Path:
+              formats=("html", "png"), progress: bool = True, resume: bool = False) -> Path:
     """The study → one run folder `out` (kind "study", name "safety-params"): config.json, result.json +
-    tensors.safetensors, metrics.json, figures/, act/ (step 6). Returns the folder."""
+    tensors.safetensors, metrics.json, figures/, act/ (step 6). Returns the folder. Interrupted, it keeps its staging
+    folder; `resume` (the same spec and seed) reuses the measurements and the act step's finished runs there."""
     from workbench.plots.safety_params import figures  # deferred: plotly
 
     out = Path(out)
     base = alignment_base(model, base)  # checked before anything is written
     record = StudyRunSpec(study=STUDY, params=spec.model_dump(), model=model_ref(model),
                           base=model_ref(base) if base else None)
-    with RunWriter(out.parent, "study", STUDY, record, seed=seed, final=out) as run:
-        result = study(spec, model, base, seed, progress, act_folder=run.path / "act")
+    with RunWriter(out.parent, "study", STUDY, record, seed=seed, final=out, resume=resume) as run:
+        result = study(spec, model, base, seed, progress, act_folder=run.path / "act", checkpoint=run.checkpoint_dir,
+                       resume=resume)
         result.save(run.path)
         run.write_metrics(result.headline())
         export_all(figures(result), run.path / "figures", formats)

@@ -28,7 +28,7 @@ from workbench.evaluation.harness import evaluate
 from workbench.models import load_model
 from workbench.presets import default_preset, preset
 from workbench.record import EvalRunSpec
-from workbench.runs import Run, RunWriter, model_ref
+from workbench.runs import Run, RunWriter, list_runs, model_ref
 from workbench.steps import HARMFUL_SET_NAMES, attack
 from workbench.studies.safety_params_criteria import CRITERIA, CriterionInputs
 from workbench.studies.safety_params_masks import top_layers, top_masks
@@ -95,11 +95,18 @@ def prune_and_evaluate(criterion: str, attacked: Path, inputs: CriterionInputs, 
     return run.final_path
 
 
+def finished(folder: Path, kind: str, match) -> Path | None:
+    """A finished run of `kind` directly under `folder` whose record satisfies `match(run)` (resuming the act step)."""
+    found = [r for r in list_runs(folder, kind) if r.path.parent == folder and match(r)]
+    return found[-1].path if found else None
+
+
 def act(spec, model: str, base: str | None, layers: list[int], inputs: CriterionInputs, folder: Path | None,
-        seed: int, progress: bool) -> list[ActRow]:
+        seed: int, progress: bool, resume: bool = False) -> list[ActRow]:
     """The rows of step 6, writing the attack / defend / eval runs under `folder` (`spec`: the study's Spec;
     `base`: the model the aligned `model` was aligned from, which names the preset; `inputs`: the study's criterion
-    inputs on the aligned model)."""
+    inputs on the aligned model). With `resume`, a run already finished there is reused and an interrupted one
+    resumes from its checkpoint."""
     if folder is None:
         raise ValueError("the act step writes run folders: give it a folder")
     folder = Path(folder)
@@ -110,15 +117,22 @@ def act(spec, model: str, base: str | None, layers: list[int], inputs: Criterion
     if n_layers > len(layers):
         raise ValueError(f"act_layers={n_layers}: the model has only {len(layers)} layers")
     criteria = spec.act_criteria or spec.criteria
-    attacked = attack(p.attack, model, folder, seed, p.eval, progress=progress)
+    def reuse(kind, match):
+        return finished(folder, kind, match) if resume else None
+
+    attacked = reuse("attack", lambda r: r.spec.attack == p.attack) or attack(
+        p.attack, model, folder, seed, p.eval, resume=resume, progress=progress)
     rows = [ActRow(criterion="none", stage="none", detail="the attack, undefended", **_rates(attacked, study))]
     for name in tqdm(criteria, desc="act: defenses", disable=not progress, dynamic_ncols=True):
         chosen = freeze_layers(inputs, name, spec.act_k, layers, n_layers)
-        defended = attack(p.attack, model, folder, seed, p.eval, progress=progress,
-                          defense=DefenseSpec(name="freeze", params={"layers": chosen}))
+        freeze = DefenseSpec(name="freeze", params={"layers": chosen})
+        defended = reuse("defend", lambda r, d=freeze: r.spec.defense == d) or attack(
+            p.attack, model, folder, seed, p.eval, resume=resume, progress=progress, defense=freeze)
         rows.append(ActRow(criterion=name, stage=FINE_TUNING, detail=f"freeze layers {chosen}",
                            **_rates(defended, study)))
-        pruned = prune_and_evaluate(name, attacked, inputs, spec, p.eval, folder, seed, progress)
+        pruned = reuse("eval", lambda r, c=name: getattr(r.spec, "pruned_by", None) == c
+                       and getattr(r.spec, "pruned_percent", None) == spec.act_k) or prune_and_evaluate(
+            name, attacked, inputs, spec, p.eval, folder, seed, progress)
         rows.append(ActRow(criterion=name, stage=POST_FINE_TUNING,
                            detail=f"prune top {spec.act_k:g}% ({spec.group})", **_rates(pruned, study)))
     return rows
