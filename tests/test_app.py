@@ -226,7 +226,7 @@ def test_studies_tab_shows_the_safety_params_study(runs_root, monkeypatch, tmp_p
     assert any("Safety-specificity of each criterion" in m.value for m in at.markdown)
     table = at.dataframe[0].value
     assert set(table["criterion"]) == {"wanda", "random", "delta"} and set(table["k (%)"]) == {1.0, 5.0}
-    assert n_charts(at) == 4  # curves, Jaccard, layer shares, SafeLoRA subspace
+    assert n_charts(at) == 5  # curves, Jaccard overall and per matrix, layer shares, SafeLoRA subspace
     empty = start(tmp_path, monkeypatch)
     open_tab(empty, "Studies")
     assert "workbench study safety-params" in empty.info[0].value

@@ -259,7 +259,7 @@ def test_run_folder_is_written_and_read_back_typed(study_run, aligned_run):
     metrics = json.loads((study_run / "metrics.json").read_text())
     assert metrics["wanda@1%.refusal_lost"] == pytest.approx(float(r.refusal_lost[0, 0]))
     assert {p.name for p in (study_run / "figures").iterdir()} == {
-        "safety_specificity.html", "jaccard.html", "layer_share.html", "safelora_subspace.html"}
+        "safety_specificity.html", "jaccard.html", "jaccard_cells.html", "layer_share.html", "safelora_subspace.html"}
     (found,) = study_runs(study_run.parent)
     assert found.path == study_run and isinstance(load_study(found), SafetyParamsResult)
 

@@ -4,6 +4,7 @@
                             point per k (labelled), paired 95 % intervals on refusal lost
     plot_jaccard(result)    heatmap criterion × criterion of the Jaccard overlap of top-k sets (a menu picks k;
                             the middle k shows first)
+    plot_jaccard_cells(result)  heatmap layer × module of the Jaccard of one pair of criteria (a menu picks it)
     plot_layers(result)     each criterion's share per layer of its top k % of all weights ranked together
                             (middle k)
     plot_subspace(result)   per layer: share of the pruning change inside SafeLoRA's alignment subspace, over the
@@ -78,6 +79,32 @@ def plot_jaccard(result) -> go.Figure:
                               width=max(700, 360 + 70 * n), height=max(520, 240 + 60 * n))
 
 
+def plot_jaccard_cells(result) -> go.Figure:
+    """Jaccard per (layer, module type) at the middle k, one pair of criteria at a time (a menu picks the pair)."""
+    mid = _mid(result)
+    pairs = [(a, b) for a in range(len(result.criteria)) for b in range(a + 1, len(result.criteria))]
+    fig = go.Figure()
+    for j, (a, b) in enumerate(pairs):
+        z = result.jaccard_cells[mid, a, b].tolist()
+        fig.add_trace(go.Heatmap(z=z, x=result.module_types, y=[str(x) for x in result.layers], zmin=0, zmax=1,
+                                 colorscale="Viridis", visible=j == 0,
+                                 colorbar=dict(title=dict(text="Jaccard", side="right")),
+                                 hovertemplate="layer %{y}, %{x}: %{z:.3f}<extra></extra>"))
+
+    def title(a, b):
+        return f"Jaccard of top-{result.k[mid]:g}% sets per matrix: {result.criteria[a]} vs {result.criteria[b]}"
+
+    buttons = [dict(label=f"{result.criteria[a]} vs {result.criteria[b]}", method="update",
+                    args=[{"visible": [i == j for i in range(len(pairs))]}, {"title.text": title(a, b)}])
+               for j, (a, b) in enumerate(pairs)]
+    if len(pairs) > 1:
+        fig.update_layout(updatemenus=[dict(buttons=buttons, active=0, x=1.0, xanchor="right", y=1.12)])
+    fig.update_xaxes(title_text="module")
+    fig.update_yaxes(title_text="layer", autorange="reversed", type="category")
+    first = title(*pairs[0]) if pairs else "Jaccard per matrix (one criterion only)"
+    return publication_layout(fig, first, width=760, height=max(480, 140 + 18 * len(result.layers)))
+
+
 def plot_layers(result) -> go.Figure:
     mid = _mid(result)
     fig = go.Figure()
@@ -136,6 +163,8 @@ def plot_act(result) -> go.Figure:
 def figures(result) -> dict[str, go.Figure]:
     out = {"safety_specificity": plot_curves(result), "jaccard": plot_jaccard(result),
            "layer_share": plot_layers(result)}
+    if len(result.criteria) > 1:
+        out["jaccard_cells"] = plot_jaccard_cells(result)
     if result.subspace_share is not None:
         out["safelora_subspace"] = plot_subspace(result)
     if result.act:

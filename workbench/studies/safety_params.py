@@ -414,6 +414,8 @@ def study(spec: Spec, model: str, base: str | None = None, seed: int = 0, progre
                              aligned=aligned, base=ref, progress=progress)
     m = inputs.model  # float32
     lv, free = score_levels(inputs, spec.criteria, spec.k, spec.group, progress)
+    if not spec.act:  # the act step scores again (Freeze's layers); nothing else needs the cached scores
+        inputs.forget()
     layers, types = cells(list(aligned), tuple(DEFAULT_MODULES))
     log = MeasureLog(Path(checkpoint) / "measurements.json" if checkpoint is not None else None)
     measured = curves(m, Meter(tok, spec, progress), lv, spec.criteria, spec.k, seed, progress, log)

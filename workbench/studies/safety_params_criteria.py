@@ -87,6 +87,11 @@ class CriterionInputs:
         return self._cache[key]
 
 
+    def forget(self) -> None:
+        """Drop the cached Wanda / SNIP scores (four float32 copies of the scored weights)."""
+        self._cache.clear()
+
+
 # ------------------------------------------------------------------------------------------------- criteria
 
 
