@@ -171,7 +171,7 @@ CONTROLS = ("random", "delta")  # what every other criterion must beat
 
 
 def check_criteria(names: list[str]) -> list[str]:
-    """`names` in registry order, validated (ValueError naming the unknown ones and the known ones)."""
+    """`names` as given, validated (ValueError naming the unknown ones and the known ones)."""
     unknown = [n for n in names if n not in CRITERIA]
     if unknown:
         raise ValueError(f"unknown criterion {', '.join(map(repr, unknown))}; criteria: {', '.join(CRITERIA)}")
