@@ -68,8 +68,8 @@ judge_app.command("rescore")(judge.rescore_cmd)
 judge_app.command("report")(judge.report_cmd)
 judge_app.command("train")(judge.train_cmd)
 
-study_app = typer.Typer(no_args_is_help=True,
-                        help="Studies of the survey's open questions (docs/open-questions.md); each writes run folders.")
+study_app = typer.Typer(no_args_is_help=True, help="Studies of the survey's open questions (docs/open-questions.md); "
+                                                   "each writes run folders.")
 app.add_typer(study_app, name="study")
 
 if __name__ == "__main__":  # pragma: no cover
