@@ -166,5 +166,6 @@ def find_pairs(roots: Iterable[str | Path], attack: str = "harmful_ft", p: float
             models.append(AlignedModel(align.path.name, _label(align, taken), str(align.path), defense_name(align),
                                        tuple(attacked)))
     if not models:
-        raise ValueError(f"no usable aligned model under {where}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        why = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        raise ValueError(f"no usable aligned model under {where}: {why}")
     return Pairing(models, [str(r) for r in roots], skipped, ident.version if ident else None)
