@@ -22,12 +22,16 @@ def align_run(root: Path, name: str, model_dir: Path, seed: int = 0) -> Path:
 
 
 def attack_run(root: Path, base: str | Path, hs: float, p: float = 0.1, seed: int = 0, kind: str = "attack",
-               model_dir: Path | None = None, name: str = "harmful_ft") -> Path:
-    """A `kind` run ("attack" or "defend") of attack `name` at harmful ratio p on `base`, with HS `hs` (%)."""
-    from workbench.config import AttackSpec, DataSpec, DefenseSpec
+               model_dir: Path | None = None, name: str = "harmful_ft", n: int = 300, max_steps: int | None = None
+               ) -> Path:
+    """A `kind` run ("attack" or "defend") of attack `name` at harmful ratio p on `base`, with HS `hs` (%); its
+    recorded training (n samples, max_steps) is what `--reattack` would re-train."""
+    from workbench.config import AttackSpec, DataSpec, DefenseSpec, TrainSpec
     from workbench.runs import RunWriter
 
-    spec = {"attack": AttackSpec(name=name, data=DataSpec(p=p, seed=seed)).model_dump(), "model": str(base)}
+    attack = AttackSpec(name=name, data=DataSpec(p=p, n=n, seed=seed), train=TrainSpec(max_steps=max_steps,
+                                                                                      batch_size=4, seed=seed))
+    spec = {"attack": attack.model_dump(), "model": str(base)}
     if kind == "defend":
         spec["defense"] = DefenseSpec(name="freeze").model_dump()
     with RunWriter(root, kind, f"{name}-p{p:g}", spec, seed=seed) as w:

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
-from tests.study_basins_fixture import TINY_MEASURE, align_run, attack_run, pair_root
+from study_basins_fixture import TINY_MEASURE, align_run, attack_run, pair_root
 from workbench.analysis.landscape import normalized_direction, random_direction
 from workbench.analysis.safety_metric import batches_of
 from workbench.models import load_model
@@ -229,3 +229,21 @@ def test_cli_pairs_only_and_errors(three_models, tmp_path):
     res = CliRunner().invoke(app, ["study", "basins", "--runs", str(root), "--points", "4", "--out",
                                    str(tmp_path / "s")])
     assert res.exit_code == 2 and "odd" in " ".join(res.output.split())
+
+
+def test_reattack_reproduces_an_archived_attack_for_the_line(tmp_path, tiny_model_dir):
+    """An attack run archived without weights: --reattack re-trains it from its record to end the line, and
+    deletes the reproduction once the line is measured."""
+    root = tmp_path / "runs"
+    a = align_run(root, "model-a", tiny_model_dir)
+    attack_run(root, a, 10.0, p=0.1, n=10, max_steps=2)
+    spec = _spec(root).model_copy(update={"reattack": True})
+    out = run_basins(spec, tmp_path / "study", seed=0, progress=False, formats=())
+    (m,) = read_result(out).models
+    assert m.line is not None and m.line_reproduced and m.line_missing is None
+    assert m.line.safety_at(0.0) == m.safety_at_origin
+    assert not (out / basins.REATTACKS).exists()
+    without = run_basins(_spec(root), tmp_path / "plain", seed=0, progress=False, formats=())
+    (plain,) = read_result(without).models
+    assert plain.line is None and "--reattack" in plain.line_missing
+    assert plain.random == m.random  # the rest of the measurement does not depend on it

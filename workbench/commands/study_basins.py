@@ -32,6 +32,9 @@ def basins_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root(s)
                prompts: int = typer.Option(32, "--prompts", help="Harmful prompts the safety probe asks."),
                pairs: int = typer.Option(32, "--pairs", help="Held-out harmful Q→A pairs for the harmful loss."),
                max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Greedy tokens per probe answer."),
+               reattack: bool = typer.Option(False, "--reattack", help="Re-train attack runs archived without "
+                                                                       "weights (results/), for the aligned → "
+                                                                       "attacked line; each deleted after use."),
                pairs_only: bool = typer.Option(False, "--pairs-only", help="Only list the aligned / attacked pairs."),
                formats: str = typer.Option("html,png", help="Figure formats, comma-separated (html,png,svg).")):
     """VISAGE on shared random directions, along the harmful-loss gradient and the aligned → attacked line, and the
@@ -44,7 +47,8 @@ def basins_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root(s)
         measure = MeasureSpec(n_directions=directions, n_points=points, span=span, line_points=line_points,
                               n_prompts=prompts, n_pairs=pairs, max_new_tokens=max_new_tokens)
         return BasinsSpec(roots=[str(r) for r in runs], attack=attack, p=None if p is not None and p < 0 else p,
-                          attack_seed=attack_seed, judge=judge, measure=measure)
+                          attack_seed=attack_seed, judge=judge, measure=measure,
+                          reattack=reattack)
 
     spec = guard(_validated, build)
     if pairs_only:

@@ -19,6 +19,7 @@ as the harmful loss does; "only lower the harmful loss" when L_harm does and the
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,6 +39,7 @@ from workbench.tables import markdown_table
 STUDY = "study-basins"  # the analysis name its run folder records
 RESULT_FILE = "basins.json"
 MODELS_DIR = "models"
+REATTACKS = "reattacks"  # scratch: re-trained attacked models, each deleted once its line is measured
 
 
 class BasinsSpec(BaseModel):
@@ -50,6 +52,7 @@ class BasinsSpec(BaseModel):
     p: float | None = 0.1  # harmful ratio of the kept attack runs (None: any)
     attack_seed: int | None = None  # seed of the kept attack runs (None: any; several are averaged)
     judge: str | None = None  # HS by this judge (its rescored sidecars), else each run's metrics.json
+    reattack: bool = False  # re-train attack runs archived without weights, for the line (`basins_measure`)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     n_boot: int = Field(2000, ge=100)
     level: float = Field(0.95, gt=0, lt=1)
@@ -168,9 +171,10 @@ def run_basins(spec: BasinsSpec, out: str | Path, seed: int = 0, progress: bool 
                 measured.append(ModelBasin.model_validate_json(path.read_text()))
                 continue
             bar.set_postfix_str(entry.label)
-            result = measure(entry, spec.measure, seed, progress)
+            result = measure(entry, spec.measure, seed, progress, run.path / REATTACKS if spec.reattack else None)
             write_json(path, result.model_dump(mode="json"))
             measured.append(result)
+        shutil.rmtree(run.path / REATTACKS, ignore_errors=True)
         result = report(spec, seed, pairing, measured)
         write_json(run.path / RESULT_FILE, result.model_dump(mode="json"))
         run.write_metrics(result.headline())

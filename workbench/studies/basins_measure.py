@@ -7,7 +7,11 @@ harmful loss.
     gradient   the slice along d = −∇θ L_harm at the aligned weights, rescaled like the random directions
                (`normalized_direction`): α > 0 moves the way the first step of a harmful fine-tuning moves
     line       θ_aligned + α·(θ_attacked − θ_aligned) over `line_range` (0 = aligned, 1 = attacked), when the attack
-               run kept its weights (an archived attack run did not: then there is no line)
+               run kept its weights. An archived attack run did not: then there is no line, unless `reattack`, which
+               re-trains the first kept attack run from its recorded spec and seed on the aligned model (no
+               evaluation), ends the line at that reproduction and deletes it afterwards (`line_reproduced`). HS
+               stays the archived run's own; the reproduction is the same training, not necessarily bit-identical
+               weights on another machine or library version.
 
 Harmful loss L_harm: the mean cross-entropy per answer token (every answer token of the set counts once, as the
 training loss counts them) of harmful answers given their prompts, on the held-out side of `harmful_qa` (harmful
@@ -22,7 +26,9 @@ by default). Every point is measured in float32 (`precision.fp32_required`, as t
 """
 from __future__ import annotations
 
+import shutil
 import time
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -41,12 +47,14 @@ from workbench.analysis.landscape import (
     visage_1d,
 )
 from workbench.analysis.safety_metric import SafetyMeasure, SafetyProbe, batches_of, harmful_prompts
-from workbench.config import Spec
+from workbench.config import EvalSpec, Spec
 from workbench.data.chat import IGNORE
 from workbench.data.registry import load_split
 from workbench.data.types import Sample
 from workbench.models import load_model
 from workbench.precision import fp32_required
+from workbench.runs import open_run
+from workbench.steps import attack
 from workbench.studies.basins_pairs import AlignedModel
 
 HARMFUL_PAIRS = "harmful_qa"  # held-out side: harmful question → harmful answer pairs no run trains on
@@ -128,6 +136,7 @@ class ModelBasin(BaseModel):
     line: Slice | None = None
     line_run: str | None = None
     line_missing: str | None = None  # why there is no line
+    line_reproduced: bool = False  # the line ends at a re-training of `line_run`, not at its own weights
     seconds: float
 
     @property
@@ -210,8 +219,20 @@ def _slice(model, probe: SafetyProbe, d: Directions, alphas: torch.Tensor, origi
                  visage=visage_1d(alphas, safety, threshold), basin=(float(alphas[lo]), float(alphas[hi])))
 
 
-def measure(entry: AlignedModel, spec: MeasureSpec, seed: int, progress: bool = True) -> ModelBasin:
-    """Every slice and L_harm of one aligned model (module doc); the model is loaded here and freed after."""
+NO_EVAL = EvalSpec(n_harmful=0, n_benign=0, n_task=0, judge=False)  # a reproduction is only trained
+
+
+def reattack(entry: AlignedModel, out: Path, progress: bool = True) -> Path:
+    """The first kept attack run of `entry`, trained again from its record on the aligned model into `out`."""
+    run = open_run(entry.attacked[0].run)
+    shutil.rmtree(out, ignore_errors=True)  # a reproduction left by an interruption
+    return attack(run.attack, entry.run, out, run.seed, NO_EVAL, progress=progress)
+
+
+def measure(entry: AlignedModel, spec: MeasureSpec, seed: int, progress: bool = True,
+            reattack_dir: Path | None = None) -> ModelBasin:
+    """Every slice and L_harm of one aligned model (module doc); the model is loaded here and freed after. With
+    `reattack_dir`, an attack run without weights is re-trained there for the line, then deleted."""
     t0 = time.perf_counter()
     model, tok = load_model(entry.run)
     model = fp32_required(model)  # never bf16 (analysis.landscape)
@@ -238,16 +259,24 @@ def measure(entry: AlignedModel, spec: MeasureSpec, seed: int, progress: bool = 
     gradient = run_slice(d, alphas, "gradient", "−∇ L_harm")
     del d
     line = missing = None
-    if entry.line_from is None:
-        missing = "the attack run(s) kept no model weights (archived records only)"
+    end, reproduced = entry.line_from, None
+    if end is None and reattack_dir is not None:
+        reproduced = reattack(entry, reattack_dir / entry.key, progress)
+        end = str(reproduced)
+    if end is None:
+        missing = "the attack run(s) kept no model weights (archived records only); --reattack re-trains one"
     else:
-        other, _ = load_model(entry.line_from)
+        other, _ = load_model(end)
         d = interpolation_direction(model, fp32_required(other))
         del other
         line = run_slice(d, grid(*spec.line_range, spec.line_points), "line", "aligned → attacked")
         del d
+    if reproduced is not None:
+        shutil.rmtree(reproduced.parent)
     return ModelBasin(key=entry.key, label=entry.label, run=entry.run, defense=entry.defense, hs=entry.hs,
                       attacked_runs=[a.run for a in entry.attacked], attacked_hs=[a.hs for a in entry.attacked],
                       direction_seeds=seeds, safety_at_origin=origin.safety, harmful_loss=loss0,
                       n_pairs=spec.n_pairs, random=random, gradient=gradient, gradient_norm=norm, line=line,
-                      line_run=entry.line_from, line_missing=missing, seconds=round(time.perf_counter() - t0, 2))
+                      line_run=entry.line_from or (entry.attacked[0].run if reproduced else None),
+                      line_missing=missing, line_reproduced=reproduced is not None,
+                      seconds=round(time.perf_counter() - t0, 2))

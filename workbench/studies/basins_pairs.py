@@ -9,7 +9,8 @@ out (as in the leaderboard).
 
 Kept attack runs: kind "attack" (not "defend": a fine-tuning-stage defense would confound the alignment's effect)
 of the chosen attack kind, harmful ratio p (None: any) and seed (None: any). Several kept attack runs of one aligned
-model (seeds) give it their mean HS. HS is the run's own (metrics.json) or, with `judge`, that judge's
+model (seeds) give it their mean HS. All kept attack runs must have been evaluated on one harmful set (AdvBench or
+the standard set), or their HS would not be comparable. HS is the run's own (metrics.json) or, with `judge`, that judge's
 (`evaluation.rescore.judged_rates`: metrics.json when it scored the run, else its `scores/` sidecar).
 
 Weights: an align run is scanned from its model/ (merged weights, or the low-rank delta an archived align run keeps);
@@ -142,6 +143,11 @@ def find_pairs(roots: Iterable[str | Path], attack: str = "harmful_ft", p: float
             f"{'any' if attack_seed is None else attack_seed}) under {where}: found {len(aligns)} align run(s) and "
             f"{n_attacks} attack run(s) in all; the study pairs an align run with the attack runs whose base model is "
             f"it (`workbench align`, then `workbench attack --model <align run>`)")
+    sets = {(a.spec.eval.harmful_set if a.spec.eval is not None else None) for rs in kept.values() for a in rs}
+    if len(sets) > 1:
+        raise ValueError(f"the kept attack runs under {where} were evaluated on different harmful sets "
+                         f"({', '.join(sorted(map(str, sets)))}): their HS are not comparable; pass roots whose "
+                         f"attack runs share one")
     scored: dict[str, dict] = {}
     ident = None
     if judge is not None:
