@@ -46,6 +46,7 @@ def build(root: Path) -> dict[str, Path]:
 
 def _build(root: Path) -> dict[str, Path]:
     from study_basins_fixture import build_basins_study
+
     from workbench.config import DefenseSpec
     from workbench.figures import registered_name
     from workbench.pipeline import quickstart

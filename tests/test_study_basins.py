@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 from scipy import stats
-
 from study_basins_fixture import TINY_MEASURE, align_run, attack_run, pair_root
+
 from workbench.analysis.landscape import normalized_direction, random_direction
 from workbench.analysis.safety_metric import batches_of
 from workbench.models import load_model

@@ -10,8 +10,8 @@ out (as in the leaderboard).
 Kept attack runs: kind "attack" (not "defend": a fine-tuning-stage defense would confound the alignment's effect)
 of the chosen attack kind, harmful ratio p (None: any) and seed (None: any). Several kept attack runs of one aligned
 model (seeds) give it their mean HS. All kept attack runs must have been evaluated on one harmful set (AdvBench or
-the standard set), or their HS would not be comparable. HS is the run's own (metrics.json) or, with `judge`, that judge's
-(`evaluation.rescore.judged_rates`: metrics.json when it scored the run, else its `scores/` sidecar).
+the standard set), or their HS would not be comparable. HS is the run's own (metrics.json) or, with `judge`, that
+judge's (`evaluation.rescore.judged_rates`: metrics.json when it scored the run, else its `scores/` sidecar).
 
 Weights: an align run is scanned from its model/ (merged weights, or the low-rank delta an archived align run keeps);
 one without is listed in `skipped`. An attack run archived without its weights still gives HS, but not the
