@@ -27,6 +27,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
+from workbench.config import Spec
 from workbench.plots.basins import figures
 from workbench.plots.export import export_all
 from workbench.runs import RunWriter, list_runs, write_json
@@ -42,10 +43,8 @@ MODELS_DIR = "models"
 REATTACKS = "reattacks"  # scratch: re-trained attacked models, each deleted once its line is measured
 
 
-class BasinsSpec(BaseModel):
+class BasinsSpec(Spec):
     """The whole study: which runs, which attack, how each model is measured, how the correlations are bootstrapped."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     roots: list[str]
     attack: str = "harmful_ft"
