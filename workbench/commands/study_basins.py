@@ -35,6 +35,9 @@ def basins_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root(s)
                reattack: bool = typer.Option(False, "--reattack", help="Re-train attack runs archived without "
                                                                        "weights (results/), for the aligned → "
                                                                        "attacked line; each deleted after use."),
+               resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue an interrupted study of "
+                                                                         "the same options (default), or start "
+                                                                         "it over."),
                pairs_only: bool = typer.Option(False, "--pairs-only", help="Only list the aligned / attacked pairs."),
                formats: str = typer.Option("html,png", help="Figure formats, comma-separated (html,png,svg).")):
     """VISAGE on shared random directions, along the harmful-loss gradient and the aligned → attacked line, and the
@@ -55,7 +58,7 @@ def basins_cmd(runs: list[Path] = typer.Option(..., "--runs", help="Runs root(s)
         pairing = guard(find_pairs, spec.roots, spec.attack, spec.p, spec.attack_seed, spec.judge)
         console.print(pairing.summary(), markup=False, soft_wrap=True)
         return
-    path = guard(run_basins, spec, out, seed, True, tuple(formats.split(",")))
+    path = guard(run_basins, spec, out, seed, True, tuple(formats.split(",")), resume)
     console.print(f"[green]basin study written:[/] {path}  (report.md, basins.json, figures/)")
 
 

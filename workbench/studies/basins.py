@@ -154,13 +154,14 @@ def model_file(folder: str | Path, key: str) -> Path:
 
 
 def run_basins(spec: BasinsSpec, out: str | Path, seed: int = 0, progress: bool = True,
-               formats=("html", "png")) -> Path:
-    """Pair, measure every model not measured yet, report (module doc). Returns the published study folder."""
+               formats=("html", "png"), resume: bool = True) -> Path:
+    """Pair, measure every model not measured yet, report (module doc). Returns the published study folder.
+    `resume=False` discards what an interrupted run of the same spec and seed had measured."""
     out = Path(out)
     pairing = find_pairs(spec.roots, spec.attack, spec.p, spec.attack_seed, spec.judge)  # errors before any work
     begin_step(seed)
     cfg = {"analysis": STUDY, "params": spec.model_dump(mode="json")}
-    with RunWriter(out.parent, "analysis", STUDY, cfg, seed=seed, resume=True, final=out) as run:
+    with RunWriter(out.parent, "analysis", STUDY, cfg, seed=seed, resume=resume, final=out) as run:
         write_json(run.path / "pairs.json", asdict(pairing))
         measured = []
         bar = tqdm(pairing.models, desc="basins", unit="model", disable=not progress, dynamic_ncols=True)
