@@ -45,6 +45,8 @@ def build(root: Path) -> dict[str, Path]:
 
 
 def _build(root: Path) -> dict[str, Path]:
+    from study_basins_fixture import build_basins_study
+
     from workbench.config import DefenseSpec
     from workbench.figures import registered_name
     from workbench.pipeline import quickstart
@@ -68,6 +70,7 @@ def _build(root: Path) -> dict[str, Path]:
         except Exception as err:  # one analysis that breaks must not sink the tests of everything else
             warnings.warn(f"fixture analysis {key} failed: {type(err).__name__}: {err}", stacklevel=1)
             shutil.rmtree(root / f"analysis-{key}", ignore_errors=True)
+    paths["study-basins"] = build_basins_study(root)  # the Studies tab's basin view (question 2)
     return {**{k: v for k, v in paths.items() if not k.startswith("_")}, "sweep": root / "figure2"}
 
 
