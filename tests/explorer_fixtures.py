@@ -45,6 +45,8 @@ def build(root: Path) -> dict[str, Path]:
 
 
 def _build(root: Path) -> dict[str, Path]:
+    from study_basins_fixture import build_basins_study
+
     from workbench.config import DefenseSpec
     from workbench.figures import registered_name
     from workbench.pipeline import quickstart
@@ -71,6 +73,7 @@ def _build(root: Path) -> dict[str, Path]:
     from study_safety_params_fixture import build_safety_params_study  # the safety-params study (#25)
 
     build_safety_params_study(root, aligned)
+    paths["study-basins"] = build_basins_study(root)  # the Studies tab's basin view (question 2)
     return {**{k: v for k, v in paths.items() if not k.startswith("_")}, "sweep": root / "figure2"}
 
 

@@ -171,10 +171,22 @@ def test_inside_the_model_draws_every_section(page, server):
 def test_studies_tab_shows_the_safety_params_view(page):
     page.get_by_role("tab", name="Studies").click()
     settle(page)
-    page.get_by_role("radio", name="Safety-critical weights", exact=True).click()
+    page.get_by_role("radio", name="Safety-critical weights (Q1)", exact=True).click()
     settle(page)
     page.get_by_text("Safety-specificity of each criterion", exact=False).first.wait_for()
     page.locator('[data-testid="stPlotlyChart"] .main-svg').nth(0).wait_for()
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
     no_exceptions(page)
     shot(page, "09_studies_safety_params")
+
+
+def test_studies_tab_shows_the_basin_study(page):
+    page.get_by_role("tab", name="Studies").click()
+    settle(page)
+    page.get_by_role("radio", name="Safety basins (Q2)").click()
+    settle(page)
+    page.get_by_text("Spearman ρ of each predictor with post-attack HS").first.wait_for()
+    page.locator('[data-testid="stPlotlyChart"] .main-svg').nth(0).wait_for()
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3  # correlations, one scatter, the slices
+    no_exceptions(page)
+    assert shot(page, "09_studies_basins").stat().st_size > 10_000

@@ -16,7 +16,7 @@ from apps.tabs import common
 from workbench import figures as wf
 from workbench.runs import Run
 
-TITLE = "Safety-critical weights"
+TITLE = "Safety-critical weights (Q1)"
 NAME = "safety-params"
 
 
