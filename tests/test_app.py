@@ -193,15 +193,15 @@ def test_compare_without_a_trained_judge_shows_refusal_flags_only(runs_root, mon
 
 
 def test_studies_tab_shows_the_basin_study(runs_root, monkeypatch):
-    from workbench.studies.basins import find_studies, read_result
+    from workbench import figures as wf
 
     at = start(runs_root, monkeypatch)
     open_tab(at, "Studies")
     at.session_state["study_view"] = "Safety basins (Q2)"
     at.run()
     assert problems(at) == []
-    (study,) = find_studies(runs_root)
-    result = read_result(study)
+    (study,) = wf.study_runs(runs_root, "basins")  # a run of kind "study", found through the STUDIES registry
+    result = wf.load_study(study)
     table = at.dataframe[0].value
     assert list(table["predictor"]) == [p.title for p in result.predictors]
     assert set(table["n models"]) <= {len(result.models), 1}  # the line exists for one fixture model only

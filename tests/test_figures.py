@@ -74,6 +74,7 @@ def test_figures_command_exports_every_figure_as_html_and_png(runs_root, tmp_pat
     expected = wf.collect(runs_root)
     sweep = [k for k in expected if k.startswith("figure2/")]
     assert sweep and {"leaderboard/bars", "leaderboard/hs_fa"} & set(expected)
+    assert {k.split("/")[0] for k in expected} >= {"study-safety-params", "study-basins"}  # both studies' runs
     assert all(k.split("/")[0] in {"figure2", "leaderboard"} or (runs_root / k.split("/")[0]).is_dir()
                for k in expected)
     out = tmp_path / "figs"

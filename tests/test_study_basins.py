@@ -10,11 +10,14 @@ import torch
 from scipy import stats
 from study_basins_fixture import TINY_MEASURE, align_run, attack_run, pair_root
 
+from workbench import figures as wf
 from workbench.analysis.landscape import normalized_direction, random_direction
 from workbench.analysis.safety_metric import batches_of
 from workbench.models import load_model
+from workbench.plots.basins import figures
+from workbench.runs import list_runs
 from workbench.studies import basins
-from workbench.studies.basins import BasinsSpec, read_result, run_basins
+from workbench.studies.basins import BasinsSpec, load_result, run_basins
 from workbench.studies.basins_measure import MeasureSpec, harmful_gradient, harmful_loss, harmful_pairs
 from workbench.studies.basins_pairs import find_pairs
 from workbench.studies.basins_stats import rank_correlation
@@ -164,7 +167,7 @@ def test_resume_skips_a_finished_model(three_models, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_basins(spec, out, seed=0, progress=False, formats=("html",))
     assert not out.exists()
-    staged = list((tmp_path / ".incomplete").glob("analysis-study-basins-*/models/*.json"))
+    staged = list((tmp_path / ".incomplete").glob("study-basins-*/models/*.json"))
     assert [p.stem for p in staged] == calls  # the finished model's file, and nothing else
     first = staged[0].read_text()
 
@@ -177,7 +180,7 @@ def test_resume_skips_a_finished_model(three_models, tmp_path, monkeypatch):
     assert path == out and len(calls) == 3 and len(set(calls)) == 3  # the first model was not measured again
     assert (out / "models" / f"{calls[0]}.json").read_text() == first
 
-    result = read_result(out)
+    result = load_result(out)
     assert [m.key for m in result.models] == [a.name for a in aligns]
     assert result.direction_seeds == [0, 1]
     assert all(m.direction_seeds == [0, 1] for m in result.models)  # the same seeds for every model
@@ -198,8 +201,13 @@ def test_resume_skips_a_finished_model(three_models, tmp_path, monkeypatch):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_models"] == 3 and metrics["harmful_loss"]["n"] == 3
     config = json.loads((out / "config.json").read_text())
-    assert config["kind"] == "analysis" and config["spec"]["analysis"] == "study-basins"
-    assert basins.find_studies(tmp_path) == [out]
+    assert config["kind"] == "study" and config["name"] == "basins" and config["spec"]["study"] == "basins"
+    assert BasinsSpec.model_validate(config["spec"]["params"]) == spec
+    (run,) = wf.study_runs(tmp_path)  # found through the STUDIES registry, as `workbench figures` finds it
+    assert run.path == out and wf.load_study(run) == result
+    drawn = wf.collect(tmp_path, ["study"])
+    assert set(drawn) == {f"{out.name}/{name}" for name in figures(result)} and f"{out.name}/random_slices" in drawn
+    assert not [r for r in list_runs(tmp_path, "analysis")]  # no longer an "Other analyses" run of the Inside tab
 
 
 def test_study_is_deterministic_per_model(three_models, tmp_path):
@@ -207,7 +215,7 @@ def test_study_is_deterministic_per_model(three_models, tmp_path):
     root, aligns = three_models
     spec = _spec(root)
     a = run_basins(spec, tmp_path / "a", seed=0, progress=False, formats=())
-    ra = read_result(a)
+    ra = load_result(a)
     m = ra.models[2]
     entry = next(x for x in find_pairs([root]).models if x.key == m.key)
     again = basins.measure(entry, spec.measure, 0, progress=False)
@@ -239,11 +247,11 @@ def test_reattack_reproduces_an_archived_attack_for_the_line(tmp_path, tiny_mode
     attack_run(root, a, 10.0, p=0.1, n=10, max_steps=2)
     spec = _spec(root).model_copy(update={"reattack": True})
     out = run_basins(spec, tmp_path / "study", seed=0, progress=False, formats=())
-    (m,) = read_result(out).models
+    (m,) = load_result(out).models
     assert m.line is not None and m.line_reproduced and m.line_missing is None
     assert m.line.safety_at(0.0) == m.safety_at_origin
     assert not (out / basins.REATTACKS).exists()
     without = run_basins(_spec(root), tmp_path / "plain", seed=0, progress=False, formats=())
-    (plain,) = read_result(without).models
+    (plain,) = load_result(without).models
     assert plain.line is None and "--reattack" in plain.line_missing
     assert plain.random == m.random  # the rest of the measurement does not depend on it

@@ -1,7 +1,8 @@
 """Study view: do alignment-stage defenses widen the safety basin, or only lower the harmful loss? (question 2)
 
-Reads basin study folders (`workbench study basins`, `workbench.studies.basins`) under the runs root; figures come
-from `workbench.plots.basins`. Never measures anything itself.
+Reads study runs of kind "study", name "basins" (`workbench study basins`, `workbench.studies.basins`) under the runs
+root, through the STUDIES registry (`workbench.figures.load_study`); figures come from `workbench.plots.basins`. Never
+measures anything itself.
 """
 from __future__ import annotations
 
@@ -10,20 +11,21 @@ from pathlib import Path
 import streamlit as st
 
 from apps.tabs import common
+from workbench import figures as wf
 from workbench.plots.basins import plot_correlations, plot_predictor, plot_random_slices
-from workbench.studies.basins import find_studies, read_result
+from workbench.runs import Run
 
 TITLE = "Safety basins (Q2)"
+NAME = "basins"
 
 
-@st.cache_data(show_spinner=False)
-def _studies(root: str, fp: tuple) -> list[str]:
-    return [str(p) for p in find_studies(root)]
-
-
-@st.cache_data(show_spinner=False)
-def _result(path: str):
-    return read_result(path)
+@st.cache_data(show_spinner="reading the study…")
+def _read(path: str):
+    """(result, error) of a study run."""
+    try:
+        return wf.load_study(Run(Path(path))), None
+    except Exception as err:  # a damaged run must not take the app down
+        return None, f"{type(err).__name__}: {err}"
 
 
 def _num(v, fmt: str = "+.2f") -> str:
@@ -32,15 +34,17 @@ def _num(v, fmt: str = "+.2f") -> str:
 
 def render(root: Path) -> None:
     st.subheader("Do alignment-stage defenses widen the safety basin, or only lower the harmful loss?")
-    found = _studies(str(root), common.fingerprint(root))
-    if not found:
-        common.empty("basin study", f"workbench study basins --runs <runs root> --directions 8 --seed 0 "
-                                    f"--out {root}/study-basins")
+    recs = [r for r in common.runs(root, "study") if r["name"] == NAME]
+    if not recs:
+        common.empty("basin study runs", f"workbench study basins --runs <runs root> --directions 8 --seed 0 "
+                                         f"--out {root}/study-basins")
         return
-    newest = list(reversed(found))
-    path = st.selectbox("Basin study", newest, format_func=lambda p: str(Path(p).relative_to(root)),
-                        key="basins-study")
-    result = _result(path)
+    rec = common.pick_run(recs, "Basin study", key="basins-study")
+    path = rec["path"]
+    result, err = _read(path)
+    if err:
+        st.warning(f"could not read this study run ({err})")
+        return
     spec = result.spec
     st.caption(f"{len(result.models)} aligned models · {spec.attack} at p = "
                f"{'any' if spec.p is None else f'{spec.p:g}'} · {len(result.direction_seeds)} shared random "

@@ -17,6 +17,7 @@ import importlib
 # (study module with `load_result(folder)`, plots module with `figures(result)`), imported lazily (torch, plotly).
 STUDIES: dict[str, tuple[str, str]] = {
     "safety-params": ("workbench.studies.safety_params", "workbench.plots.safety_params"),
+    "basins": ("workbench.studies.basins", "workbench.plots.basins"),
 }
 
 

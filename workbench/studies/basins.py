@@ -8,10 +8,10 @@
 3. report    per predictor, Spearman ρ with post-attack HS across the models and a bootstrap 95 % interval over
              models (`basins_stats`); `basins.json` (`BasinsResult`), `report.md`, `metrics.json` and figures/
 
-The study folder is one run folder (kind "analysis", analysis "study-basins") staged like every run: an interrupted
-study keeps its staging folder, `<out parent>/.incomplete/analysis-study-basins-<spec hash>/`, and the same command
-(same spec and seed) resumes it, skipping every model whose result file is there. It is published to `--out` when
-the last model is done.
+The study folder is one run folder (kind "study", name "basins": `workbench figures` and the explorer's Studies tab
+find it through `workbench.studies.STUDIES`) staged like every run: an interrupted study keeps its staging folder,
+`<out parent>/.incomplete/study-basins-<spec hash>/`, and the same command (same spec and seed) resumes it, skipping
+every model whose result file is there. It is published to `--out` when the last model is done.
 
 A predictor of robustness correlates *negatively* with HS (a wider or safer basin, a higher harmful loss → a lower
 post-attack HS). "Widen the basin" is supported when the VISAGE predictors order the models by HS at least as well
@@ -28,16 +28,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
 
 from workbench.config import Spec
-from workbench.plots.basins import figures
 from workbench.plots.export import export_all
-from workbench.runs import RunWriter, list_runs, write_json
+from workbench.record import StudyRunSpec
+from workbench.runs import RunWriter, write_json
 from workbench.steps import begin_step
 from workbench.studies.basins_measure import MeasureSpec, ModelBasin, direction_seeds, measure
 from workbench.studies.basins_pairs import Pairing, find_pairs
 from workbench.studies.basins_stats import RankCorrelation, rank_correlation
 from workbench.tables import markdown_table
 
-STUDY = "study-basins"  # the analysis name its run folder records
+STUDY = "basins"  # the run's name: folders `study-basins-<timestamp>`
 RESULT_FILE = "basins.json"
 MODELS_DIR = "models"
 REATTACKS = "reattacks"  # scratch: re-trained attacked models, each deleted once its line is measured
@@ -157,11 +157,13 @@ def run_basins(spec: BasinsSpec, out: str | Path, seed: int = 0, progress: bool 
                formats=("html", "png"), resume: bool = True) -> Path:
     """Pair, measure every model not measured yet, report (module doc). Returns the published study folder.
     `resume=False` discards what an interrupted run of the same spec and seed had measured."""
+    from workbench.plots.basins import figures  # deferred: plotly
+
     out = Path(out)
     pairing = find_pairs(spec.roots, spec.attack, spec.p, spec.attack_seed, spec.judge)  # errors before any work
     begin_step(seed)
-    cfg = {"analysis": STUDY, "params": spec.model_dump(mode="json")}
-    with RunWriter(out.parent, "analysis", STUDY, cfg, seed=seed, resume=resume, final=out) as run:
+    record = StudyRunSpec(study=STUDY, params=spec.model_dump(mode="json"))  # no one model: many, found in roots
+    with RunWriter(out.parent, "study", STUDY, record, seed=seed, resume=resume, final=out) as run:
         write_json(run.path / "pairs.json", asdict(pairing))
         measured = []
         bar = tqdm(pairing.models, desc="basins", unit="model", disable=not progress, dynamic_ncols=True)
@@ -183,15 +185,11 @@ def run_basins(spec: BasinsSpec, out: str | Path, seed: int = 0, progress: bool 
     return run.final_path
 
 
-def read_result(folder: str | Path) -> BasinsResult:
-    """The typed result of a finished basin study folder; ValueError when it holds none."""
+def load_result(folder: str | Path) -> BasinsResult:
+    """The typed result of a finished basin study folder (the STUDIES registry's reader); ValueError when it holds
+    none."""
     path = Path(folder) / RESULT_FILE
     if not path.is_file():
         raise ValueError(f"{folder} holds no basin study result ({RESULT_FILE}); run `workbench study basins` first")
     return BasinsResult.model_validate_json(path.read_text(encoding="utf-8"))
 
-
-def find_studies(root: str | Path) -> list[Path]:
-    """Finished basin study folders under `root`, oldest first."""
-    return [r.path for r in list_runs(root, "analysis")
-            if r.spec.analysis == STUDY and (r.path / RESULT_FILE).is_file()]
