@@ -29,6 +29,7 @@ from workbench.commands import (  # noqa: E402
     repair,
     runs,
     stress,
+    study_ascent,
     sweep,
     train,
 )
@@ -71,6 +72,7 @@ judge_app.command("train")(judge.train_cmd)
 study_app = typer.Typer(no_args_is_help=True,
                         help="Studies of the survey's open questions (docs/open-questions.md); each writes run folders.")
 app.add_typer(study_app, name="study")
+study_app.command("ascent")(study_ascent.ascent_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -87,3 +87,23 @@ def step_root(out: str | Path, cell: Cell, step: str) -> Path:
     if step not in STEPS:
         raise ValueError(f"unknown study step {step!r}; steps: {', '.join(STEPS)}")
     return Path(out) / CELLS / cell.key / step
+
+
+def study_spec(model: str, kinds: list[str], weights: list[float], p: float, seed: int = 0,
+               preset_name: str = "full", **limits) -> AscentStudySpec:
+    """The spec from command-line values; a bad value is one ValueError line naming the field."""
+    from pydantic import ValidationError  # deferred: only the boundary needs it
+
+    from workbench.models.registry import MODELS
+    from workbench.presets import preset
+
+    preset(preset_name)  # unknown presets fail here, naming the two
+    if model not in MODELS and not Path(model).is_dir():
+        raise ValueError(f"--model {model}: neither a registered model ({', '.join(sorted(MODELS))}) nor a folder")
+    try:
+        return AscentStudySpec(model=model, kinds=kinds, weights=weights, p=p, seed=seed, preset=preset_name,
+                               **limits)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err["loc"])
+        raise ValueError(f"ascent study: {where}: {err['msg']}") from None
