@@ -24,7 +24,8 @@ TINY_ANALYSES: dict[str, dict] = {
                      components=["resid", "resid_pos", "attn", "heads"]),
     "logit-attribution": dict(n_prompts=2, n_boot=100),
 }
-SINGLE_MODEL = {"wanda"}  # analyses run on the aligned model alone
+SINGLE_MODEL = {"wanda"}
+STUDY_FOLDERS = ("study-ascent",)  # the studies' run folders (tests/study_*_fixture.py) under the fixture root  # analyses run on the aligned model alone
 SWEEP_PS = [0.0, 0.5]
 
 
@@ -68,7 +69,25 @@ def _build(root: Path) -> dict[str, Path]:
         except Exception as err:  # one analysis that breaks must not sink the tests of everything else
             warnings.warn(f"fixture analysis {key} failed: {type(err).__name__}: {err}", stacklevel=1)
             shutil.rmtree(root / f"analysis-{key}", ignore_errors=True)
+    from study_ascent_fixture import build_ascent_study
+
+    paths["study-ascent"] = build_ascent_study(root)
     return {**{k: v for k, v in paths.items() if not k.startswith("_")}, "sweep": root / "figure2"}
+
+
+def outside_studies(root: Path, kind: str | None = None) -> list:
+    """The fixture root's runs of `kind` that are not a study's (a study's cells are runs of every kind: tests that
+    count the quickstart's runs leave them out)."""
+    from workbench.runs import list_runs
+
+    return [r for r in list_runs(root, kind) if r.path.relative_to(root).parts[0] not in STUDY_FOLDERS]
+
+
+def study_run_names(root: Path) -> set[str]:
+    """Folder names of the studies' runs under the fixture root."""
+    from workbench.runs import list_runs
+
+    return {r.path.name for folder in STUDY_FOLDERS for r in list_runs(root / folder)}
 
 
 def explorer_runs_root(tmp_path_factory) -> Path:

@@ -166,3 +166,19 @@ def test_inside_the_model_draws_every_section(page, server):
             page.get_by_text("workbench analyze").first.wait_for()
         no_exceptions(page)
         shot(page, f"04{'abcde'[i]}_inside_{section.lower().replace(' ', '_')}")
+
+
+def test_studies_tab_shows_the_ascent_study(page, server):
+    from apps.tabs import study_ascent
+
+    page.get_by_role("tab", name="Studies").click()
+    settle(page)
+    page.get_by_role("radio", name=study_ascent.TITLE, exact=True).click()
+    settle(page)
+    page.get_by_text("Chosen on validation, reported on test").first.wait_for()
+    page.get_by_text("Every cell on the validation split").first.wait_for()
+    page.locator('[data-testid="stPlotlyChart"] .main-svg').nth(0).wait_for()
+    page.wait_for_timeout(500)
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
+    no_exceptions(page)
+    assert shot(page, "07_study_ascent").stat().st_size > 10_000

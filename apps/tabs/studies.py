@@ -9,7 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-VIEWS: tuple = ()  # the study views, in the order of docs/open-questions.md
+from apps.tabs import study_ascent
+
+VIEWS: tuple = (study_ascent,)  # the study views, in the order of docs/open-questions.md
 
 TITLE = "Studies"
 
