@@ -24,8 +24,8 @@ TINY_ANALYSES: dict[str, dict] = {
                      components=["resid", "resid_pos", "attn", "heads"]),
     "logit-attribution": dict(n_prompts=2, n_boot=100),
 }
-SINGLE_MODEL = {"wanda"}
-STUDY_FOLDERS = ("study-ascent",)  # the studies' run folders (tests/study_*_fixture.py) under the fixture root  # analyses run on the aligned model alone
+SINGLE_MODEL = {"wanda"}  # analyses run on the aligned model alone
+STUDY_FOLDERS = ("study-ascent",)  # the studies' run folders (tests/study_*_fixture.py) under the fixture root
 SWEEP_PS = [0.0, 0.5]
 
 

@@ -151,3 +151,10 @@ def test_study_spec_and_cells():
     assert [c.key for c in spec.cells()] == ["sft", "npo-w0.5", "npo-w2"]
     assert Cell("sft", 0.0).is_baseline
     assert SUMMARY_FILE == "ascent-summary.json"
+
+
+def test_the_leaderboard_leaves_the_study_runs_out(study):
+    from workbench.leaderboard import build
+
+    with pytest.raises(ValueError, match="no attacked models"):  # every attack run under it is a study cell's
+        build(study.parent)

@@ -13,7 +13,8 @@ For each ascent kind (−CE, the unbounded control; −log(1+CE) as RepNoise; NP
 then per kind the weight with the lowest validation HS within the collapse and FA limits (`ascent_summary.choose`),
 and only then the chosen cells and `sft` on the test sets (`steps.evaluate_model`, the preset's test sizes). Every
 step is an ordinary run folder under DIR/cells/<key>/<step>/ (`ascent_spec`), skipped when finished, so a rerun
-resumes and a larger grid reuses the cells it shares. One failing cell is reported and the others go on.
+resumes and a larger grid reuses the cells it shares; an interrupted training step continues from its checkpoint
+(`RunWriter` staging, `--resume` semantics). One failing cell is reported and the others go on.
 """
 from __future__ import annotations
 
@@ -68,7 +69,8 @@ def run_cell(spec: AscentStudySpec, pr: Preset, cell: Cell, out: Path, progress:
         defense = (DefenseSpec(name="sft") if cell.is_baseline else
                    DefenseSpec(name="ascent", params={"kind": cell.kind, "weight": cell.weight, "beta": spec.beta}))
         align = pr.align.model_copy(update={"defense": defense})
-        aligned = steps.align(align, spec.model, root("align"), spec.seed, silent(pr.eval), progress=progress)
+        aligned = steps.align(align, spec.model, root("align"), spec.seed, silent(pr.eval), resume=True,
+                              progress=progress)
     if done(root("collapse")) is None:
         gen = pr.validation.generation
         params = {"preset": spec.preset, "n_benign": max(1, pr.validation.n_benign),
@@ -78,7 +80,8 @@ def run_cell(spec: AscentStudySpec, pr: Preset, cell: Cell, out: Path, progress:
     attacked = done(root("attack"))
     if attacked is None:
         attack = pr.attack.model_copy(update={"data": pr.attack.data.model_copy(update={"p": spec.p})})
-        attacked = steps.attack(attack, str(aligned), root("attack"), spec.seed, silent(pr.eval), progress=progress)
+        attacked = steps.attack(attack, str(aligned), root("attack"), spec.seed, silent(pr.eval), resume=True,
+                                progress=progress)
     if done(root("validation")) is None:
         steps.evaluate_validation(str(attacked), root("validation"), spec.preset, spec.seed, pr.validation,
                                   progress=progress, fa_unseen_by=train_uids(open_run(attacked)))
@@ -103,7 +106,7 @@ def run_study(spec: AscentStudySpec, out: str | Path, progress: bool = True,
     failed: dict[str, str] = {}
     for cell in tqdm(spec.cells(), desc="ascent study", unit="cell", disable=not progress):
         try:
-            run_cell(spec, pr, cell, out, progress=False)
+            run_cell(spec, pr, cell, out, progress=progress)
         except Exception as err:  # one failing cell is reported, never fatal to the study
             failed[cell.key] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
     task = pr.validation.task if pr.validation.n_task else None
@@ -112,7 +115,7 @@ def run_study(spec: AscentStudySpec, out: str | Path, progress: bool = True,
     for cell in spec.cells():
         if cell.key in keys and cell.key not in failed:
             try:
-                run_test(pr, spec, cell, out, progress=False)
+                run_test(pr, spec, cell, out, progress=progress)
             except Exception as err:
                 failed[cell.key] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
     summary = summarise(out, spec, task)
