@@ -31,7 +31,7 @@ CHARTS = {"Threat model": 2, "Defenses": 1, "Inside the model": 1, "Landscape": 
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.is_file(), reason="no Debian chromium at /usr/bin/chromium"),
-    pytest.mark.timeout(300),
+    pytest.mark.timeout(600),  # the first test also builds the fixture runs root (quickstart, sweep, analyses, studies)
 ]
 playwright_api = pytest.importorskip("playwright.sync_api")
 

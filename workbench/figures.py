@@ -11,6 +11,8 @@ same wherever it is shown.
                     `workbench.plots.leaderboard` (grouped bars per attack; HS vs FA)
     training        training runs whose `training.json` holds a defense's per-step diagnostics →
                     `workbench.plots.training` (task loss and the defense's own loss terms)
+    study           the open-question studies' folders (`workbench study ...`): an ascent study's summary →
+                    `workbench.plots.study_ascent`
 
 `collect(root)` gathers all of them as {"group/name": Figure}; `export(figures, out, formats)` writes
 HTML (always) and PNG/SVG through kaleido, one browser session for all static images.
@@ -31,9 +33,12 @@ from workbench.analysis import ANALYSES
 from workbench.leaderboard import build
 from workbench.plots.export import _ensure_browser_env, write_html, write_shared_plotlyjs
 from workbench.plots.leaderboard import figures as board_figures
+from workbench.plots.study_ascent import figures as ascent_figures
 from workbench.plots.threat import figures
 from workbench.plots.training import plot_training
 from workbench.runs import INCOMPLETE, Run, defense_name, list_runs, model_ref
+from workbench.studies.ascent_spec import SUMMARY_FILE as ASCENT_SUMMARY
+from workbench.studies.ascent_summary import read_summary
 from workbench.sweep import results
 from workbench.vocabulary import analysis_key
 
@@ -211,7 +216,21 @@ def sweep_figures(folder: str | Path) -> dict[str, go.Figure]:
 # ------------------------------------------------------------------------------------ collect/export
 
 
-FIGURE_KINDS = ("analysis", "sweep", "leaderboard", "training")  # what `collect` can draw
+FIGURE_KINDS = ("analysis", "sweep", "leaderboard", "training", "study")  # what `collect` can draw
+
+
+def study_figures(root: str | Path) -> dict[str, tuple[Path, dict[str, go.Figure]]]:
+    """{group: (study folder, its figures)} for the open-question studies under `root` (`workbench.studies`):
+    ascent studies (DIR/ascent-summary.json → `workbench.plots.study_ascent`)."""
+    root = Path(root)
+    out = {}
+    for summary in sorted(root.rglob(ASCENT_SUMMARY)) if root.is_dir() else ():
+        if INCOMPLETE in summary.parts:
+            continue
+        folder = summary.parent
+        group = str(folder.relative_to(root)) if folder != root else "study"
+        out[group] = (folder, ascent_figures(read_summary(folder)))
+    return out
 
 
 def training_runs(root: str | Path) -> list[tuple[Run, dict]]:
@@ -272,6 +291,15 @@ def collect(root: str | Path, kinds: Iterable[str] = FIGURE_KINDS,
                     out[f"{group}/training"] = plot_training({defense_name(run): training})
                 except Exception as err:
                     on_error(group, err)
+    if "study" in kinds:
+        try:
+            studies = study_figures(root)
+        except Exception as err:
+            on_error("study", err)
+            studies = {}
+        for group, (_, figs) in studies.items():
+            if keep(group):
+                out.update({f"{group}/{name}": fig for name, fig in figs.items()})
     if "leaderboard" in kinds and keep("leaderboard"):
 
         try:

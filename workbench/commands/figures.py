@@ -17,7 +17,7 @@ def figures_cmd(out: Path = typer.Option(..., "--out", "-o", help="Folder to wri
                 runs: Path = typer.Option(Path("runs"), "--runs", help="Runs root to read."),
                 kind: list[str] | None = typer.Option(None, "--kind",
                                                       help="Which figures (repeatable): analysis, sweep, leaderboard, "
-                                                           "training (default: all)."),
+                                                           "training, study (default: all)."),
                 match: str | None = typer.Option(None, "--match", help="Only run folders whose path contains this."),
                 formats: str = typer.Option("html,png", help="Comma-separated: html, png, svg, pdf.")):
     """Export the figures of the chosen runs (HTML + PNG/SVG)."""
