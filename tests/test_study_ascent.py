@@ -158,3 +158,15 @@ def test_the_leaderboard_leaves_the_study_runs_out(study):
 
     with pytest.raises(ValueError, match="no attacked models"):  # every attack run under it is a study cell's
         build(study.parent)
+
+
+def test_workbench_figures_draws_the_study(study):
+    from workbench.figures import collect
+
+    figs = collect(study.parent, ["study"])
+    assert set(figs) == {f"{study.name}/{n}" for n in ("hs_vs_weight", "collapse_vs_weight", "chosen_test")}
+    hs = figs[f"{study.name}/hs_vs_weight"]
+    summary = read_summary(study)
+    for kind in summary.spec.kinds:  # one line per kind, at its validation HS
+        (line,) = [t for t in hs.data if t.name == kind]
+        assert list(line.y) == [c.validation.hs.value for c in summary.cells if c.kind == kind]

@@ -19,7 +19,7 @@ import torch
 from pydantic import Field, field_validator
 
 from workbench.config import Spec
-from workbench.defenses.alignment.ascent_losses import ASCENT_LOSSES, answer_ce, get_ascent_loss
+from workbench.defenses.alignment.ascent_losses import ASCENT_LOSSES, IGNORE, answer_ce, get_ascent_loss
 from workbench.defenses.alignment.common import HarmfulBatches, device_of, harmful_batches
 from workbench.defenses.context import TrainingContext
 from workbench.models import load_model
@@ -43,6 +43,17 @@ class AscentParams(Spec):
 def shifted(logits: torch.Tensor, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits[:, :-1], labels[:, 1:]): position t predicts label t, as the ascent losses take them."""
     return logits[:, :-1], batch["labels"][:, 1:]
+
+
+def answer_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, labels) aligned as the ascent losses take them, from the first answer-predicting position on
+    (`logits_to_keep`, as the loop's `lm_loss`: prompt positions cost no LM-head FLOPs nor logit memory)."""
+    labels = batch["labels"][:, 1:]
+    answer_cols = (labels != IGNORE).any(0).nonzero()
+    start = int(answer_cols[0]) if len(answer_cols) else 0
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                logits_to_keep=batch["input_ids"].shape[1] - start)
+    return out.logits[:, :-1], labels[:, start:]
 
 
 def is_lora(model) -> bool:
@@ -73,14 +84,13 @@ class AscentPlugin(TrainPlugin):
         ref = self.ref if self.ref is not None else model
         adapters_off = model.disable_adapter() if self.ref is None else contextlib.nullcontext()
         with torch.no_grad(), adapters_off:
-            return ref(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False).logits
+            return answer_logits(ref, batch)[0]
 
     def extra_loss(self, model, batch: dict, outputs, state: TrainState) -> torch.Tensor:
         p = self.params
         hb = self.harmful.get(state.micro, device_of(model))
-        logits = model(input_ids=hb["input_ids"], attention_mask=hb["attention_mask"], use_cache=False).logits
-        ref = shifted(self.reference_logits(model, hb), hb)[0] if self.loss.needs_reference else None
-        logits, labels = shifted(logits, hb)
+        logits, labels = answer_logits(model, hb)
+        ref = self.reference_logits(model, hb) if self.loss.needs_reference else None
         term = self.loss.fn(logits, labels, ref, beta=p.beta)
         self.last = {"ascent": term.item(), "harmful_ce": answer_ce(logits.detach(), labels).item()}
         return p.weight * term
