@@ -46,6 +46,9 @@ def build(root: Path) -> dict[str, Path]:
 
 
 def _build(root: Path) -> dict[str, Path]:
+    from study_ascent_fixture import build_ascent_study
+    from study_basins_fixture import build_basins_study
+
     from workbench.config import DefenseSpec
     from workbench.figures import registered_name
     from workbench.pipeline import quickstart
@@ -69,9 +72,8 @@ def _build(root: Path) -> dict[str, Path]:
         except Exception as err:  # one analysis that breaks must not sink the tests of everything else
             warnings.warn(f"fixture analysis {key} failed: {type(err).__name__}: {err}", stacklevel=1)
             shutil.rmtree(root / f"analysis-{key}", ignore_errors=True)
-    from study_ascent_fixture import build_ascent_study
-
-    paths["study-ascent"] = build_ascent_study(root)
+    paths["study-basins"] = build_basins_study(root)  # the Studies tab's basin view (question 2)
+    paths["study-ascent"] = build_ascent_study(root)  # the Studies tab's ascent view (question 3)
     return {**{k: v for k, v in paths.items() if not k.startswith("_")}, "sweep": root / "figure2"}
 
 

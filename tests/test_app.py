@@ -209,6 +209,25 @@ def test_compare_without_a_trained_judge_shows_refusal_flags_only(runs_root, mon
     assert any("Refusal flags only" in c.value and "not trained" in c.value for c in at.caption)
 
 
+def test_studies_tab_shows_the_basin_study(runs_root, monkeypatch):
+    from workbench.studies.basins import find_studies, read_result
+
+    at = start(runs_root, monkeypatch)
+    open_tab(at, "Studies")
+    at.session_state["study_view"] = "Safety basins (Q2)"
+    at.run()
+    assert problems(at) == []
+    (study,) = find_studies(runs_root)
+    result = read_result(study)
+    table = at.dataframe[0].value
+    assert list(table["predictor"]) == [p.title for p in result.predictors]
+    assert set(table["n models"]) <= {len(result.models), 1}  # the line exists for one fixture model only
+    assert n_charts(at) == 3  # correlations, the chosen predictor's scatter, the random slices
+    at.session_state["basins-predictor"] = "harmful_loss"
+    at.run()
+    assert problems(at) == [] and n_charts(at) == 3
+
+
 def test_every_tab_says_what_to_run_when_there_are_no_runs(tmp_path, monkeypatch):
     at = start(tmp_path, monkeypatch)
     for title in TABS:

@@ -168,6 +168,18 @@ def test_inside_the_model_draws_every_section(page, server):
         shot(page, f"04{'abcde'[i]}_inside_{section.lower().replace(' ', '_')}")
 
 
+def test_studies_tab_shows_the_basin_study(page):
+    page.get_by_role("tab", name="Studies").click()
+    settle(page)
+    page.get_by_role("radio", name="Safety basins (Q2)").click()
+    settle(page)
+    page.get_by_text("Spearman ρ of each predictor with post-attack HS").first.wait_for()
+    page.locator('[data-testid="stPlotlyChart"] .main-svg').nth(0).wait_for()
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3  # correlations, one scatter, the slices
+    no_exceptions(page)
+    assert shot(page, "09_studies_basins").stat().st_size > 10_000
+
+
 def test_studies_tab_shows_the_ascent_study(page, server):
     from apps.tabs import study_ascent
 
@@ -181,4 +193,4 @@ def test_studies_tab_shows_the_ascent_study(page, server):
     page.wait_for_timeout(500)
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
     no_exceptions(page)
-    assert shot(page, "07_study_ascent").stat().st_size > 10_000
+    assert shot(page, "10_studies_ascent").stat().st_size > 10_000

@@ -16,6 +16,7 @@ from workbench.record import (
     AnalysisRunSpec,
     AttackRunSpec,
     EvalRunSpec,
+    RepairRunSpec,
     RunRecord,
 )
 from workbench.runs import RunWriter, list_runs, open_run, spec_hash
@@ -23,8 +24,8 @@ from workbench.runs import RunWriter, list_runs, open_run, spec_hash
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 FOLDERS = sorted(p.parent for p in RESULTS.rglob("config.json")
                  if "model" not in p.relative_to(RESULTS).parts and ".incomplete" not in p.parts)
-SPEC = {"align": AlignRunSpec, "attack": AttackRunSpec, "defend": AttackRunSpec, "eval": EvalRunSpec,
-        "analysis": AnalysisRunSpec}
+SPEC = {"align": AlignRunSpec, "attack": AttackRunSpec, "defend": AttackRunSpec, "repair": RepairRunSpec,
+        "eval": EvalRunSpec, "analysis": AnalysisRunSpec}
 
 
 def test_the_archive_holds_runs_of_every_recorded_kind():
@@ -57,6 +58,9 @@ def test_every_archived_run_reads_as_a_typed_record(folder):
             assert run.name.startswith(f"{run.defense}-")
         else:
             assert run.stage is None and run.defense is None
+    elif run.kind == "repair":  # a repair of an attack run: the post-fine-tuning defense, the attack it repaired
+        assert run.stage == "post-fine-tuning" and run.defense == run.spec.defense.name
+        assert isinstance(run.attack, AttackSpec) and run.name.startswith(f"{run.defense}-")
     else:
         assert run.stage is None and run.defense is None and run.attack is None
     if run.kind == "analysis":

@@ -30,6 +30,7 @@ from workbench.commands import (  # noqa: E402
     runs,
     stress,
     study_ascent,
+    study_basins,
     sweep,
     train,
 )
@@ -69,9 +70,10 @@ judge_app.command("rescore")(judge.rescore_cmd)
 judge_app.command("report")(judge.report_cmd)
 judge_app.command("train")(judge.train_cmd)
 
-study_app = typer.Typer(no_args_is_help=True,
-                        help="Studies of the survey's open questions (docs/open-questions.md); each writes run folders.")
+study_app = typer.Typer(no_args_is_help=True, help="Studies of the survey's open questions (docs/open-questions.md); "
+                                                   "each writes run folders.")
 app.add_typer(study_app, name="study")
+study_app.command("basins")(study_basins.basins_cmd)
 study_app.command("ascent")(study_ascent.ascent_cmd)
 
 if __name__ == "__main__":  # pragma: no cover

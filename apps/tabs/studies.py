@@ -9,9 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from apps.tabs import study_ascent
+from apps.tabs import study_ascent, study_basins
 
-VIEWS: tuple = (study_ascent,)  # the study views, in the order of docs/open-questions.md
+VIEWS: tuple = (study_basins, study_ascent)  # the study views, in the order of docs/open-questions.md
 
 TITLE = "Studies"
 

@@ -17,7 +17,7 @@ from workbench.studies.ascent_spec import SUMMARY_FILE
 from workbench.studies.ascent_summary import AscentSummary, read_summary
 from workbench.vocabulary import fmt_rate
 
-TITLE = "Ascent without collapse"
+TITLE = "Ascent without collapse (Q3)"
 
 
 def study_folders(root: Path) -> list[Path]:

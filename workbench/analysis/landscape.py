@@ -114,6 +114,22 @@ def random_direction(model, seed: int, normalization: str = "tensor", include_em
     return out
 
 
+def normalized_direction(model, raw: Directions, normalization: str = "tensor",
+                         include_embeddings: bool = True) -> Directions:
+    """`raw` (one tensor per parameter, e.g. a loss gradient) rescaled exactly as `random_direction` rescales its
+    Gaussian draws, so that a slice along it is comparable with the random slices at equal α: ‖d_i‖ = ‖W_i‖ per
+    tensor or per row, 1-D tensors (and embeddings unless included) zero."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    out: Directions = {}
+    for name, p in model.named_parameters():
+        w = p.detach()
+        if w.dim() <= 1 or (not include_embeddings and id(p) in embeddings) or name not in raw:
+            out[name] = torch.zeros_like(w)
+            continue
+        out[name] = _rescale_like(raw[name].float(), w.float(), normalization).to(w.dtype)
+    return out
+
+
 def interpolation_direction(model, target) -> Directions:
     """d = θ_target − θ_model for every parameter (1-D included): θ + 1·d is the target model."""
     theirs = dict(target.named_parameters())
