@@ -25,6 +25,7 @@ TINY_ANALYSES: dict[str, dict] = {
     "logit-attribution": dict(n_prompts=2, n_boot=100),
 }
 SINGLE_MODEL = {"wanda"}  # analyses run on the aligned model alone
+STUDY_FOLDERS = ("study-ascent",)  # the studies' run folders (tests/study_*_fixture.py) under the fixture root
 SWEEP_PS = [0.0, 0.5]
 
 
@@ -45,6 +46,7 @@ def build(root: Path) -> dict[str, Path]:
 
 
 def _build(root: Path) -> dict[str, Path]:
+    from study_ascent_fixture import build_ascent_study
     from study_basins_fixture import build_basins_study
 
     from workbench.config import DefenseSpec
@@ -74,7 +76,23 @@ def _build(root: Path) -> dict[str, Path]:
 
     build_safety_params_study(root, aligned)
     paths["study-basins"] = build_basins_study(root)  # the Studies tab's basin view (question 2)
+    paths["study-ascent"] = build_ascent_study(root)  # the Studies tab's ascent view (question 3)
     return {**{k: v for k, v in paths.items() if not k.startswith("_")}, "sweep": root / "figure2"}
+
+
+def outside_studies(root: Path, kind: str | None = None) -> list:
+    """The fixture root's runs of `kind` that are not a study's (a study's cells are runs of every kind: tests that
+    count the quickstart's runs leave them out)."""
+    from workbench.runs import list_runs
+
+    return [r for r in list_runs(root, kind) if r.path.relative_to(root).parts[0] not in STUDY_FOLDERS]
+
+
+def study_run_names(root: Path) -> set[str]:
+    """Folder names of the studies' runs under the fixture root."""
+    from workbench.runs import list_runs
+
+    return {r.path.name for folder in STUDY_FOLDERS for r in list_runs(root / folder)}
 
 
 def explorer_runs_root(tmp_path_factory) -> Path:

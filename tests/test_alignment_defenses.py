@@ -60,7 +60,7 @@ def _grads(model):
 
 # ---------------------------------------------------------------------------------------------- CLI, end to end
 
-@pytest.mark.parametrize("defense", ["vaccine", "t_vaccine", "repnoise", "booster", "tar"])
+@pytest.mark.parametrize("defense", ["vaccine", "t_vaccine", "repnoise", "booster", "tar", "ascent"])
 def test_cli_align_with_defense_writes_a_run_folder_in_under_a_minute(tmp_path, defense, tiny_arch):
     model = tiny_arch
     from workbench.cli import app

@@ -9,12 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from explorer_fixtures import SWEEP_PS, explorer_runs_root
+from explorer_fixtures import SWEEP_PS, explorer_runs_root, outside_studies, study_run_names
 from gemma_fixtures import REPAIRS, gemma_runs_root
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parent.parent / "apps" / "explorer.py"
-TABS = ["Compare", "Threat model", "Defenses", "Inside the model", "Landscape", "Parameters", "Runs"]
+TABS = ["Compare", "Threat model", "Defenses", "Inside the model", "Landscape", "Parameters", "Studies", "Runs"]
 SECTIONS = {"Probe accuracy": "probing", "Refusal signal": "refusal-direction", "Drift": "drift",
             "Activation patching": "patching", "Logit attribution": "logit-attribution"}
 
@@ -61,9 +61,10 @@ def test_every_tab_renders_the_fixture_runs(runs_root, monkeypatch):
     open_tab(at, "Defenses")
     # one row per attacked model: the quickstart's attack and its SafeLoRA repair, the sweep's, the freeze defense
     table = at.dataframe[0].value
-    attacks = list_runs(runs_root, "attack")
+    assert not set(table["run"]) & study_run_names(runs_root)  # a study's runs are its own, not rows of the board
+    attacks = outside_studies(runs_root, "attack")
     assert set(table["defense"]) == {"freeze", "sft", "none", "safelora"}
-    assert len(table) == len(attacks) + len(list_runs(runs_root, "repair")) + 1
+    assert len(table) == len(attacks) + len(outside_studies(runs_root, "repair")) + 1
     sft_attack = next(r for r in attacks if r.path.parent == runs_root)
     (quick,) = table[table["run"] == sft_attack.path.name].to_dict("records")
     assert quick["stage"] == "alignment" and quick["aligned with"] == "sft"
@@ -74,7 +75,7 @@ def test_every_tab_renders_the_fixture_runs(runs_root, monkeypatch):
     table = at.dataframe[0].value
     (quick,) = table[table["run"] == sft_attack.path.name].to_dict("records")
     assert quick["after the attack: refusal harmful"] == sft_attack.metrics["refusal_harmful"]["value"]
-    (align,) = list_runs(runs_root, "align")
+    (align,) = outside_studies(runs_root, "align")
     assert quick["before the attack: refusal harmful"] == align.metrics["refusal_harmful"]["value"]
     # freeze and the SafeLoRA repair after the attack, each against SFT after the same attack, on the same prompts
     paired = at.dataframe[1].value.set_index("defense")
@@ -109,10 +110,26 @@ def test_every_tab_renders_the_fixture_runs(runs_root, monkeypatch):
 
     open_tab(at, "Runs")
     assert len(at.dataframe[0].value) == len(list_runs(runs_root))
-    at.session_state["runs-text"] = "align-sft"
+    at.session_state["runs-text"] = align.path.name  # the quickstart's (a study's sft cell is an align-sft too)
     at.run()
     assert problems(at) == [] and list(at.dataframe[0].value["kind"]) == ["align"]
     assert n_charts(at) == 1  # the align run's training curve
+
+
+def test_studies_tab_shows_the_ascent_study(runs_root, monkeypatch):
+    from apps.tabs import study_ascent
+    from workbench.studies.ascent_summary import read_summary
+
+    at = open_tab(start(runs_root, monkeypatch), "Studies")
+    at.session_state["study_view"] = study_ascent.TITLE
+    at.run()
+    assert problems(at) == []
+    summary = read_summary(runs_root / "study-ascent")
+    chosen, cells = at.dataframe[0].value, at.dataframe[1].value
+    assert list(chosen["kind"]) == ["sft (control)", *summary.spec.kinds]
+    assert list(cells["cell"]) == ["sft", *(c.key for c in summary.cells)]
+    assert "aligned: benign ppl" in cells.columns
+    assert n_charts(at) == 3  # HS vs weight, collapse vs weight, the chosen configurations on test
 
 
 def test_compare_shows_three_answers_with_refusal_flags(runs_root, monkeypatch):

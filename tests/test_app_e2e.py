@@ -31,7 +31,7 @@ CHARTS = {"Threat model": 2, "Defenses": 1, "Inside the model": 1, "Landscape": 
 
 pytestmark = [
     pytest.mark.skipif(not CHROMIUM.is_file(), reason="no Debian chromium at /usr/bin/chromium"),
-    pytest.mark.timeout(300),
+    pytest.mark.timeout(600),  # the first test also builds the fixture runs root (quickstart, sweep, analyses, studies)
 ]
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -190,3 +190,19 @@ def test_studies_tab_shows_the_basin_study(page):
     assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3  # correlations, one scatter, the slices
     no_exceptions(page)
     assert shot(page, "09_studies_basins").stat().st_size > 10_000
+
+
+def test_studies_tab_shows_the_ascent_study(page, server):
+    from apps.tabs import study_ascent
+
+    page.get_by_role("tab", name="Studies").click()
+    settle(page)
+    page.get_by_role("radio", name=study_ascent.TITLE, exact=True).click()
+    settle(page)
+    page.get_by_text("Chosen on validation, reported on test").first.wait_for()
+    page.get_by_text("Every cell on the validation split").first.wait_for()
+    page.locator('[data-testid="stPlotlyChart"] .main-svg').nth(0).wait_for()
+    page.wait_for_timeout(500)
+    assert page.locator('[data-testid="stPlotlyChart"]').count() >= 3
+    no_exceptions(page)
+    assert shot(page, "10_studies_ascent").stat().st_size > 10_000

@@ -6,7 +6,7 @@ import json
 import shutil
 
 import pytest
-from explorer_fixtures import SWEEP_PS, explorer_runs_root
+from explorer_fixtures import SWEEP_PS, explorer_runs_root, outside_studies
 from typer.testing import CliRunner
 
 from workbench import figures as wf
@@ -31,7 +31,7 @@ def test_leaderboard_figure_shows_each_aligned_model_before_and_after_its_attack
     from workbench.plots.leaderboard import _attack_label, plot_metric
 
     board = build(runs_root)
-    (align,) = [r for r in list_runs(runs_root, "align")]
+    (align,) = outside_studies(runs_root, "align")
     attack = wf.pipeline_runs(runs_root)["attacked"]
     (row,) = [r for r in board.rows if r.run == str(attack.path)]
     assert (row.stage, row.defense, row.aligned_from) == ("alignment", "sft", "tiny-llama")

@@ -29,6 +29,7 @@ from workbench.commands import (  # noqa: E402
     repair,
     runs,
     stress,
+    study_ascent,
     study_basins,
     study_safety_params,
     sweep,
@@ -75,6 +76,7 @@ study_app = typer.Typer(no_args_is_help=True, help="Studies of the survey's open
 app.add_typer(study_app, name="study")
 study_app.command("basins")(study_basins.basins_cmd)
 study_app.command("safety-params")(study_safety_params.safety_params_cmd)
+study_app.command("ascent")(study_ascent.ascent_cmd)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -22,7 +22,8 @@ model and budget, "worst HS (<threat>, K=<K>)": the test HS of the validation-be
 mean (max), in the rows of the defense the report stressed; PREFIX_worst_case.md lists every report, and
 PREFIX_stress_<threat>_k<K>.<fmt> draws the best-so-far objective against trial per defense. The runs inside a
 stress study folder (its trials and retrained seeds) are the report's, not rows of the board. Without stress
-reports the board is exactly what it was before they existed.
+reports the board is exactly what it was before they existed. The same holds for the runs of any study folder (one
+holding a `*-study.json`: `workbench study ascent`'s cells).
 """
 from __future__ import annotations
 
@@ -41,7 +42,6 @@ from workbench.plots.leaderboard import figures
 from workbench.plots.stress import plot_stress_best_so_far
 from workbench.runs import Run, defense_name, list_runs, open_run, run_kind
 from workbench.stress.report import StressReport, find_reports
-from workbench.stress.study import STUDY_FILE
 from workbench.tables import markdown_table
 from workbench.vocabulary import (
     ALIGNMENT,
@@ -54,6 +54,9 @@ from workbench.vocabulary import (
     short_title,
 )
 
+# the file a study folder marks itself with: a stress study's `stress.study.STUDY_FILE`, `workbench study ...`'s
+# ascent-study.json, ...; the runs inside are the study's own, not rows of the board
+STUDY_MARKER = "*-study.json"
 HEADLINE = ("hs", "hs_plus", "fa", "refusal_benign", "refusal_harmful")  # "fa" stands for every fa_<task>
 
 
@@ -421,9 +424,10 @@ def build(root: str | Path | list[str | Path], stages: list[str] | None = None,
     for r in roots:
         if not r.is_dir():
             raise ValueError(f"--runs {r}: no such folder (a runs root holding attack / defend / repair runs)")
-    studies = [cfg.parent.resolve() for r in roots for cfg in r.rglob(STUDY_FILE)]
+    # a study's runs (stress trials, ascent cells evaluated on the validation split only) are its own
+    studies = [cfg.parent.resolve() for r in roots for cfg in r.rglob(STUDY_MARKER)]
     runs = [run for r in roots for run in list_runs(r)
-            if not any(run.path.resolve().is_relative_to(s) for s in studies)]  # a stress study's runs are its own
+            if not any(run.path.resolve().is_relative_to(s) for s in studies)]
     index = _Index(runs)
     rows = [_repair_row(r, index) if r.kind == "repair" else _fine_tuning_row(r, index)
             for r in runs if r.kind in ("attack", "defend", "repair")]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from apps.tabs import study_basins, study_safety_params
+from apps.tabs import study_ascent, study_basins, study_safety_params
 
-VIEWS: tuple = (study_safety_params, study_basins)  # the study views, in the order of docs/open-questions.md
+VIEWS: tuple = (study_safety_params, study_basins, study_ascent)  # in the order of docs/open-questions.md
 
 TITLE = "Studies"
 

@@ -17,7 +17,8 @@ from workbench.vocabulary import analysis_key, analysis_module
 
 # The registered analyses, by their CLI name (`workbench.vocabulary.analysis_key` spelling: "refusal-direction");
 # each is workbench/analysis/<module>.py with its figures in workbench/plots/<module>.py (`analysis_module`).
-NAMES = ("drift", "landscape", "wanda", "patching", "probing", "refusal-direction", "logit-attribution")
+NAMES = ("drift", "landscape", "wanda", "patching", "probing", "refusal-direction", "logit-attribution",
+         "collapse")
 # name -> (analysis module, plots module); modules are imported lazily (they pull in heavy libraries).
 ANALYSES: dict[str, tuple[str, str]] = {
     name: (f"workbench.analysis.{analysis_module(name)}", f"workbench.plots.{analysis_module(name)}") for name in NAMES

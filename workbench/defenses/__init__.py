@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from workbench.config import NoParams, Spec, parse_method_params
-from workbench.defenses.alignment import booster, repnoise, t_vaccine, tar, vaccine
+from workbench.defenses.alignment import ascent, booster, repnoise, t_vaccine, tar, vaccine
 from workbench.defenses.finetune import bea, constrain_sft, filtration, freeze, ldifs, lisa, ptst, safeinstr, salora
 from workbench.defenses.post import antidote, safelora
 from workbench.vocabulary import ALIGNMENT, FINE_TUNING, POST_FINE_TUNING, Stage, parse_stage
@@ -49,6 +49,8 @@ DEFENSES: dict[str, DefenseInfo] = {
                             "RepNoise, Rosati+ 2024"),
     "booster": DefenseInfo("booster", ALIGNMENT, booster.BoosterParams, booster.plugins, "Booster, Huang+ 2024"),
     "tar": DefenseInfo("tar", ALIGNMENT, tar.TARParams, tar.plugins, "TAR (first-order), Tamirisa+ 2024"),
+    "ascent": DefenseInfo("ascent", ALIGNMENT, ascent.AscentParams, ascent.plugins,
+                          "Gradient-ascent term of a chosen kind (−CE, −log(1+CE), NPO Zhang+ 2024, unlikelihood)"),
     "ldifs": DefenseInfo("ldifs", FINE_TUNING, ldifs.LDIFSParams, ldifs.plugins, "LDIFS, Mukhoti+ 2023"),
     "constrain_sft": DefenseInfo("constrain_sft", FINE_TUNING, constrain_sft.ConstrainSFTParams,
                                  constrain_sft.plugins, "Qi+ 2024"),

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from workbench.config import Spec
+from workbench.defenses.alignment.ascent_losses import log1p_term
 from workbench.defenses.alignment.common import HarmfulBatches, answer_mask, device_of, harmful_batches
 from workbench.defenses.context import TrainingContext
 from workbench.models.sites import sites_of
@@ -107,7 +108,7 @@ class RepNoisePlugin(TrainPlugin):
             ces.append(F.cross_entropy(head(norm(h)).float(), targets[lens_pick]))
         harmful_ce = torch.stack(ces).mean()
         self.last = {"noise": noise.item(), "harmful_ce": harmful_ce.item(), "final_ce": ces[0].item()}
-        return p.beta * noise - p.alpha * torch.log1p(harmful_ce)
+        return p.beta * noise + p.alpha * log1p_term(harmful_ce)
 
 
 def plugins(params: RepNoiseParams, context: TrainingContext) -> list[TrainPlugin]:
