@@ -168,10 +168,16 @@ def test_inside_the_model_draws_every_section(page, server):
         shot(page, f"04{'abcde'[i]}_inside_{section.lower().replace(' ', '_')}")
 
 
+def pick_study(page, title: str) -> None:
+    """Choose a study view: click the radio option's label (the input itself sits under the label's text, which
+    takes the pointer events in a horizontal radio group)."""
+    page.locator("label").filter(has=page.get_by_role("radio", name=title, exact=True)).first.click()
+
+
 def test_studies_tab_shows_the_safety_params_view(page):
     page.get_by_role("tab", name="Studies").click()
     settle(page)
-    page.get_by_role("radio", name="Safety-critical weights (Q1)", exact=True).click()
+    pick_study(page, "Safety-critical weights (Q1)")
     settle(page)
     page.get_by_text("Safety-specificity of each criterion", exact=False).first.wait_for()
     page.locator('[data-testid="stPlotlyChart"] .main-svg').nth(0).wait_for()
@@ -183,7 +189,7 @@ def test_studies_tab_shows_the_safety_params_view(page):
 def test_studies_tab_shows_the_basin_study(page):
     page.get_by_role("tab", name="Studies").click()
     settle(page)
-    page.get_by_role("radio", name="Safety basins (Q2)").click()
+    pick_study(page, "Safety basins (Q2)")
     settle(page)
     page.get_by_text("Spearman ρ of each predictor with post-attack HS").first.wait_for()
     page.locator('[data-testid="stPlotlyChart"] .main-svg').nth(0).wait_for()
@@ -197,7 +203,7 @@ def test_studies_tab_shows_the_ascent_study(page, server):
 
     page.get_by_role("tab", name="Studies").click()
     settle(page)
-    page.get_by_role("radio", name=study_ascent.TITLE, exact=True).click()
+    pick_study(page, study_ascent.TITLE)
     settle(page)
     page.get_by_text("Chosen on validation, reported on test").first.wait_for()
     page.get_by_text("Every cell on the validation split").first.wait_for()
