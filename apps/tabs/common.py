@@ -124,6 +124,21 @@ def metrics_table(metrics: dict) -> None:
         st.dataframe(rows, hide_index=True, width="stretch")
 
 
+def study_runs(root: Path, name: str) -> list[dict]:
+    """Finished runs of one registered study (record kind "study", run name `name`), oldest first."""
+    return [r for r in runs(root, "study") if r["name"] == name]
+
+
+@st.cache_data(show_spinner="reading the study…")
+def read_study(path: str):
+    """(typed result, error) of a study run, through the STUDIES registry; a damaged run is an error string, never
+    an exception that would take the app down."""
+    try:
+        return wf.load_study(Run(Path(path))), None
+    except Exception as err:
+        return None, f"{type(err).__name__}: {err}"
+
+
 def pick_run(recs: list[dict], title: str, key: str) -> dict:
     """A select box over `recs`, newest first."""
     recs = list(reversed(recs))

@@ -11,21 +11,10 @@ from pathlib import Path
 import streamlit as st
 
 from apps.tabs import common
-from workbench import figures as wf
 from workbench.plots.basins import plot_correlations, plot_predictor, plot_random_slices
-from workbench.runs import Run
 
 TITLE = "Safety basins (Q2)"
 NAME = "basins"
-
-
-@st.cache_data(show_spinner="reading the study…")
-def _read(path: str):
-    """(result, error) of a study run."""
-    try:
-        return wf.load_study(Run(Path(path))), None
-    except Exception as err:  # a damaged run must not take the app down
-        return None, f"{type(err).__name__}: {err}"
 
 
 def _num(v, fmt: str = "+.2f") -> str:
@@ -34,14 +23,14 @@ def _num(v, fmt: str = "+.2f") -> str:
 
 def render(root: Path) -> None:
     st.subheader("Do alignment-stage defenses widen the safety basin, or only lower the harmful loss?")
-    recs = [r for r in common.runs(root, "study") if r["name"] == NAME]
+    recs = common.study_runs(root, NAME)
     if not recs:
         common.empty("basin study runs", f"workbench study basins --runs <runs root> --directions 8 --seed 0 "
                                          f"--out {root}/study-basins")
         return
     rec = common.pick_run(recs, "Basin study", key="basins-study")
     path = rec["path"]
-    result, err = _read(path)
+    result, err = common.read_study(path)
     if err:
         st.warning(f"could not read this study run ({err})")
         return

@@ -14,20 +14,10 @@ import streamlit as st
 
 from apps.tabs import common
 from workbench import figures as wf
-from workbench.runs import Run
+from workbench.plots.safety_params import figures
 
 TITLE = "Safety-critical weights (Q1)"
 NAME = "safety-params"
-
-
-@st.cache_data(show_spinner="reading the study…")
-def _read(path: str):
-    """(result, figures, error) of a study run."""
-    run = Run(Path(path))
-    try:
-        return wf.load_study(run), wf.study_figures(run), None
-    except Exception as err:  # a damaged run must not take the app down
-        return None, {}, f"{type(err).__name__}: {err}"
 
 
 def _curve_table(result) -> list[dict]:
@@ -44,8 +34,15 @@ def _curve_table(result) -> list[dict]:
     return rows
 
 
+@st.cache_data(show_spinner=False)
+def _figures(path: str) -> dict[str, go.Figure]:
+    """The study's figures, drawn once per run from the result `common.read_study` already loaded."""
+    result, _ = common.read_study(path)
+    return dict(figures(result))
+
+
 def render(root: Path) -> None:
-    recs = [r for r in common.runs(root, "study") if r["name"] == NAME]
+    recs = common.study_runs(root, NAME)
     if not recs:
         common.empty("safety-params study runs",
                      f"workbench study safety-params --model <aligned run folder> --out {root}/study-safety-params")
@@ -54,10 +51,11 @@ def render(root: Path) -> None:
                 "lost (answer NLL on held-out Alpaca) as the top k % of weights by each criterion are pruned; "
                 "random and |ΔW| of the alignment update are the controls every criterion must beat.")
     rec = common.pick_run(recs, "Study run", key="sp-run")
-    result, figs, err = _read(rec["path"])
+    result, err = common.read_study(rec["path"])
     if err:
         st.warning(f"could not read this study run ({err})")
         return
+    figs = _figures(rec["path"])
     u = result.unpruned
     st.caption(f"model: `{wf.short_ref(result.model)}` · base: `{wf.short_ref(result.base)}` · ranking: "
                f"{result.group} · unpruned refusal {u.refusal:.0f}% (n = {result.n_eval_prompts}), utility NLL "
