@@ -80,12 +80,13 @@ def test_rescore_adds_one_sidecar_per_run_and_changes_no_file(grid, classifier):
 def test_leaderboard_under_another_judge_reads_the_sidecars(grid, classifier, tmp_path):
     judge = get_judge(classifier)
     board = ["leaderboard", "--runs", str(grid), "--formats", "html", "--judge", str(classifier)]
+    before = digests(grid)  # the archive's runs carry other judges' sidecars already
     missing = CliRunner().invoke(app, [*board, "--out", str(tmp_path / "before")])
     assert missing.exit_code == 2
     text = " ".join(missing.output.split())
     assert f"workbench judge rescore --runs {grid} --judge {classifier}" in text
     assert "2 run(s)" in text  # the two attacked models (the board reads no other run)
-    assert not list(grid.rglob("scores"))  # the leaderboard only reads
+    assert digests(grid) == before  # the leaderboard only reads: no file added or changed
 
     rescore_runs([grid], str(classifier), progress=False)
     res = CliRunner().invoke(app, [*board, "--out", str(tmp_path / "lb")])
@@ -111,16 +112,25 @@ def test_leaderboard_under_another_judge_reads_the_sidecars(grid, classifier, tm
         str(r.path): f"{r.metrics['hs']['value']}" for r in attacks}
 
 
-def test_leaderboard_under_the_judge_that_scored_the_runs_is_the_committed_table(tmp_path):
-    """The archived grid was scored by minilm-lr: `--judge minilm-lr` reads its metrics.json, so no sidecar is
-    needed and the table is the committed one."""
+def test_leaderboard_reads_each_runs_own_judge_and_a_retrained_judge_needs_a_rescore(tmp_path):
+    """The archived grid was scored by an earlier training of minilm-lr. Without --judge the leaderboard reads each
+    run's metrics.json and the table is the committed one; the shipped minilm-lr is a retraining (another
+    version), so `--judge minilm-lr` must not pass the old scores off as its own: it names the rescore command.
+    Neither writes into the archive."""
+    before = digests(GRID)
     res = CliRunner().invoke(app, ["leaderboard", "--runs", str(GRID), "--out", str(tmp_path / "lb"),
-                                   "--formats", "html", "--judge", "minilm-lr"])
+                                   "--formats", "html"])
     assert res.exit_code == 0, res.output
     assert (GOLDEN / "table.md").read_text() in res.output
     assert (tmp_path / "lb_vs_sft.md").read_text() == (GOLDEN / "vs_sft.md").read_text()
     assert (tmp_path / "lb.csv").read_text().replace(str(REPO) + "/", "") == (GOLDEN / "table.csv").read_text()
-    assert not list(GRID.rglob("scores"))
+    retrained = CliRunner().invoke(app, ["leaderboard", "--runs", str(GRID), "--out", str(tmp_path / "lr"),
+                                         "--formats", "html", "--judge", "minilm-lr"])
+    assert retrained.exit_code == 2
+    text = " ".join(retrained.output.split())
+    assert f"no scores by judge minilm-lr ({get_judge('minilm-lr').version})" in text
+    assert f"workbench judge rescore --runs {GRID} --judge minilm-lr" in text
+    assert digests(GRID) == before
 
 
 def _csv(path: Path) -> list[dict]:
