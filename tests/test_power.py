@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from workbench.evaluation.paired import compare_flags, stratified_difference
@@ -40,3 +41,31 @@ def test_seeds_combine_as_strata_not_as_extra_prompts():
     assert (two.high - two.low) == pytest.approx(one.high - one.low, rel=0.25)
     assert two.p_value < one.p_value  # the exact test pools the discordant pairs of both seeds
     assert math.isclose(two.p_value, 2 * 0.5**16)
+
+
+def test_equivalence_is_two_one_sided_t_tests_on_the_paired_differences():
+    """TOST: equivalent only when both one-sided tests reject; checked against scipy's one-sample t-tests."""
+    from scipy.stats import ttest_1samp
+
+    from workbench.evaluation.paired import equivalence
+
+    rng = np.random.default_rng(0)
+    a = rng.random(300) < 0.4
+    b = a.copy()
+    b[:6] = ~b[:6]  # six discordant prompts: a difference of about 2 points
+    e = equivalence(a, b, margin=5.0)
+    d = 100.0 * (a.astype(float) - b.astype(float))
+    p_low = ttest_1samp(d, -5.0, alternative="greater").pvalue
+    p_high = ttest_1samp(d, 5.0, alternative="less").pvalue
+    assert e.p_value == pytest.approx(max(p_low, p_high))
+    assert e.equivalent and -5 < e.low < e.value < e.high < 5
+    # a 20-point gap is not equivalent, and neither is a small n whose interval spans the margin
+    far = equivalence(a, np.where(np.arange(300) < 60, ~a, a), margin=5.0)
+    assert not far.equivalent and far.p_value > 0.05
+    few = equivalence([True, False, True, False], [False, False, True, False], margin=5.0)
+    assert not few.equivalent
+    # identical answers: the difference is known exactly
+    same = equivalence(a, a)
+    assert same.equivalent and same.value == same.low == same.high == 0.0
+    with pytest.raises(ValueError, match="margin"):
+        equivalence(a, b, margin=0.0)

@@ -10,12 +10,14 @@ unchanged; the judge never reads this spec.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from tqdm.auto import tqdm
 
 from workbench.config import GenerationSpec
 from workbench.data.chat import prompt_ids, stop_token_ids
-from workbench.precision import cast_params, torch_dtype
+from workbench.precision import cast_params, contiguous_head_input, torch_dtype
 
 
 @torch.inference_mode()
@@ -40,7 +42,8 @@ def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec | None =
     model.eval()
     # float32 (the default) leaves the model as it was handed in, as before `dtype` existed
     weights = [] if spec.dtype == "float32" else model.parameters()
-    with cast_params(weights, torch_dtype(spec.dtype)):
+    with cast_params(weights, torch_dtype(spec.dtype)), \
+            (contiguous_head_input(model) if spec.dtype != "float32" else contextlib.nullcontext()):
         _generate_sorted(model, tokenizer, encoded, order, answers, spec, pad_id, stops, progress, desc)
     if was_training:
         model.train()

@@ -10,11 +10,12 @@ before any run is written, so a record always names the precision that ran (`res
 
 Training in bfloat16 (`training.loop`, the recipe of mixed-precision training: Micikevicius et al. 2018, "Mixed
 Precision Training", with bf16 as Kalamkar et al. 2019, "A Study of BFLOAT16 for Deep Learning Training"):
-trainable parameters and AdamW's state stay float32 ("master weights"). LoRA stores the frozen base in bf16, cast
-once when training starts (`cast_params`), while peft keeps the adapters float32 and casts their input to the
-adapter's dtype; the float32 originals are kept aside and put back before the merge, so the saved model is the
-float32 base plus the float32 delta, as a float32 run would save it. Full fine-tuning runs the forward under
-`torch.autocast(dtype=bfloat16)` with float32 weights. Generation in bfloat16 stores the weights in bf16 for the
+trainable parameters and AdamW's state stay float32 ("master weights") and every forward runs under
+`torch.autocast(dtype=bfloat16)`. LoRA also stores the frozen base in bf16, cast once when training starts
+(`cast_params`), and turns off peft's cast of each adapter's input to the adapter's float32 (under autocast the
+adapters multiply in bf16, so that cast would only copy every activation twice); the float32 originals are kept
+aside and put back before the merge, so the saved model is the float32 base plus the float32 delta, as a float32
+run would save it. Full fine-tuning keeps float32 weights that autocast casts per product. Generation in bfloat16 stores the weights in bf16 for the
 call and gives the float32 originals back afterwards.
 
 Where bfloat16 is not safe (8 significant bits, about 3 decimal digits), the step runs in float32 whatever the
@@ -80,6 +81,24 @@ def cast_params(params: Iterable, dtype) -> Iterator[None]:
     finally:
         for p, data in kept:
             p.data = data
+
+
+@contextlib.contextmanager
+def contiguous_head_input(model) -> Iterator[None]:
+    """Inside the block the LM head gets a contiguous input. Why: HF's `logits_to_keep` hands the head a slice of
+    the hidden states (batch × kept positions × hidden) that cannot be viewed as 2-D, so `matmul` broadcasts the
+    head's weight over the batch, and in bfloat16 on the CPU the batched product then materialises that expanded
+    weight (batch × vocab × hidden, gigabytes per call) where float32 reads it strided. A contiguous input makes it
+    one 2-D product. Used only for bfloat16, so float32 runs compute exactly as before."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None:
+        yield
+        return
+    handle = head.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(), *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
 
 
 def fp32_required(model):

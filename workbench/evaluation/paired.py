@@ -54,6 +54,48 @@ def paired_difference(a: Sequence[bool], b: Sequence[bool], metric: str = "", se
     return PairedDifference(metric, len(x), float(diff.mean()), float(low), float(high), only_a, only_b, float(p))
 
 
+@dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided tests (TOST) that |rate(A) − rate(B)| < margin, in percentage points."""
+
+    metric: str
+    n: int
+    value: float  # rate(A) − rate(B), points
+    low: float  # the (1 − 2α) interval: inside ±margin ⇔ equivalent at level α
+    high: float
+    margin: float
+    p_value: float  # the larger of the two one-sided p-values
+    equivalent: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def equivalence(a: Sequence[bool], b: Sequence[bool], margin: float = 5.0, alpha: float = 0.05,
+                metric: str = "") -> Equivalence:
+    """Paired TOST on per-prompt differences: H0 "the rates differ by ≥ margin points" is rejected when both
+    one-sided t-tests of the mean difference (against −margin and +margin) reject at `alpha`. A lack of
+    significance in McNemar's test is not evidence of sameness; this is."""
+    from scipy.stats import t as student_t  # deferred: scipy
+
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+        raise ValueError(f"paired flags need two equal lists of ≥ 2 prompts; got {len(x)} and {len(y)}")
+    if not 0 < alpha < 0.5 or margin <= 0:
+        raise ValueError(f"need 0 < alpha < 0.5 and margin > 0; got alpha={alpha}, margin={margin}")
+    diff = 100.0 * (x.astype(float) - y.astype(float))
+    n, mean = len(diff), float(diff.mean())
+    se = float(diff.std(ddof=1)) / np.sqrt(n)
+    if se == 0.0:  # every prompt agrees (or differs identically): the difference is known exactly
+        p = 0.0 if abs(mean) < margin else 1.0
+        low = high = mean
+    else:
+        p = float(max(student_t.sf((mean + margin) / se, n - 1), student_t.sf((margin - mean) / se, n - 1)))
+        half = float(student_t.ppf(1 - alpha, n - 1)) * se
+        low, high = mean - half, mean + half
+    return Equivalence(metric, n, mean, low, high, margin, p, p < alpha)
+
+
 def sample_flags(samples: list[dict], metric: str) -> dict[str, bool]:
     """{prompt: flag} for `metric` ("fa_<task>" reads as "fa") over one run's samples."""
     key = "fa" if metric.startswith("fa_") else metric
@@ -74,6 +116,15 @@ def compare_flags(fa: dict[str, bool], fb: dict[str, bool], metric: str = "", se
     if not shared:
         raise ValueError(f"the two runs share no prompts for {metric}: they were evaluated on different sets")
     return paired_difference([fa[p] for p in shared], [fb[p] for p in shared], metric, seed)
+
+
+def equivalence_of_flags(fa: dict[str, bool], fb: dict[str, bool], metric: str = "", margin: float = 5.0,
+                         alpha: float = 0.05) -> Equivalence:
+    """`equivalence` of two {prompt: flag} maps on the prompts both have."""
+    shared = [p for p in fa if p in fb]
+    if len(shared) < 2:
+        raise ValueError(f"the two runs share {len(shared)} prompts for {metric}: evaluated on different sets?")
+    return equivalence([fa[p] for p in shared], [fb[p] for p in shared], margin, alpha, metric)
 
 
 def stratified_difference(strata: Sequence[tuple[dict[str, bool], dict[str, bool]]], metric: str = "",

@@ -5,8 +5,9 @@ or a plugin's) + the plugins' extra terms → backward (or a plugin's whole back
 Extension points are documented in `workbench.training.plugins`; defenses only ever add plugins.
 
 Precision (`TrainSpec.dtype`, `workbench.precision`): in bfloat16 the trainable parameters and AdamW's state stay
-float32; LoRA stores the frozen base in bf16 for the run (cast once after wrapping; the float32 originals come back
-before the merge), full fine-tuning runs its forward passes under `torch.autocast(dtype=bfloat16)`. A plugin with
+float32 and every forward pass runs under `torch.autocast(dtype=bfloat16)`; LoRA also stores the frozen base in bf16
+for the run (cast once after wrapping, not on every forward; the float32 originals come back before the merge). A
+plugin with
 `fp32_reason` makes the whole run float32. `state.dtype` (training.json's `dtype`) is the precision that ran.
 """
 from __future__ import annotations
@@ -18,12 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from peft.helpers import disable_input_dtype_casting
 from tqdm.auto import tqdm
 
 from workbench.config import TrainSpec
 from workbench.data.chat import bucketed_batches, collate, encode
 from workbench.data.types import Sample
-from workbench.precision import cast_params, torch_dtype
+from workbench.precision import cast_params, contiguous_head_input, torch_dtype
 from workbench.training.checkpoint import has_checkpoint, load_checkpoint, save_checkpoint
 from workbench.training.plugins import TrainPlugin, TrainState, check_one_objective, lm_loss
 
@@ -118,10 +120,15 @@ def train(model, tokenizer, samples: list[Sample], spec: TrainSpec, plugins: lis
     precision = contextlib.ExitStack()  # LoRA: the frozen base in bf16 until the merge (module docstring)
     if low is not None and spec.method == "lora":
         precision.enter_context(cast_params([p for p in model.parameters() if not p.requires_grad], low))
+    if low is not None:
+        precision.enter_context(contiguous_head_input(model))
+    if low is not None and spec.method == "lora":  # autocast runs the float32 adapters in bf16: no activation casts
+        precision.enter_context(disable_input_dtype_casting(model))
 
     def forward_precision():
-        """Full fine-tuning in bf16: autocast around every forward pass (float32 weights)."""
-        if low is None or spec.method == "lora":
+        """bf16: autocast around every forward pass (full fine-tuning: float32 weights; LoRA: the bf16 base and the
+        float32 adapters, whose inputs peft then leaves in bf16)."""
+        if low is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=low)
 
