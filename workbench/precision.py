@@ -15,8 +15,8 @@ trainable parameters and AdamW's state stay float32 ("master weights") and every
 (`cast_params`), and turns off peft's cast of each adapter's input to the adapter's float32 (under autocast the
 adapters multiply in bf16, so that cast would only copy every activation twice); the float32 originals are kept
 aside and put back before the merge, so the saved model is the float32 base plus the float32 delta, as a float32
-run would save it. Full fine-tuning keeps float32 weights that autocast casts per product. Generation in bfloat16 stores the weights in bf16 for the
-call and gives the float32 originals back afterwards.
+run would save it. Full fine-tuning keeps float32 weights that autocast casts per product. Generation in bfloat16
+stores the weights in bf16 for the call and gives the float32 originals back afterwards.
 
 Where bfloat16 is not safe (8 significant bits, about 3 decimal digits), the step runs in float32 whatever the
 spec says:
