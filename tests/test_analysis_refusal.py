@@ -434,3 +434,26 @@ def test_figures_export_png_when_a_browser_is_installed(tmp_path):
     assert 'src="plotly.min.js"' in page and (tmp_path / "docs" / "b.html").stat().st_size < inline / 50
     with pytest.raises(ValueError, match="inline"):
         export_figure(fig, tmp_path, "x", ("html",), plotlyjs="cdn")
+
+
+def test_a_failed_kaleido_render_is_retried_once_and_a_second_failure_raised(monkeypatch):
+    from workbench.plots import export
+
+    monkeypatch.setattr(export.time, "sleep", lambda _s: None)
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("ReferenceError: kaleido_scopes is not defined")
+
+    export.with_one_retry(flaky)
+    assert len(calls) == 2
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("no browser page")
+
+    with pytest.raises(RuntimeError, match="no browser page"):
+        export.with_one_retry(broken)
+    assert len(calls) == 4

@@ -236,3 +236,31 @@ def test_a_preset_in_bf16_sets_every_training_and_generation_spec():
         assert spec.generation.dtype == "bfloat16" and spec.n_harmful == base.eval.n_harmful
     assert base.align.train.dtype == "float32"  # the preset itself is not changed
     assert preset("tiny").in_precision("auto").align.train.dtype == resolve_dtype("auto")
+
+
+def test_bf16_refusal_direction_selection_scores_like_fp32(arch_model_dir):
+    """The selection ranks candidates by refusal-logit differences and filters them on next-token KL: in bf16 each
+    score stays within 5 % of the fp32 scores' spread across candidates (measured: ≤ 1.4 %), each KL within 2 % of
+    the filter's threshold, the same candidate is chosen, and the model is handed back as it was."""
+    from workbench.analysis import common
+    from workbench.analysis import refusal_direction as rd
+    from workbench.models import boot_bridge
+
+    model, tok = load_model(arch_model_dir)
+    harmful, harmless = common.prompt_sets(8, "train", tok, 200)
+    h, s = common.encode_prompts(tok, harmful), common.encode_prompts(tok, harmless)
+    directions = rd.candidate_directions(boot_bridge(load_model(arch_model_dir)[0], tok), h, s, 2, 8)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tokens = common.refusal_tokens(tok)
+    fp32, bf16 = (rd.select_direction(model, directions, h, s, tokens,
+                                      rd.Spec(positions=2, discard_last=0.0, dtype=dtype))
+                  for dtype in ("float32", "bfloat16"))
+    assert all(p.dtype == torch.float32 and torch.equal(p, before[n]) for n, p in model.named_parameters())
+    for key in ("bypass", "induce"):
+        ref, low = fp32[key], bf16[key]
+        assert torch.equal(ref.isnan(), low.isnan()) and (~ref.isnan()).sum() >= 4
+        values = ref[~ref.isnan()]
+        assert (low - ref).nan_to_num().abs().max() <= 0.05 * (values.max() - values.min()), key
+    assert (bf16["kl"] - fp32["kl"]).nan_to_num().abs().max() <= 0.02 * rd.Spec().kl_threshold
+    assert bf16["selected"]["position_index"] == fp32["selected"]["position_index"]
+    assert bf16["selected"]["layer"] == fp32["selected"]["layer"]

@@ -31,7 +31,7 @@ import plotly.graph_objects as go
 
 from workbench.analysis import ANALYSES
 from workbench.leaderboard import build
-from workbench.plots.export import _ensure_browser_env, write_html, write_shared_plotlyjs
+from workbench.plots.export import _ensure_browser_env, with_one_retry, write_html, write_shared_plotlyjs
 from workbench.plots.leaderboard import figures as board_figures
 from workbench.plots.study_ascent import figures as ascent_figures
 from workbench.plots.threat import figures
@@ -381,10 +381,10 @@ def _write_images(figs: list[go.Figure], paths: list[Path], fmt: str) -> None:
 
     scale = 2 if fmt == "png" else 1
     if hasattr(pio, "write_images"):  # plotly >= 6.1 with kaleido >= 1: one browser for all images
-        pio.write_images(figs, [str(p) for p in paths], format=fmt, scale=scale)
+        with_one_retry(lambda: pio.write_images(figs, [str(p) for p in paths], format=fmt, scale=scale))
     else:
         for fig, p in zip(figs, paths, strict=False):
-            fig.write_image(str(p), format=fmt, scale=scale)
+            with_one_retry(lambda fig=fig, p=p: fig.write_image(str(p), format=fmt, scale=scale))
 
 
 def _write_index(figures: dict[str, go.Figure], out: Path, formats: list[str]) -> Path:

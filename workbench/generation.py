@@ -5,19 +5,17 @@ whole batch. Prompts are sorted by length before batching (less padding) and ans
 caller's order.
 
 Precision: with `GenerationSpec.dtype` bfloat16 the model's weights are stored in bf16 for the call (cast once) and
-given back as the very float32 tensors they were afterwards (`precision.cast_params`), so the caller's model is
+given back as the very float32 tensors they were afterwards (`precision.weights_in`), so the caller's model is
 unchanged; the judge never reads this spec.
 """
 from __future__ import annotations
-
-import contextlib
 
 import torch
 from tqdm.auto import tqdm
 
 from workbench.config import GenerationSpec
 from workbench.data.chat import prompt_ids, stop_token_ids
-from workbench.precision import cast_params, contiguous_head_input, torch_dtype
+from workbench.precision import weights_in
 
 
 @torch.inference_mode()
@@ -40,10 +38,7 @@ def generate(model, tokenizer, prompts: list[str], spec: GenerationSpec | None =
     answers: list[str] = [""] * len(prompts)
     was_training = model.training
     model.eval()
-    # float32 (the default) leaves the model as it was handed in, as before `dtype` existed
-    weights = [] if spec.dtype == "float32" else model.parameters()
-    with cast_params(weights, torch_dtype(spec.dtype)), \
-            (contiguous_head_input(model) if spec.dtype != "float32" else contextlib.nullcontext()):
+    with weights_in(model, spec.dtype):  # float32 leaves the model as it was handed in
         _generate_sorted(model, tokenizer, encoded, order, answers, spec, pad_id, stops, progress, desc)
     if was_training:
         model.train()

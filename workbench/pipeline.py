@@ -18,14 +18,15 @@ from workbench.vocabulary import short_title
 
 def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | None = None,
                progress: bool = True, resume: bool = False, reported_sets: bool = False,
-               dtype: str | None = None) -> dict[str, Path]:
+               dtype: str | None = None, analysis: bool = True) -> dict[str, Path]:
     """Returns {"non-aligned", "aligned", "attacked", "repaired", "refusal-direction"} → run folder paths.
 
     The models are evaluated on the preset's `quickstart` sets (a fixed workload, so `make run`'s time compares across
     versions), or with `reported_sets` on the `eval` sets every reported table uses (the standard harmful set).
     `dtype` ("float32", "bfloat16", "auto"): the precision of every training and generation (None: the preset's).
 
-    With `resume`, training steps continue from their checkpoints in `<out>/.incomplete/`.
+    With `resume`, training steps continue from their checkpoints in `<out>/.incomplete/`. `analysis=False` stops
+    after the four evaluated models (what a comparison of their metrics needs, e.g. scripts/dtype_equivalence.py).
     """
     p = preset(preset_name or default_preset(model), seed).in_precision(dtype)
     sets = p.eval if reported_sets else p.quickstart
@@ -36,9 +37,11 @@ def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | No
                                      resume=resume)
     paths["repaired"] = steps.repair(p.repair, {}, str(paths["attacked"]), out, seed, progress=progress,
                                      dtype=dtype)
-    paths["refusal-direction"] = steps.run_analysis(
-        "refusal-direction", str(paths["aligned"]), str(paths["attacked"]), seed,
-        Path(out) / f"analysis-refusal-direction-{paths['attacked'].name}", p.inside, progress=progress)
+    if analysis:
+        paths["refusal-direction"] = steps.run_analysis(
+            "refusal-direction", str(paths["aligned"]), str(paths["attacked"]), seed,
+            Path(out) / f"analysis-refusal-direction-{paths['attacked'].name}",
+            {**p.inside, "dtype": p.align.train.dtype}, progress=progress)
     paths["_seconds"] = time.perf_counter() - t0
     return paths
 

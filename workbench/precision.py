@@ -101,6 +101,18 @@ def contiguous_head_input(model) -> Iterator[None]:
         handle.remove()
 
 
+@contextlib.contextmanager
+def weights_in(model, dtype: DType) -> Iterator[None]:
+    """Inference in `dtype` inside the block: bfloat16 stores the model's weights in bf16 (cast once, the float32
+    tensors given back afterwards, `cast_params`) with the LM head's input made contiguous
+    (`contiguous_head_input`); float32 leaves the model exactly as it was handed in."""
+    if dtype == "float32":
+        yield
+        return
+    with cast_params(model.parameters(), torch_dtype(dtype)), contiguous_head_input(model):
+        yield
+
+
 def fp32_required(model):
     """`model` with every floating parameter and buffer in float32 (upcast in place where needed), for the steps
     that must not run in bfloat16 (module docstring): whatever precision the model was handed in, they compute in

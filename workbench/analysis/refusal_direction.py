@@ -56,7 +56,7 @@ from pydantic import Field
 
 from workbench.analysis import common
 from workbench.analysis.result import AnalysisResult
-from workbench.config import GenerationSpec
+from workbench.config import DType, GenerationSpec
 from workbench.config import Spec as _Spec
 from workbench.data.chat import prompt_ids
 from workbench.evaluation.refusal import is_refusal
@@ -64,6 +64,7 @@ from workbench.evaluation.stats import rate
 from workbench.generation import generate
 from workbench.models import boot_bridge
 from workbench.models.sites import sites_of
+from workbench.precision import weights_in
 
 
 class Spec(_Spec):
@@ -78,6 +79,9 @@ class Spec(_Spec):
     layer_stride: int = Field(1, ge=1)  # evaluate every k-th candidate layer (cheaper selection)
     alpha: float = 1.0  # activation addition: x + alpha * r (r = raw difference in means)
     generate_for: list[Literal["model", "compare"]] = ["model", "compare"]  # whose refusal rates to measure
+    # bfloat16: the selection's forward passes and the generations run with bf16 weights (`precision.weights_in`);
+    # the difference in means, the refusal signal and the answers' NLL stay float32 (tests/test_dtype.py)
+    dtype: DType = "float32"
     direction_from: str | None = None  # a refusal-direction run folder: reuse its directions and selection
     max_prompt_tokens: int = Field(96, ge=8)
     batch_size: int = Field(16, ge=1)
@@ -227,25 +231,26 @@ def select_direction(model, directions: torch.Tensor, harmful_val: common.Prompt
     P, n_layers, _ = directions.shape
     cutoff = max(1, int(n_layers * (1 - spec.discard_last)))
     layers = list(range(0, cutoff, spec.layer_stride))
-    base_h = common.last_logits(model, harmful_val, spec.batch_size)
-    base_s = common.last_logits(model, harmless_val, spec.batch_size)
     scores = {k: torch.full((P, n_layers), float("nan")) for k in ("bypass", "induce", "kl")}
     norms = directions.norm(dim=-1)
-    for i in range(P):
-        for L in layers:
-            r = directions[i, L]
-            if bar is not None:
-                bar.update(1)
-            if norms[i, L] <= 1e-6 * norms.max():  # e.g. resid_pre of layer 0 at template tokens: r = 0
-                continue
-            with intervene(model, r, "ablate"):
-                abl_h = common.last_logits(model, harmful_val, spec.batch_size)
-                abl_s = common.last_logits(model, harmless_val, spec.batch_size)
-            with intervene(model, r, "add", layer=L, alpha=spec.alpha):
-                add_s = common.last_logits(model, harmless_val, spec.batch_size)
-            scores["bypass"][i, L] = common.refusal_score(abl_h, tokens).mean()
-            scores["kl"][i, L] = _kl(base_s, abl_s).mean().float()
-            scores["induce"][i, L] = common.refusal_score(add_s, tokens).mean()
+    with weights_in(model, spec.dtype):
+        base_h = common.last_logits(model, harmful_val, spec.batch_size)
+        base_s = common.last_logits(model, harmless_val, spec.batch_size)
+        for i in range(P):
+            for L in layers:
+                r = directions[i, L]
+                if bar is not None:
+                    bar.update(1)
+                if norms[i, L] <= 1e-6 * norms.max():  # e.g. resid_pre of layer 0 at template tokens: r = 0
+                    continue
+                with intervene(model, r, "ablate"):
+                    abl_h = common.last_logits(model, harmful_val, spec.batch_size)
+                    abl_s = common.last_logits(model, harmless_val, spec.batch_size)
+                with intervene(model, r, "add", layer=L, alpha=spec.alpha):
+                    add_s = common.last_logits(model, harmless_val, spec.batch_size)
+                scores["bypass"][i, L] = common.refusal_score(abl_h, tokens).mean()
+                scores["kl"][i, L] = _kl(base_s, abl_s).mean().float()
+                scores["induce"][i, L] = common.refusal_score(add_s, tokens).mean()
     ok = (scores["induce"] > 0) & (scores["kl"] <= spec.kl_threshold)
     bypass = scores["bypass"].clone()
     passed = bool(ok.any())
@@ -313,7 +318,8 @@ def measure_generation(model, tokenizer, direction: torch.Tensor, layer: int, ha
     model): harmful baseline and harmful with the direction added.
     """
 
-    gen = GenerationSpec(max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, system_prompt=spec.system)
+    gen = GenerationSpec(max_new_tokens=spec.max_new_tokens, batch_size=spec.batch_size, system_prompt=spec.system,
+                         dtype=spec.dtype)
 
     def answers(prompts, mode=None, desc=""):
         ctx = intervene(model, direction, mode, layer=layer, alpha=spec.alpha) if mode else contextlib.nullcontext()

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -29,6 +31,17 @@ def _ensure_browser_env() -> bool:
             os.environ["BROWSER_PATH"] = path  # kaleido/choreographer look here
             return True
     return False
+
+
+def with_one_retry(render: Callable[[], None]) -> None:
+    """Run a kaleido render, once more after a pause if it fails. Why: on a loaded machine the browser page kaleido
+    drives can be asked to render before its own scripts have loaded, and fails with a JavascriptError
+    ("kaleido_scopes is not defined") that a second try does not see; a second failure is raised."""
+    try:
+        render()
+    except Exception:  # kaleido raises its own and choreographer's error types; retry whichever
+        time.sleep(1.0)
+        render()
 
 
 def write_shared_plotlyjs(path: Path) -> list[Path]:
@@ -76,7 +89,8 @@ def export_figure(fig: go.Figure, folder: str | Path, name: str, formats=("html"
             return written
         for fmt in static:
             path = folder / f"{name}.{fmt}"
-            fig.write_image(str(path), format=fmt, scale=2 if fmt == "png" else 1)
+            with_one_retry(lambda path=path, fmt=fmt: fig.write_image(str(path), format=fmt,
+                                                                      scale=2 if fmt == "png" else 1))
             written.append(path)
     return written
 
