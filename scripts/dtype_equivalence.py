@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 from workbench.evaluation.paired import equivalence_of_flags, sample_flags
+from workbench.machine import cpu_model
 from workbench.pipeline import quickstart
 from workbench.runs import Run, list_runs
 from workbench.vocabulary import short_title
@@ -78,6 +79,16 @@ def markdown(table: list[dict], margin: float) -> str:
     return "\n".join(lines)
 
 
+def verdict(table: list[dict]) -> str:
+    """One sentence: on how many (model, metric, seed) cells bf16 is equivalent, and by which criterion."""
+    cells = [r[k] for r in table for k in ("seed 0", "seed 1") if k in r]
+    by_gap = sum(c["within_seed_gap"] for c in cells)
+    by_tost = sum(c["equivalent"] and not c["within_seed_gap"] for c in cells)
+    worst = max(cells, key=lambda c: abs(c["value"]))
+    return (f"bf16 is equivalent to fp32 on {by_gap + by_tost} of {len(cells)} cells ({by_gap} within the fp32 "
+            f"seed gap, {by_tost} more by the TOST); the largest difference is {worst['value']:+.1f} points.")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -90,7 +101,9 @@ def main() -> None:
     cmp.add_argument("--fp32", nargs="+", type=Path, required=True, help="quickstart roots: float32 seeds 0 [and 1]")
     cmp.add_argument("--bf16", nargs="+", type=Path, required=True, help="quickstart roots: bfloat16 seeds 0 [and 1]")
     cmp.add_argument("--margin", type=float, default=5.0, help="TOST margin, percentage points")
-    cmp.add_argument("--out", type=Path, default=None, help="write the rows as JSON here too")
+    cmp.add_argument("--out", type=Path, default=None,
+                     help="write the table as JSON here too (benchmarks/results/dtype-equivalence.json is what "
+                          "`python -m benchmarks.report` puts into docs/benchmarks.md)")
     a = ap.parse_args()
     if a.command == "run":
         paths = quickstart(a.model, a.out, seed=a.seed, dtype=a.dtype, analysis=False)
@@ -103,9 +116,14 @@ def main() -> None:
         if got != {want}:
             raise SystemExit(f"{root}: its training ran in {sorted(got)}, not {want}")
     table = rows(a.fp32, a.bf16, a.margin)
-    print(markdown(table, a.margin))
+    text, summary = markdown(table, a.margin), verdict(table)
+    print(f"{text}\n\n{summary}")
     if a.out:
-        a.out.write_text(json.dumps(table, indent=1))
+        first = quickstart_runs(a.bf16[0])["aligned"].record
+        a.out.write_text(json.dumps({
+            "roots": {"float32": [str(r) for r in a.fp32], "bfloat16": [str(r) for r in a.bf16]},
+            "margin": a.margin, "cpu": cpu_model(), "time": first.created, "git_hash": first.git_hash or "",
+            "markdown": text, "summary": summary, "rows": table}, indent=1))
 
 
 if __name__ == "__main__":
