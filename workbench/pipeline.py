@@ -40,8 +40,7 @@ def quickstart(model: str, out: str | Path, seed: int = 0, preset_name: str | No
     if analysis:
         paths["refusal-direction"] = steps.run_analysis(
             "refusal-direction", str(paths["aligned"]), str(paths["attacked"]), seed,
-            Path(out) / f"analysis-refusal-direction-{paths['attacked'].name}",
-            {**p.inside, "dtype": p.align.train.dtype}, progress=progress)
+            Path(out) / f"analysis-refusal-direction-{paths['attacked'].name}", p.inside, progress=progress)
     paths["_seconds"] = time.perf_counter() - t0
     return paths
 

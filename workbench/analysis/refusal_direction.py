@@ -79,8 +79,10 @@ class Spec(_Spec):
     layer_stride: int = Field(1, ge=1)  # evaluate every k-th candidate layer (cheaper selection)
     alpha: float = 1.0  # activation addition: x + alpha * r (r = raw difference in means)
     generate_for: list[Literal["model", "compare"]] = ["model", "compare"]  # whose refusal rates to measure
-    # bfloat16: the selection's forward passes and the generations run with bf16 weights (`precision.weights_in`);
-    # the difference in means, the refusal signal and the answers' NLL stay float32 (tests/test_dtype.py)
+    # bfloat16 (opt-in, ~1.5x faster): the selection's forward passes and the generations run with bf16 weights
+    # (`precision.weights_in`); the means, the refusal signal and the answers' NLL stay float32. Its scores agree
+    # with float32's to a few % of their spread, but a KL near `kl_threshold` can land on the other side of it and
+    # change the chosen direction (docs/benchmarks.md): float32 is the default, and the quickstart's choice
     dtype: DType = "float32"
     direction_from: str | None = None  # a refusal-direction run folder: reuse its directions and selection
     max_prompt_tokens: int = Field(96, ge=8)
