@@ -8,11 +8,14 @@ KINDS = ["ce", "npo"]
 WEIGHTS = [1.0]
 
 
-def build_ascent_study(root: Path, progress: bool = False) -> Path:
-    from workbench.studies.ascent import run_study
+def ascent_spec(**update):
+    """The fixture's study spec, with `update` applied (other limits, kinds, p)."""
     from workbench.studies.ascent_spec import study_spec
 
-    out = Path(root) / "study-ascent"
-    run_study(study_spec("tiny-llama", KINDS, WEIGHTS, p=0.25, seed=0, preset_name="tiny"), out, progress=progress,
-              formats=("html",))
-    return out
+    return study_spec("tiny-llama", KINDS, WEIGHTS, p=0.25, seed=0, preset_name="tiny").model_copy(update=update)
+
+
+def build_ascent_study(root: Path, progress: bool = False) -> Path:
+    from workbench.studies.ascent import run_study
+
+    return run_study(ascent_spec(), Path(root) / "study-ascent", progress=progress, formats=("html",))

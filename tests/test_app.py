@@ -118,13 +118,13 @@ def test_every_tab_renders_the_fixture_runs(runs_root, monkeypatch):
 
 def test_studies_tab_shows_the_ascent_study(runs_root, monkeypatch):
     from apps.tabs import study_ascent
-    from workbench.studies.ascent_summary import read_summary
+    from workbench.studies.ascent_summary import load_result
 
     at = open_tab(start(runs_root, monkeypatch), "Studies")
     at.session_state["study_view"] = study_ascent.TITLE
     at.run()
     assert problems(at) == []
-    summary = read_summary(runs_root / "study-ascent")
+    summary = load_result(runs_root / "study-ascent")
     chosen, cells = at.dataframe[0].value, at.dataframe[1].value
     assert list(chosen["kind"]) == ["sft (control)", *summary.spec.kinds]
     assert list(cells["cell"]) == ["sft", *(c.key for c in summary.cells)]

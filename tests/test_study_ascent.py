@@ -1,33 +1,87 @@
-"""The ascent study (`workbench study ascent`, docs/open-questions.md question 3) on tiny-llama: every step an
-ordinary run folder, a rerun skips them all, the choice reads the validation split and never the test sets, and
-the command line fails in one line on bad input."""
+"""The ascent study (`workbench study ascent`, docs/open-questions.md question 3) on tiny-llama: one run folder of kind
+"study" with every step an ordinary run folder inside, an interrupted study resumes skipping every finished run, a
+finished one is immutable and lends its cells to the next, the choice reads the validation split and never the test
+sets, and the command line fails in one line on bad input."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-from study_ascent_fixture import KINDS, build_ascent_study
+from study_ascent_fixture import KINDS, ascent_spec
 from typer.testing import CliRunner
 
+from workbench import steps
 from workbench.evaluation.stats import rate
-from workbench.runs import list_runs, open_run
-from workbench.studies.ascent import check_folder
-from workbench.studies.ascent_spec import STUDY_FILE, SUMMARY_FILE, AscentStudySpec, Cell, step_root, study_spec
-from workbench.studies.ascent_summary import Attacked, CellResult, Collapse, choose, failures, read_summary
+from workbench.runs import INCOMPLETE, list_runs, open_run
+from workbench.studies.ascent import run_study
+from workbench.studies.ascent_spec import RESULT_FILE, AscentStudySpec, Cell, step_root, study_spec
+from workbench.studies.ascent_summary import Attacked, CellResult, Collapse, choose, failures, load_result
+
+FAILING = "npo-w1"  # the cell whose attack the fixture kills on the first pass
+
+
+def _runs(root: Path) -> dict[str, str]:
+    """{run folder relative to root: its config.json} for every finished run under root (the study's own too)."""
+    return {str(p.parent.relative_to(root)): p.read_text() for p in root.rglob("config.json")
+            if INCOMPLETE not in p.relative_to(root).parts and p.parent.name not in ("model", "checkpoint")}
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory) -> Path:
-    return build_ascent_study(tmp_path_factory.mktemp("ascent"))
+def interrupted(tmp_path_factory) -> dict:
+    """A study whose FAILING cell's attack fails on the first pass (other limits), then the same study resumed:
+    {"study": the published folder, "first": the runs staged by the first pass, "error": its message}."""
+    root = tmp_path_factory.mktemp("ascent")
+    out = root / "study-ascent"
+    real = steps.attack
+
+    def killed(attack, model, where, *args, **kwargs):
+        if FAILING in str(where):
+            raise RuntimeError("killed mid-trial")
+        return real(attack, model, where, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(steps, "attack", killed)
+        with pytest.raises(RuntimeError, match=FAILING) as err:
+            run_study(ascent_spec(max_fa_drop=1.0), out, progress=False, formats=())
+    (staged,) = (root / INCOMPLETE).iterdir()
+    first = _runs(staged)
+    assert not out.exists()  # nothing published while a cell has failed
+    status = json.loads((staged / "ascent-status.json").read_text())
+    assert list(status["failed"]) == [FAILING]
+    published = run_study(ascent_spec(), out, progress=False, formats=("html",))  # other limits: the same staging
+    assert published == out and not staged.exists()
+    return {"study": out, "first": first, "error": str(err.value)}
 
 
-def _configs(root: Path) -> set[Path]:
-    return {p for p in root.rglob("config.json") if ".incomplete" not in p.parts and p.parent.name != "model"}
+@pytest.fixture(scope="module")
+def study(interrupted) -> Path:
+    return interrupted["study"]
+
+
+def test_a_failed_cell_keeps_the_study_staged_and_the_rerun_retrains_nothing_else(interrupted):
+    first, final = interrupted["first"], _runs(interrupted["study"])
+    assert "rerun the same command" in interrupted["error"]
+    trained = {k for k in first if k.startswith("cells/")}
+    assert trained and all(final[k] == first[k] for k in trained)  # byte-identical records: not run again
+    assert not any(k.startswith(f"cells/{FAILING}/attack/") for k in first)
+    assert any(k.startswith(f"cells/{FAILING}/attack/") for k in final)  # retried
+
+
+def test_the_study_is_one_run_of_kind_study_found_through_the_registry(study):
+    from workbench.figures import load_study, study_runs
+
+    (run,) = study_runs(study.parent)
+    assert (run.kind, run.name, run.path) == ("study", "ascent", study)
+    assert AscentStudySpec.model_validate(run.spec.params) == ascent_spec()  # the record holds the spec that finished
+    assert load_study(run) == load_result(study)
+    assert set(run.metrics["chosen"]) == set(KINDS)
+    raw = json.loads((study / RESULT_FILE).read_text())
+    assert not Path(raw["baseline"]["runs"]["align"]).is_absolute()  # relative: the folder was staged, then moved
 
 
 def test_every_step_is_an_ordinary_run_folder_and_only_chosen_cells_meet_the_test_sets(study):
-    summary = read_summary(study)
+    summary = load_result(study)
     assert [c.kind for c in summary.chosen] == KINDS
     spec = summary.spec
     for cell in spec.cells():
@@ -44,9 +98,9 @@ def test_every_step_is_an_ordinary_run_folder_and_only_chosen_cells_meet_the_tes
             diagnostics = json.loads((align.path / "training.json").read_text())["diagnostics"]
             assert all("ascent" in d["ascent"] for d in diagnostics)  # the term ran at every step
         (attack,) = list_runs(step_root(study, cell, "attack"))
-        assert attack.base == str(align.path) and attack.spec.attack.data.p == 0.25
+        assert Path(attack.base).name == align.path.name and attack.spec.attack.data.p == 0.25
         (val,) = list_runs(step_root(study, cell, "validation"))
-        assert val.spec.harmful_prompts.startswith("validation split") and val.base == str(attack.path)
+        assert val.spec.harmful_prompts.startswith("validation split") and Path(val.base).name == attack.path.name
     chosen = {"sft", *(c.key for c in summary.chosen if c.key)}
     tested = {c.key for c in [summary.baseline, *summary.cells] if c.test is not None}
     assert tested == chosen
@@ -59,25 +113,25 @@ def test_every_step_is_an_ordinary_run_folder_and_only_chosen_cells_meet_the_tes
 
 
 def test_collapse_measures_come_from_the_aligned_model_on_validation_pairs(study):
-    summary = read_summary(study)
+    summary = load_result(study)
     for c in [summary.baseline, *summary.cells]:
         run = open_run(c.runs["collapse"])
-        assert run.spec.model == c.runs["align"] and run.spec.params["preset"] == "tiny"
+        assert Path(run.spec.model).name == Path(c.runs["align"]).name and run.spec.params["preset"] == "tiny"
         assert c.collapse.incoherent.n == 8 and c.collapse.benign_ppl > 1
 
 
-def test_a_rerun_skips_every_finished_run(study):
-    before = _configs(study)
-    summary = build_ascent_study(study.parent)
-    assert _configs(study) == before
-    assert read_summary(summary).model_dump() == read_summary(study).model_dump()
-
-
-def test_a_folder_holds_one_study(study):
-    recorded = AscentStudySpec.model_validate_json((study / STUDY_FILE).read_text())
+def test_a_finished_study_is_immutable_and_lends_its_cells(study, tmp_path):
+    with pytest.raises(ValueError, match="already exists"):
+        run_study(ascent_spec(), study, progress=False, formats=())
     with pytest.raises(ValueError, match="other p"):
-        check_folder(recorded.model_copy(update={"p": 0.5}), study)
-    check_folder(recorded.model_copy(update={"weights": [1.0, 2.0], "max_fa_drop": 1.0}), study)  # may grow
+        run_study(ascent_spec(p=0.5), tmp_path / "other", progress=False, formats=(), reuse=[study])
+    smaller = ascent_spec(kinds=["ce"])
+    out = run_study(smaller, tmp_path / "smaller", progress=False, formats=(), reuse=[study])
+    old, new = _runs(study), _runs(out)
+    cells = {k for k in new if k.startswith("cells/")}
+    assert cells == {k for k in old if k.startswith(("cells/sft/", "cells/ce-w1/"))}
+    assert all(new[k] == old[k] for k in cells)  # copied, nothing trained or evaluated again
+    assert load_result(out).cell("ce-w1").validation == load_result(study).cell("ce-w1").validation
 
 
 # ---------------------------------------------------------------------------------------------- the choice
@@ -150,7 +204,6 @@ def test_study_spec_and_cells():
     spec = study_spec("tiny-llama", ["npo"], [0.5, 2.0], 0.1, preset_name="tiny")
     assert [c.key for c in spec.cells()] == ["sft", "npo-w0.5", "npo-w2"]
     assert Cell("sft", 0.0).is_baseline
-    assert SUMMARY_FILE == "ascent-summary.json"
 
 
 def test_the_leaderboard_leaves_the_study_runs_out(study):
@@ -166,7 +219,20 @@ def test_workbench_figures_draws_the_study(study):
     figs = collect(study.parent, ["study"])
     assert set(figs) == {f"{study.name}/{n}" for n in ("hs_vs_weight", "collapse_vs_weight", "chosen_test")}
     hs = figs[f"{study.name}/hs_vs_weight"]
-    summary = read_summary(study)
+    summary = load_result(study)
     for kind in summary.spec.kinds:  # one line per kind, at its validation HS
         (line,) = [t for t in hs.data if t.name == kind]
         assert list(line.y) == [c.validation.hs.value for c in summary.cells if c.kind == kind]
+
+
+def test_the_archive_keeps_the_study_record_and_each_cell_with_its_own_note(study, tmp_path):
+    from workbench.archive import ARCHIVE_NOTE, archive_runs
+
+    archive_runs(study.parent, tmp_path, lowrank_kinds=["align"])
+    copy = tmp_path / study.name
+    assert load_result(copy).chosen == load_result(study).chosen  # relative run paths: readable where it moved
+    assert not (copy / ARCHIVE_NOTE).read_text().count("cells/")  # the cells are not the study's own files
+    for cell in ascent_spec().cells():
+        (align,) = list_runs(step_root(copy, cell, "align"))
+        note = json.loads((align.path / ARCHIVE_NOTE).read_text())
+        assert note["lowrank"]["base"] == "tiny-llama"  # each cell archived as a run, its weights as a delta

@@ -41,12 +41,17 @@ def archive_runs(root: str | Path, out: str | Path, max_file_bytes: int = 1_000_
     if not root.is_dir():
         raise ValueError(f"--runs {root}: no such folder (a runs root holding finished run folders)")
     done = []
-    for run in list_runs(root):
+    runs = sorted(list_runs(root), key=lambda r: len(r.path.parts))  # a study before the runs nested inside it
+    for run in runs:
         dest = out / run.path.relative_to(root)
         if dest.exists():
             continue
+        # runs nested inside this one (a study's cells) are archived on their own, with their own note
+        nested = [r.path for r in runs if r.path != run.path and r.path.is_relative_to(run.path)]
         kept, left = [], []
         for f in sorted(p for p in run.path.rglob("*") if p.is_file()):
+            if any(f.is_relative_to(n) for n in nested):
+                continue
             rel = f.relative_to(run.path)
             weights = rel.parts[0] in ("model", "checkpoint") and rel != Path("model/base.json")
             if weights or f.stat().st_size > max_file_bytes:

@@ -11,8 +11,7 @@ same wherever it is shown.
                     `workbench.plots.leaderboard` (grouped bars per attack; HS vs FA)
     training        training runs whose `training.json` holds a defense's per-step diagnostics →
                     `workbench.plots.training` (task loss and the defense's own loss terms)
-    study           study runs (kind "study") → the registered study's plots module (STUDIES in `workbench.studies`);
-                    an ascent study (DIR/ascent-summary.json, run folders inside) → `workbench.plots.study_ascent`
+    study           study runs (kind "study") → the registered study's plots module (STUDIES in `workbench.studies`)
 
 `collect(root)` gathers all of them as {"group/name": Figure}; `export(figures, out, formats)` writes
 HTML (always) and PNG/SVG through kaleido, one browser session for all static images.
@@ -33,13 +32,10 @@ from workbench.analysis import ANALYSES
 from workbench.leaderboard import build
 from workbench.plots.export import _ensure_browser_env, with_one_retry, write_html, write_shared_plotlyjs
 from workbench.plots.leaderboard import figures as board_figures
-from workbench.plots.study_ascent import figures as ascent_figures
 from workbench.plots.threat import figures
 from workbench.plots.training import plot_training
 from workbench.runs import INCOMPLETE, Run, defense_name, list_runs, model_ref
 from workbench.studies import STUDIES, get_study
-from workbench.studies.ascent_spec import SUMMARY_FILE as ASCENT_SUMMARY
-from workbench.studies.ascent_summary import read_summary
 from workbench.sweep import results
 from workbench.vocabulary import analysis_key
 
@@ -237,20 +233,6 @@ def study_figures(run: Run) -> dict[str, go.Figure]:
     return dict(plots.figures(load_study(run)))
 
 
-def ascent_study_figures(root: str | Path) -> dict[str, tuple[Path, dict[str, go.Figure]]]:
-    """{group: (study folder, its figures)} for the open-question studies under `root` (`workbench.studies`):
-    ascent studies (DIR/ascent-summary.json → `workbench.plots.study_ascent`)."""
-    root = Path(root)
-    out = {}
-    for summary in sorted(root.rglob(ASCENT_SUMMARY)) if root.is_dir() else ():
-        if INCOMPLETE in summary.parts:
-            continue
-        folder = summary.parent
-        group = str(folder.relative_to(root)) if folder != root else "study"
-        out[group] = (folder, ascent_figures(read_summary(folder)))
-    return out
-
-
 def training_runs(root: str | Path) -> list[tuple[Run, dict]]:
     """(run, its training.json) for training runs (align / attack / defend) that record a defense's per-step
     diagnostics; the record is returned so callers do not read it again."""
@@ -318,14 +300,6 @@ def collect(root: str | Path, kinds: Iterable[str] = FIGURE_KINDS,
                         out[f"{group}/{name}"] = fig
                 except Exception as err:
                     on_error(group, err)
-        try:
-            studies = ascent_study_figures(root)
-        except Exception as err:
-            on_error("study", err)
-            studies = {}
-        for group, (_, figs) in studies.items():
-            if keep(group):
-                out.update({f"{group}/{name}": fig for name, fig in figs.items()})
     if "leaderboard" in kinds and keep("leaderboard"):
 
         try:

@@ -54,8 +54,8 @@ from workbench.vocabulary import (
     short_title,
 )
 
-# the file a study folder marks itself with: a stress study's `stress.study.STUDY_FILE`, `workbench study ...`'s
-# ascent-study.json, ...; the runs inside are the study's own, not rows of the board
+# the file a stress study's folder marks itself with (`stress.study.STUDY_FILE`); the runs inside are the study's own,
+# not rows of the board, as are the runs inside a run folder of kind "study" (`workbench study ...`)
 STUDY_MARKER = "*-study.json"
 HEADLINE = ("hs", "hs_plus", "fa", "refusal_benign", "refusal_harmful")  # "fa" stands for every fa_<task>
 
@@ -425,9 +425,10 @@ def build(root: str | Path | list[str | Path], stages: list[str] | None = None,
         if not r.is_dir():
             raise ValueError(f"--runs {r}: no such folder (a runs root holding attack / defend / repair runs)")
     # a study's runs (stress trials, ascent cells evaluated on the validation split only) are its own
+    found = [run for r in roots for run in list_runs(r)]
     studies = [cfg.parent.resolve() for r in roots for cfg in r.rglob(STUDY_MARKER)]
-    runs = [run for r in roots for run in list_runs(r)
-            if not any(run.path.resolve().is_relative_to(s) for s in studies)]
+    studies += [run.path.resolve() for run in found if run.kind == "study"]
+    runs = [run for run in found if not any(run.path.resolve().is_relative_to(s) for s in studies)]
     index = _Index(runs)
     rows = [_repair_row(r, index) if r.kind == "repair" else _fine_tuning_row(r, index)
             for r in runs if r.kind in ("attack", "defend", "repair")]

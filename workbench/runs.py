@@ -94,9 +94,11 @@ class RunWriter:
     """
 
     def __init__(self, root: str | Path, kind: str, name: str, spec: RunSpec | dict, seed: int = 0,
-                 resume: bool = False, final: str | Path | None = None):
+                 resume: bool = False, final: str | Path | None = None, stage_key: dict | None = None):
         """`spec`: the run spec of `kind` (`workbench.record`), or a dict validated into it (ValueError when it is
-        not one). `final` publishes to that exact folder (which must not exist) instead of a timestamped name."""
+        not one). `final` publishes to that exact folder (which must not exist) instead of a timestamped name.
+        `stage_key`: what names the staging folder instead of the whole spec, for a run whose spec may grow between
+        resumptions (a study's grid) while the steps already staged stay valid."""
         self.fixed_final = Path(final) if final is not None else None
         if self.fixed_final is not None:
             if self.fixed_final.exists() and any(self.fixed_final.iterdir()):
@@ -107,7 +109,8 @@ class RunWriter:
         self.kind, self.name, self.seed = kind, name, seed
         self.spec = run_spec(kind, spec)
         # the staging folder's name: the same spec and seed resume the same folder (dumped as it is written)
-        self.stage_id = f"{kind}-{name}-{spec_hash({'spec': self.spec.model_dump(), 'seed': seed})}"
+        key = self.spec.model_dump() if stage_key is None else stage_key
+        self.stage_id = f"{kind}-{name}-{spec_hash({'spec': key, 'seed': seed})}"
         self.path = self.root / INCOMPLETE / self.stage_id
         self.resume = resume
         self.final_path: Path | None = None
@@ -340,7 +343,8 @@ def list_runs(root: str | Path = "runs", kind: str | None = None) -> list[Run]:
         return []
     runs = []
     for cfg in sorted(root.rglob("config.json")):
-        if INCOMPLETE in cfg.parts or cfg.parent.name in ("model", "checkpoint"):
+        # staging folders below root are skipped, not root itself: a staged study lists the runs inside it
+        if INCOMPLETE in cfg.relative_to(root).parts or cfg.parent.name in ("model", "checkpoint"):
             continue
         run = Run(cfg.parent)
         try:

@@ -1,8 +1,9 @@
 """Studies → Ascent: a gradient-ascent term that does not collapse the model (docs/open-questions.md, question 3).
 
-Reads the ascent studies under the runs root (folders holding `ascent-summary.json`, written by `workbench study
-ascent`): the configuration chosen per kind on the validation split with its test numbers, every cell's validation
-and collapse numbers, and the study's figures (`workbench.plots.study_ascent`). Never trains.
+Reads study runs of kind "study", name "ascent" (`workbench study ascent`, `workbench.studies.ascent`) under the runs
+root, through the STUDIES registry (`workbench.figures.load_study`): the configuration chosen per kind on the
+validation split with its test numbers, every cell's validation and collapse numbers, and the study's figures
+(`workbench.plots.study_ascent`). Never trains.
 """
 from __future__ import annotations
 
@@ -12,24 +13,11 @@ import streamlit as st
 
 from apps.tabs import common
 from workbench.plots.study_ascent import figures
-from workbench.runs import INCOMPLETE
-from workbench.studies.ascent_spec import SUMMARY_FILE
-from workbench.studies.ascent_summary import AscentSummary, read_summary
+from workbench.studies.ascent_spec import STUDY
+from workbench.studies.ascent_summary import AscentSummary
 from workbench.vocabulary import fmt_rate
 
 TITLE = "Ascent without collapse (Q3)"
-
-
-def study_folders(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return sorted(p.parent for p in root.rglob(SUMMARY_FILE) if INCOMPLETE not in p.parts)
-
-
-@st.cache_data(show_spinner=False)
-def load(path: str, mtime: int) -> AscentSummary:
-    """The study's summary (mtime: the cache key, so a resumed study shows its new cells)."""
-    return read_summary(path)
 
 
 def _rate(r) -> str:
@@ -64,18 +52,20 @@ def cells_table(s: AscentSummary) -> list[dict]:
 
 
 def render(root: Path) -> None:
-    folders = study_folders(root)
-    if not folders:
-        common.empty("ascent studies", f"workbench study ascent --model <base model> --out {root}/study-ascent")
+    recs = common.study_runs(root, STUDY)
+    if not recs:
+        common.empty("ascent study runs", f"workbench study ascent --model <base model> --out {root}/study-ascent")
         return
-    labels = [str(f.relative_to(root)) if f != root else "." for f in folders]
-    i = st.selectbox("Ascent study", range(len(folders)), format_func=lambda i: labels[i], key="ascent-study")
-    path = folders[i] / SUMMARY_FILE
-    s = load(str(folders[i]), path.stat().st_mtime_ns)
+    rec = common.pick_run(recs, "Ascent study", key="ascent-study")
+    s, err = common.read_study(rec["path"])
+    if err:
+        st.warning(f"could not read this study run ({err})")
+        return
     sp = s.spec
     st.caption(f"model `{sp.model}` · attack p = {sp.p:g} · preset {sp.preset} · seed {sp.seed} · NPO β = "
                f"{sp.beta:g} · limits vs sft: incoherent +{sp.max_incoherent_rise:g} pts, non-words "
-               f"+{sp.max_non_word_rise:g} pts, perplexity × {sp.max_ppl_ratio:g}, FA −{sp.max_fa_drop:g} pts")
+               f"+{sp.max_non_word_rise:g} pts, perplexity × {sp.max_ppl_ratio:g}, FA −{sp.max_fa_drop:g} pts · "
+               f"study folder `{rec['path']}`")
     st.markdown("**Chosen on validation, reported on test** (per kind: the lowest post-attack validation HS "
                 "among the weights that neither collapsed the aligned model nor lost FA)")
     st.dataframe(chosen_table(s), hide_index=True, width="stretch")

@@ -1,7 +1,7 @@
 """Reproducible studies of the survey's three open research questions (docs/open-questions.md).
 
-One module per study, each a deterministic function of a typed spec and a seed that writes ordinary run folders
-(read by `workbench figures` and the explorer's Studies tab):
+One module per study, each a deterministic function of a typed spec and a seed that writes one run folder of kind
+"study" (read by `workbench figures` and the explorer's Studies tab through `STUDIES`):
 
 - `safety_params`: which criterion finds the safety-critical weights, and when it should act (Future Direction I);
 - `basins`: whether alignment-stage defenses widen the safety basin or only lower the harmful loss (II);
@@ -14,10 +14,11 @@ from __future__ import annotations
 import importlib
 
 # The studies by run name (a study's run folder is `study-<name>-<timestamp>`, record kind "study"): name ->
-# (study module with `load_result(folder)`, plots module with `figures(result)`), imported lazily (torch, plotly).
+# (module with `load_result(folder)`, plots module with `figures(result)`), imported lazily (torch, plotly).
 STUDIES: dict[str, tuple[str, str]] = {
     "safety-params": ("workbench.studies.safety_params", "workbench.plots.safety_params"),
     "basins": ("workbench.studies.basins", "workbench.plots.basins"),
+    "ascent": ("workbench.studies.ascent_summary", "workbench.plots.study_ascent"),
 }
 
 

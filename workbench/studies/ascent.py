@@ -11,14 +11,24 @@ For each ascent kind (−CE, the unbounded control; −log(1+CE) as RepNoise; NP
     validation  the attacked model on the validation split: HS, HS+, FA (`steps.evaluate_validation`)
 
 then per kind the weight with the lowest validation HS within the collapse and FA limits (`ascent_summary.choose`),
-and only then the chosen cells and `sft` on the test sets (`steps.evaluate_model`, the preset's test sizes). Every
-step is an ordinary run folder under DIR/cells/<key>/<step>/ (`ascent_spec`), skipped when finished, so a rerun
-resumes and a larger grid reuses the cells it shares; an interrupted training step continues from its checkpoint
-(`RunWriter` staging, `--resume` semantics). One failing cell is reported and the others go on.
+and only then the chosen cells and `sft` on the test sets (`steps.evaluate_model`, the preset's test sizes).
+
+The study is one run folder (kind "study", name "ascent": `workbench figures` and the explorer's Studies tab find it
+through `workbench.studies.STUDIES`) with every step an ordinary run folder inside, DIR/cells/<key>/<step>/
+(`ascent_spec`). It is staged like every run, in `<out parent>/.incomplete/study-ascent-<hash>/`, the hash of what
+the cells depend on (model, p, seed, preset, β: `AscentStudySpec.identity`), so rerunning the command resumes it,
+skipping every finished step, and a grid grown or limits changed before it finished reuse the cells it shares; an
+interrupted training step continues from its checkpoint. It is published to `--out` once every cell has finished.
+One failing cell is reported and the others go on; the study then stays staged and a rerun retries it.
+`reuse` copies the cells of finished studies with the same identity (hard links where the file system allows), so
+a larger grid after a finished study trains only its new cells.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -28,10 +38,15 @@ from workbench.config import DefenseSpec, EvalSpec
 from workbench.plots.export import export_all
 from workbench.plots.study_ascent import figures
 from workbench.presets import Preset, preset
-from workbench.runs import open_run, write_json
+from workbench.record import StudyRunSpec
+from workbench.runs import RunWriter, open_run, write_json
 from workbench.stress.study import train_uids
-from workbench.studies.ascent_spec import STUDY_FILE, SUMMARY_FILE, AscentStudySpec, Cell, step_root
-from workbench.studies.ascent_summary import AscentSummary, latest, summarise
+from workbench.studies.ascent_spec import CELLS, RESULT_FILE, STATUS_FILE, STUDY, AscentStudySpec, Cell, step_root
+from workbench.studies.ascent_summary import latest, summarise
+
+
+class StudyIncomplete(RuntimeError):
+    """Some cells failed: the study stays staged, and the message says how to retry them."""
 
 
 def silent(spec: EvalSpec) -> EvalSpec:
@@ -40,17 +55,35 @@ def silent(spec: EvalSpec) -> EvalSpec:
     return spec.model_copy(update={"n_harmful": 0, "n_benign": 0, "n_task": 0})
 
 
-def check_folder(spec: AscentStudySpec, out: Path) -> None:
-    """Write the spec, or check it against the recorded one: a study folder holds one model, p, seed, preset, β."""
-    path = out / STUDY_FILE
-    if path.is_file():
-        old = AscentStudySpec.model_validate_json(path.read_text())
-        if old.identity() != spec.identity():
-            diff = sorted(k for k, v in spec.identity().items() if old.identity()[k] != v)
-            raise ValueError(f"{out} holds an ascent study with other {', '.join(diff)}; choose a new --out, or "
-                             f"rerun with the recorded settings (the kinds, weights and limits may change)")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(path, spec.model_dump())
+def reusable(spec: AscentStudySpec, folder: str | Path) -> Path:
+    """A finished ascent study whose cells `spec` may reuse: the same identity; ValueError naming what differs."""
+    run = open_run(folder)
+    if run.kind != "study" or run.name != STUDY:
+        raise ValueError(f"--reuse {folder}: not an ascent study run (kind {run.kind}, name {run.name})")
+    old = AscentStudySpec.model_validate(run.spec.params)
+    diff = sorted(k for k, v in spec.identity().items() if old.identity()[k] != v)
+    if diff:
+        raise ValueError(f"--reuse {folder}: its cells were made with other {', '.join(diff)}")
+    return run.path
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Runs are immutable, so two studies may share a file: a hard link where the file system allows one."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def copy_cells(spec: AscentStudySpec, source: Path, dest: Path) -> list[str]:
+    """Copy the cells of `spec` that the finished study `source` holds and `dest` does not; their keys."""
+    copied = []
+    for cell in spec.cells():
+        old, new = source / CELLS / cell.key, dest / CELLS / cell.key
+        if old.is_dir() and not new.exists():
+            shutil.copytree(old, new, copy_function=_link_or_copy)
+            copied.append(cell.key)
+    return copied
 
 
 def done(root: Path) -> Path | None:
@@ -97,30 +130,41 @@ def run_test(pr: Preset, spec: AscentStudySpec, cell: Cell, out: Path, progress:
 
 
 def run_study(spec: AscentStudySpec, out: str | Path, progress: bool = True,
-              formats: tuple[str, ...] = ("html", "png")) -> AscentSummary:
-    """Run (or resume) the study in `out`; writes DIR/ascent-summary.json and DIR/figures, returns the summary.
-    A cell that raises is recorded in DIR/ascent-status.json and left out of the choice."""
+              formats: tuple[str, ...] = ("html", "png"), reuse: Sequence[str | Path] = ()) -> Path:
+    """Run (or resume) the study and publish it to `out` (which must not exist); returns the published folder
+    (`load_result` reads it). A cell that raises is recorded in the staged ascent-status.json, left out of the
+    choice, and the study is not published: StudyIncomplete naming the cells, and a rerun retries them."""
     out = Path(out)
     pr = preset(spec.preset, spec.seed)
-    check_folder(spec, out)
-    failed: dict[str, str] = {}
-    for cell in tqdm(spec.cells(), desc="ascent study", unit="cell", disable=not progress):
-        try:
-            run_cell(spec, pr, cell, out, progress=progress)
-        except Exception as err:  # one failing cell is reported, never fatal to the study
-            failed[cell.key] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
-    task = pr.validation.task if pr.validation.n_task else None
-    summary = summarise(out, spec, task)
-    keys = {"sft", *(c.key for c in summary.chosen if c.key)}
-    for cell in spec.cells():
-        if cell.key in keys and cell.key not in failed:
+    sources = [reusable(spec, r) for r in reuse]  # errors before any work
+    record = StudyRunSpec(study=STUDY, params=spec.model_dump(mode="json"), model=spec.model)
+    with RunWriter(out.parent, "study", STUDY, record, seed=spec.seed, resume=True, final=out,
+                   stage_key=spec.identity()) as run:
+        for source in sources:
+            copy_cells(spec, source, run.path)
+        failed: dict[str, str] = {}
+        for cell in tqdm(spec.cells(), desc="ascent study", unit="cell", disable=not progress):
             try:
-                run_test(pr, spec, cell, out, progress=progress)
-            except Exception as err:
+                run_cell(spec, pr, cell, run.path, progress=progress)
+            except Exception as err:  # one failing cell is reported, never fatal to the others
                 failed[cell.key] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
-    summary = summarise(out, spec, task)
-    write_json(out / "ascent-status.json", {"failed": failed})
-    write_json(out / SUMMARY_FILE, summary.model_dump(mode="json"))
-    if formats:
-        export_all(figures(summary), out / "figures", formats)
-    return summary
+        task = pr.validation.task if pr.validation.n_task else None
+        summary = summarise(run.path, spec, task)
+        keys = {"sft", *(c.key for c in summary.chosen if c.key)}
+        for cell in spec.cells():
+            if cell.key in keys and cell.key not in failed:
+                try:
+                    run_test(pr, spec, cell, run.path, progress=progress)
+                except Exception as err:
+                    failed[cell.key] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
+        summary = summarise(run.path, spec, task)
+        write_json(run.path / STATUS_FILE, {"failed": failed})
+        write_json(run.path / RESULT_FILE, summary.model_dump(mode="json"))
+        if failed:
+            raise StudyIncomplete(f"ascent study: {len(failed)} cell(s) failed ({', '.join(failed)}; see "
+                               f"{run.path / STATUS_FILE}); the study stays staged in {run.path}: rerun the same "
+                               f"command to retry them")
+        run.write_metrics(summary.headline())
+        if formats:
+            export_all(figures(summary), run.path / "figures", formats)
+    return run.final_path

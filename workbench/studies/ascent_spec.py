@@ -1,12 +1,15 @@
 """What an ascent study is (`AscentStudySpec`), its cells and where each cell's run folders live.
 
-    DIR/ascent-study.json           the spec (a rerun must match it in model, p, seed, preset and β)
+The study is one run folder DIR (kind "study", name "ascent"; its record holds the spec) with ordinary run folders
+inside:
+
     DIR/cells/<key>/align/          the align run (SFT + weight · ascent term of the kind; `sft`: no term)
     DIR/cells/<key>/collapse/       the `collapse` analysis of the aligned model (validation benign pairs)
     DIR/cells/<key>/attack/         the preset's attack on the aligned model (its test sets are not evaluated)
     DIR/cells/<key>/validation/     the attacked model on the validation split (HS, FA): what the choice reads
     DIR/cells/<key>/test/           the attacked model on the test sets: only the chosen cells and `sft`
-    DIR/ascent-summary.json         `AscentSummary` (`workbench.studies.ascent_summary`)
+    DIR/ascent-summary.json         `AscentSummary` (`workbench.studies.ascent_summary`; run paths relative to DIR)
+    DIR/ascent-status.json          the cells that failed (a study with failures stays staged: rerun to retry them)
     DIR/figures/                    HS vs weight, collapse vs weight, the chosen configurations on test
 
 A cell's key is `<kind>-w<weight>` (`npo-w0.1`), and `sft` for the control without an ascent term.
@@ -21,8 +24,9 @@ from pydantic import Field, field_validator
 from workbench.config import Spec
 from workbench.defenses.alignment.ascent_losses import get_ascent_loss
 
-STUDY_FILE = "ascent-study.json"
-SUMMARY_FILE = "ascent-summary.json"
+STUDY = "ascent"  # the run's name in the STUDIES registry
+RESULT_FILE = "ascent-summary.json"
+STATUS_FILE = "ascent-status.json"
 CELLS = "cells"
 STEPS = ("align", "collapse", "attack", "validation", "test")
 BASELINE = "sft"
@@ -61,8 +65,9 @@ class AscentStudySpec(Spec):
         return v
 
     def identity(self) -> dict:
-        """What a rerun in the same folder must match: what every cell's runs depend on (the grid may grow and
-        the limits may change; they only change which cells run and which is chosen)."""
+        """What names the staging folder, and what a study reusing another's cells must match: what every cell's
+        runs depend on (the grid may grow and the limits may change; they only change which cells run and which is
+        chosen)."""
         return self.model_dump(include={"model", "p", "seed", "preset", "beta"})
 
     def cells(self) -> list[Cell]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from workbench.config import Spec
 from workbench.evaluation.stats import Rate
 from workbench.runs import Run, list_runs
-from workbench.studies.ascent_spec import BASELINE, SUMMARY_FILE, AscentStudySpec, Cell, step_root
+from workbench.studies.ascent_spec import BASELINE, RESULT_FILE, STEPS, AscentStudySpec, Cell, step_root
 
 FORMAT = "workbench-ascent-study/1"
 
@@ -40,7 +40,7 @@ class CellResult(Spec):
     kind: str  # an ascent loss, or "sft"
     weight: float
     key: str
-    runs: dict[str, str]  # step -> run folder
+    runs: dict[str, str]  # step -> run folder (in the file: relative to the study folder; `load_result` resolves)
     collapse: Collapse | None = None
     validation: Attacked | None = None
     test: Attacked | None = None
@@ -72,6 +72,22 @@ class AscentSummary(Spec):
                 return c
         raise KeyError(key)
 
+    def headline(self) -> dict:
+        """metrics.json: per kind, the chosen weight and its test HS (None where none was chosen or tested)."""
+        out = {}
+        for c in self.chosen:
+            test = self.cell(c.key).test if c.key else None
+            out[c.kind] = {"weight": c.weight, "test_hs": test.hs.to_dict() if test else None}
+        base = self.baseline.test
+        return {"chosen": out, "sft_test_hs": base.hs.to_dict() if base else None}
+
+    def resolved(self, folder: str | Path) -> AscentSummary:
+        """The summary with every run path made absolute under the study folder `folder`."""
+        def fix(c: CellResult) -> CellResult:
+            return c.model_copy(update={"runs": {k: str(Path(folder) / v) for k, v in c.runs.items()}})
+
+        return self.model_copy(update={"baseline": fix(self.baseline), "cells": [fix(c) for c in self.cells]})
+
 
 # ---------------------------------------------------------------------------------------------- reading
 
@@ -99,10 +115,11 @@ def collapse_of(run: Run) -> Collapse:
 
 
 def read_cell(out: Path, cell: Cell, task: str | None) -> CellResult:
-    """What the cell's finished run folders hold (a step not run yet leaves its part None)."""
-    runs = {step: latest(step_root(out, cell, step)) for step in ("align", "collapse", "attack", "validation", "test")}
+    """What the cell's finished run folders hold (a step not run yet leaves its part None); run paths relative to
+    the study folder `out`, which is staged and then moved."""
+    runs = {step: latest(step_root(out, cell, step)) for step in STEPS}
     return CellResult(kind=cell.kind, weight=cell.weight, key=cell.key,
-                      runs={k: str(r.path) for k, r in runs.items() if r is not None},
+                      runs={k: str(r.path.relative_to(out)) for k, r in runs.items() if r is not None},
                       collapse=collapse_of(runs["collapse"]) if runs["collapse"] else None,
                       validation=attacked_rates(runs["validation"], task) if runs["validation"] else None,
                       test=attacked_rates(runs["test"], task) if runs["test"] else None)
@@ -156,8 +173,10 @@ def summarise(out: str | Path, spec: AscentStudySpec, task: str | None) -> Ascen
     return AscentSummary(spec=spec, task=task, baseline=base, cells=cells, chosen=choose(cells, spec.kinds))
 
 
-def read_summary(out: str | Path) -> AscentSummary:
-    path = Path(out) / SUMMARY_FILE
+def load_result(folder: str | Path) -> AscentSummary:
+    """The typed result of a finished ascent study run, run paths absolute (the STUDIES registry's reader);
+    ValueError when the folder holds none."""
+    path = Path(folder) / RESULT_FILE
     if not path.is_file():
-        raise ValueError(f"{out} holds no ascent study summary ({SUMMARY_FILE}); run `workbench study ascent` first")
-    return AscentSummary.model_validate_json(path.read_text())
+        raise ValueError(f"{folder} holds no ascent study result ({RESULT_FILE}); run `workbench study ascent` first")
+    return AscentSummary.model_validate_json(path.read_text()).resolved(folder)
