@@ -59,6 +59,12 @@ def _data_range(values: list[dict], pad: float = 4.0) -> tuple[float, float]:
 HS_FA_SIZE, HS_FA_MARGIN = (900, 640), dict(l=70, r=30, t=60, b=130)
 
 
+def _point_label(row) -> str:
+    """A point's label: the defense, and "full FT" where the user fine-tuned all weights (the default is LoRA), so
+    the two SFT baselines of a board with both methods read apart."""
+    return row.defense + (" · full FT" if row.method == "full" else "")
+
+
 def plot_hs_fa(board: Board, hs: str = "hs", fa: str | None = None) -> go.Figure:
     fa = fa or board.fa_metric()
     rows = [r for r in board.rows if hs in r.rates and fa in r.rates]
@@ -71,7 +77,8 @@ def plot_hs_fa(board: Board, hs: str = "hs", fa: str | None = None) -> go.Figure
             if not sel:
                 continue
             x, y = [r.rates[hs] for r in sel], [r.rates[fa] for r in sel]
-            labelled += [(xv["value"], yv["value"], r.defense, color) for r, xv, yv in zip(sel, x, y, strict=True)]
+            labelled += [(xv["value"], yv["value"], _point_label(r), color)
+                         for r, xv, yv in zip(sel, x, y, strict=True)]
             fig.add_trace(go.Scatter(
                 x=[v["value"] for v in x], y=[v["value"] for v in y], mode="markers",
                 name=f"{stage} · {attack}" if len(attacks) > 1 else stage,
@@ -80,7 +87,7 @@ def plot_hs_fa(board: Board, hs: str = "hs", fa: str | None = None) -> go.Figure
                              arrayminus=[v["value"] - v["low"] for v in x], color=color, thickness=1),
                 error_y=dict(type="data", symmetric=False, array=[v["high"] - v["value"] for v in y],
                              arrayminus=[v["value"] - v["low"] for v in y], color=color, thickness=1),
-                customdata=[[r.defense, r.aligned_with, x_["n"], y_["n"]]
+                customdata=[[_point_label(r), r.aligned_with, x_["n"], y_["n"]]
                             for r, x_, y_ in zip(sel, x, y, strict=False)],
                 hovertemplate="%{customdata[0]} (aligned with %{customdata[1]})<br>HS %{x:.1f}% (n=%{customdata[2]})"
                               "<br>FA %{y:.1f}% (n=%{customdata[3]})<extra>" + attack + "</extra>"))
