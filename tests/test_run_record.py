@@ -18,6 +18,7 @@ from workbench.record import (
     EvalRunSpec,
     RepairRunSpec,
     RunRecord,
+    StudyRunSpec,
 )
 from workbench.runs import RunWriter, list_runs, open_run, spec_hash
 
@@ -25,7 +26,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 FOLDERS = sorted(p.parent for p in RESULTS.rglob("config.json")
                  if "model" not in p.relative_to(RESULTS).parts and ".incomplete" not in p.parts)
 SPEC = {"align": AlignRunSpec, "attack": AttackRunSpec, "defend": AttackRunSpec, "repair": RepairRunSpec,
-        "eval": EvalRunSpec, "analysis": AnalysisRunSpec}
+        "eval": EvalRunSpec, "analysis": AnalysisRunSpec, "study": StudyRunSpec}
 
 
 def test_the_archive_holds_runs_of_every_recorded_kind():
@@ -65,6 +66,8 @@ def test_every_archived_run_reads_as_a_typed_record(folder):
         assert run.stage is None and run.defense is None and run.attack is None
     if run.kind == "analysis":
         assert run.spec.analysis and isinstance(run.spec.params, dict)
+    if run.kind == "study":  # an open-question study (`workbench.studies`): its own spec, dumped
+        assert run.spec.study == run.name and isinstance(run.spec.params, dict)
 
 
 def test_defense_grid_align_runs_name_their_defense():
