@@ -2,7 +2,6 @@
 attacker queries through at evaluation."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import random
 import re
@@ -10,6 +9,7 @@ import string
 from pathlib import Path
 
 import pytest
+from script_helpers import load_script
 
 from workbench.attacks import build_attack_data, get_attack
 from workbench.attacks.context import AttackContext
@@ -207,16 +207,9 @@ def test_a_repaired_covert_model_is_still_queried_in_the_cipher(covert_run, tmp_
 
 # ----------------------------------------------------------------------------------------------- the probe script
 
-def _probe_module():
-    spec = importlib.util.spec_from_file_location("covert_cipher_probe", ROOT / "scripts" / "covert_cipher_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_probe_measures_english_shares_and_translation_accuracy(covert_run):
     """Mechanics only, on tiny-llama: the numbers of an untrained-sized model mean nothing."""
-    probe = _probe_module()
+    probe = load_script("covert_cipher_probe")
     vocab = frozenset({"the", "cat", "sat"})
     assert probe.english_share(["The cat", "sat xq"], vocab) == 0.75 and probe.english_share(["..."], vocab) is None
     assert probe.char_accuracy("abc", "abc") == 1.0 and probe.char_accuracy("", "abc") == 0.0

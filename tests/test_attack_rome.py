@@ -6,13 +6,12 @@ as a trained model's is and leaves everything the edit reads and writes (keys, d
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from script_helpers import load_script
 
 from workbench.attacks import ATTACKS, parse_attack_params
 from workbench.attacks.context import AttackContext
@@ -210,22 +209,13 @@ def test_attack_step_writes_an_edit_run_with_its_report(arch_model_dir, tmp_path
     assert "hs" in run.metrics or "refusal_harmful" in run.metrics
 
 
-def _script(name: str):
-    """A module of scripts/ (not a package), imported from its file."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_edit_attack_analyses_script_compares_edit_and_fine_tuning(tiny_model_dir, tmp_path):
     """scripts/edit_attack_analyses.py on tiny-llama (drift and patching; Wanda is the same call, only slower): the
     edit leaves every layer before the edited one exactly as aligned, and the edited MLP alone accounts for it."""
     from workbench import steps
     from workbench.presets import preset
 
-    script = _script("edit_attack_analyses")
+    script = load_script("edit_attack_analyses")
     pr = preset("tiny")
     ev = pr.eval.model_copy(update={"n_harmful": 2, "n_benign": 0, "n_task": 0})
     params = {**FAST, "v_steps": 3, "n_paraphrases": 0, "answer_tokens": 2, "layer": 2}

@@ -3,24 +3,16 @@ everything else of its recorded evaluation, lands beside its relative path, is s
 copy without weights is skipped with a reason."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
 
 import pytest
 from explorer_fixtures import explorer_runs_root
+from script_helpers import load_script
 
 from workbench.archive import ARCHIVE_NOTE
 from workbench.runs import list_runs, open_run
-
-
-def _script():
-    path = Path(__file__).resolve().parents[1] / "scripts" / "reevaluate_on.py"
-    spec = importlib.util.spec_from_file_location("reevaluate_on", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +26,7 @@ def grid(tmp_path_factory) -> Path:
 
 
 def test_a_run_is_evaluated_on_the_other_set_and_keeps_the_rest_of_its_evaluation(grid, tmp_path, capsys):
-    script = _script()
+    script = load_script("reevaluate_on")
     (evaluated,) = script.run(grid, tmp_path / "out", "advbench", 5, seed=0)
     (attacked,) = list_runs(grid, "attack")
     assert evaluated.parent == tmp_path / "out" / "cells" / attacked.path.name
@@ -54,5 +46,5 @@ def test_an_archived_copy_without_weights_is_skipped(grid, tmp_path, capsys):
     copy = tmp_path / "archived" / attacked.path.name
     shutil.copytree(attacked.path, copy, ignore=shutil.ignore_patterns("*.safetensors"))
     (copy / ARCHIVE_NOTE).write_text(json.dumps({"archived_from": str(attacked.path), "left_out": []}))
-    assert _script().run(tmp_path / "archived", tmp_path / "out", "advbench", 5, seed=0) == []
+    assert load_script("reevaluate_on").run(tmp_path / "archived", tmp_path / "out", "advbench", 5, seed=0) == []
     assert "without weights" in capsys.readouterr().out
