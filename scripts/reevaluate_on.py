@@ -8,9 +8,10 @@ BEA are queried as their runs were. Needs the runs' weights (a grid trained on t
 
     python scripts/reevaluate_on.py run --runs runs/defense-grid --harmful-set advbench --n-harmful 100 \\
         --out runs/defense-grid-advbench
-    python scripts/reevaluate_on.py table --runs runs/defense-grid-advbench
+    python scripts/reevaluate_on.py table --runs runs/defense-grid-advbench [--search results]
 
-Each evaluation lands in OUT/<the run's folder relative to --runs>/ (skipped when it holds one already).
+Each evaluation lands in OUT/<the run's folder relative to --runs>/ (skipped when it holds one already). `table`
+finds each evaluated run where its record says, or by folder name under the `--search` roots (archived copies).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import json
 from pathlib import Path
 
 from workbench.archive import ARCHIVE_NOTE
-from workbench.runs import Run, defense_name, list_runs, open_run
+from workbench.runs import Run, defense_name, find_moved, list_runs, open_run
 from workbench.steps import evaluate_model
 from workbench.tables import markdown_table
 from workbench.vocabulary import fmt_rate
@@ -56,10 +57,19 @@ def label(attacked: Run) -> str:
     return f"{name} ({method})"
 
 
-def table(out: Path) -> str:
+def evaluated_run(ev: Run, search: list[Path]) -> Run:
+    """The attack / defend run an evaluation evaluated: where its record says, else moved under `search`."""
+    path = Path(ev.base) if Path(ev.base).is_dir() else find_moved(ev.base, search)
+    if path is None:
+        raise SystemExit(f"{ev.path}: the run it evaluated, {ev.base}, is neither there nor under "
+                         f"{', '.join(map(str, search)) or 'any --search root'}")
+    return open_run(path)
+
+
+def table(out: Path, search: list[Path] = ()) -> str:
     rows = []
     for ev in list_runs(out, "eval"):
-        attacked = open_run(ev.base)
+        attacked = evaluated_run(ev, list(search))
         m = ev.metrics
         task = attacked.spec.eval.task
         train_s = attacked.metrics.get("train", {}).get("train_seconds")
@@ -83,12 +93,14 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=0)
     t = sub.add_parser("table")
     t.add_argument("--runs", type=Path, required=True)
+    t.add_argument("--search", type=Path, action="append", default=[], help="where archived copies of the "
+                   "evaluated runs are (repeatable)")
     a = ap.parse_args()
     if a.cmd == "run":
         for p in run(a.runs, a.out, a.harmful_set, a.n_harmful, a.seed):
             print(p)
     else:
-        print(table(a.runs))
+        print(table(a.runs, a.search))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,15 @@ def test_a_run_is_evaluated_on_the_other_set_and_keeps_the_rest_of_its_evaluatio
     assert "done already" in capsys.readouterr().out
     table = script.table(tmp_path / "out")
     assert "plain fine-tuning (lora)" in table and ev.path.name in table
+    archive = tmp_path / "archive"  # the evaluated run archived elsewhere and gone: found by its folder name
+    shutil.copytree(attacked.path, archive / "cells" / attacked.path.name)
+    shutil.rmtree(attacked.path)
+    try:
+        assert script.table(tmp_path / "out", [archive]) == table
+        with pytest.raises(SystemExit, match="neither there nor under"):
+            script.table(tmp_path / "out")
+    finally:
+        shutil.copytree(archive / "cells" / attacked.path.name, attacked.path)
 
 
 def test_an_archived_copy_without_weights_is_skipped(grid, tmp_path, capsys):
