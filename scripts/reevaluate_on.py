@@ -16,10 +16,9 @@ finds each evaluated run where its record says, or by folder name under the `--s
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from workbench.archive import ARCHIVE_NOTE
+from workbench.models.registry import holds_model
 from workbench.runs import Run, defense_name, find_moved, list_runs, open_run
 from workbench.steps import evaluate_model
 from workbench.tables import markdown_table
@@ -28,18 +27,12 @@ from workbench.vocabulary import fmt_rate
 KINDS = ("attack", "defend")
 
 
-def has_weights(run: Run) -> bool:
-    """An archived copy keeps no weights unless it was archived as a low-rank delta."""
-    note = run.path / ARCHIVE_NOTE
-    return not note.is_file() or "lowrank" in json.loads(note.read_text())
-
-
 def run(root: Path, out: Path, harmful_set: str, n_harmful: int, seed: int) -> list[Path]:
     done = []
     for attacked in list_runs(root):
         if attacked.kind not in KINDS:
             continue
-        if not has_weights(attacked):
+        if not holds_model(attacked.model_dir):
             print(f"skipped (an archived copy without weights: retrain it first): {attacked.path}")
             continue
         dest = out / attacked.path.relative_to(root)

@@ -96,6 +96,14 @@ def model_folder(name_or_path: str | os.PathLike) -> Path:
     return path
 
 
+def holds_model(folder: str | os.PathLike) -> bool:
+    """Whether `folder` holds a model `load_model` can read: merged safetensors, a LoRA adapter or a low-rank delta
+    (an archived run's model/ folder holds none of them unless it was archived as a delta)."""
+    folder = Path(folder)
+    return folder.is_dir() and (any(folder.glob("*.safetensors")) or (folder / "adapter_config.json").is_file()
+                                or (folder / LOWRANK_FILE).is_file())
+
+
 def load_tokenizer(name_or_path: str | os.PathLike, padding_side: str | None = None):
     """Only the tokenizer of a model (no weights read). pad = eos when the tokenizer has no pad token."""
     folder = model_folder(name_or_path)

@@ -86,6 +86,11 @@ def copy_cells(spec: AscentStudySpec, source: Path, dest: Path) -> list[str]:
     return copied
 
 
+def failure(err: Exception) -> str:
+    """What ascent-status.json records of a failed cell: the error and the innermost frames."""
+    return f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
+
+
 def done(root: Path) -> Path | None:
     run = latest(root)
     return None if run is None else run.path
@@ -147,7 +152,7 @@ def run_study(spec: AscentStudySpec, out: str | Path, progress: bool = True,
             try:
                 run_cell(spec, pr, cell, run.path, progress=progress)
             except Exception as err:  # one failing cell is reported, never fatal to the others
-                failed[cell.key] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
+                failed[cell.key] = failure(err)
         task = pr.validation.task if pr.validation.n_task else None
         summary = summarise(run.path, spec, task)
         keys = {"sft", *(c.key for c in summary.chosen if c.key)}
@@ -156,7 +161,7 @@ def run_study(spec: AscentStudySpec, out: str | Path, progress: bool = True,
                 try:
                     run_test(pr, spec, cell, run.path, progress=progress)
                 except Exception as err:
-                    failed[cell.key] = f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=3)}"
+                    failed[cell.key] = failure(err)
         summary = summarise(run.path, spec, task)
         write_json(run.path / STATUS_FILE, {"failed": failed})
         write_json(run.path / RESULT_FILE, summary.model_dump(mode="json"))

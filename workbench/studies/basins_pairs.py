@@ -25,7 +25,7 @@ from pathlib import Path
 
 from workbench.attacks import harmful_ratio
 from workbench.evaluation.rescore import judged_rates
-from workbench.models.lowrank import LOWRANK_FILE
+from workbench.models.registry import holds_model
 from workbench.runs import Run, defense_name, list_runs, run_kind
 from workbench.stress.study import STUDY_FILE
 
@@ -78,10 +78,7 @@ class Pairing:
 
 
 def has_weights(run: Run) -> bool:
-    """Whether the run folder holds a loadable model (merged safetensors, a LoRA adapter or a low-rank delta)."""
-    folder = run.model_dir
-    return folder.is_dir() and (any(folder.glob("*.safetensors")) or (folder / "adapter_config.json").is_file()
-                                or (folder / LOWRANK_FILE).is_file())
+    return holds_model(run.model_dir)
 
 
 def _study_runs(roots: list[Path]) -> list[Run]:
