@@ -12,6 +12,8 @@ batches of the alignment mix this measures, per ρ:
 
 Usage: python scripts/vaccine_rho_scale.py [--model smollm2-135m-instruct] [--rhos 0.5 2 8] [--batches 4]
        [--layers 0 1 ...] (T-Vaccine perturbs a subset) [--out rho_scale.json]
+The docs' table: --rhos 0.5 2 8 32 --batches 3, once for the shipped model and once for the grid's SFT-aligned
+model; records in results/vaccine-rho-scale/.
 """
 from __future__ import annotations
 
@@ -23,9 +25,11 @@ import torch
 
 from workbench.data.alignment import alignment_samples
 from workbench.data.chat import collate, encode
+from workbench.machine import cpu_model
 from workbench.models import load_model
 from workbench.models.sites import sites_of
 from workbench.presets import preset
+from workbench.runs import git_hash, package_versions
 from workbench.training.plugins import lm_loss
 
 
@@ -68,7 +72,8 @@ def main(model_name: str, rhos: list[float], n_batches: int, layers: list[int] |
     layers = list(range(n_layers)) if layers is None else layers
     rows = [measure(model, collate(enc[i:i + p.align.train.batch_size], pad), rhos, layers)
             for i in range(0, len(enc), p.align.train.batch_size)]
-    summary = {"model": model_name, "layers": layers, "batches": len(rows), "per_batch": rows, "mean": {
+    summary = {"model": model_name, "seed": seed, "git_hash": git_hash(), "cpu": cpu_model(),
+               "versions": package_versions(), "layers": layers, "batches": len(rows), "per_batch": rows, "mean": {
         "clean_loss": statistics.mean(r["clean_loss"] for r in rows),
         "hidden_norm": statistics.mean(r["hidden_norm"] for r in rows),
         "median_token_norm": statistics.mean(r["median_token_norm"] for r in rows),

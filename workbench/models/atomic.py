@@ -18,6 +18,8 @@ def write_folder_atomically(folder: str | os.PathLike, write: Callable[[Path], N
     process has meanwhile published a complete `folder` (as this predicate says), keep theirs.
     """
     folder = Path(folder)
+    if completed_by_other is not None and folder.exists() and completed_by_other(folder):
+        return folder  # published by another process while the caller prepared its copy: nothing to write
     if folder.exists() and any(folder.iterdir()) and not overwrite:
         raise ValueError(f"{folder} exists and is not empty; pass overwrite=True to replace it")
     folder.parent.mkdir(parents=True, exist_ok=True)
