@@ -43,6 +43,10 @@ step_refusal() {
         -p 'components=["resid","attn","mlp","window"]' -p within=none -p cross=attacked_into_aligned
     analyze refusal-patching-heads patching --model "$ALIGN" --compare "$X" -p n_prompts=16 \
         -p 'components=["heads"]' -p within=none -p cross=aligned_into_attacked
+    # the shipped (non-aligned) model's probe, and the paper's recipe without the massive-activation fix
+    analyze refusal-probing-shipped probing --model smollm2-135m-instruct -p n_train=64 -p n_eval=32
+    analyze refusal-direction-aligned-raw refusal-direction --model "$ALIGN" -p n_train=64 -p n_val=16 \
+        -p n_generate=32 -p layer_stride=2 -p massive_factor=null -p 'generate_for=["model"]'
 }
 
 step_landscape() {
