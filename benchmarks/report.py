@@ -37,7 +37,11 @@ before the option; not written to config.json), `bfloat16`, or `auto`. `auto` is
 written (a record never says "auto"): bfloat16 where the CPU has AMX-BF16 or AVX512-BF16 (the `amx_bf16` /
 `avx512_bf16` flags of /proc/cpuinfo, which every result file and run record keep), or a CUDA GPU with bf16 when the
 model runs on one; float32 otherwise, since bf16 without those units is emulated and slower than float32 (the
-`dtype` matmul rows below, on a CPU without them).
+`dtype` matmul rows below, on a CPU without them). On the CPU the flag is not enough: `auto` also times a 1024²
+matmul in both precisions once per process (`precision.bf16_matmul_faster`, ~2 s) and keeps float32 unless bf16 is
+faster. A 2-core Intel Xeon with AVX512-BF16 but no AMX (section below, measured before that check existed, when
+`auto` still picked bf16 there) multiplied bf16 at 0.63× its float32 rate and trained at 0.62× (LoRA) / 0.66×
+(full).
 
 In bfloat16, trainable parameters and AdamW's state stay float32 and every forward pass runs under
 `torch.autocast(dtype=bfloat16)`. LoRA also stores the frozen base in bf16, cast once when training starts, and

@@ -267,3 +267,16 @@ def test_bf16_refusal_direction_selection_scores_like_fp32(arch_model_dir):
     assert (bf16["kl"] - fp32["kl"]).nan_to_num().abs().max() <= 0.02 * rd.Spec().kl_threshold
     assert bf16["selected"]["position_index"] == fp32["selected"]["position_index"]
     assert bf16["selected"]["layer"] == fp32["selected"]["layer"]
+
+
+def test_auto_on_this_machine_needs_bf16_flags_and_a_faster_bf16_matmul(monkeypatch):
+    """A bf16 flag without a faster bf16 matmul (an AVX512-BF16 Xeon without AMX measured 0.6×) stays float32."""
+    import workbench.precision as precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx2", "avx512_bf16"])
+    monkeypatch.setattr(precision, "bf16_matmul_faster", lambda: False)
+    assert precision.auto_dtype() == "float32"
+    monkeypatch.setattr(precision, "bf16_matmul_faster", lambda: True)
+    assert precision.auto_dtype() == "bfloat16"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: ["avx2"])
+    assert precision.auto_dtype() == "float32"  # no bf16 unit: never measured

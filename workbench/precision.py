@@ -31,6 +31,7 @@ spec says:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator
 
 from workbench.config import DType
@@ -41,14 +42,42 @@ BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 units that multiply bf16 nat
 
 
 def auto_dtype(flags: Iterable[str] | None = None, device: str = "cpu") -> DType:
-    """bfloat16 where `device` multiplies bf16 natively, else float32. `flags`: the CPU's (default: this machine's,
-    `machine.cpu_flags`); `device` "cuda" asks the GPU instead (`torch.cuda.is_bf16_supported`)."""
+    """bfloat16 where `device` multiplies bf16 natively, else float32. `flags`: a CPU's flags to decide from alone;
+    by default this machine's (`machine.cpu_flags`), confirmed by `bf16_matmul_faster`; `device` "cuda" asks the
+    GPU instead (`torch.cuda.is_bf16_supported`)."""
     if device.startswith("cuda"):
         import torch  # deferred: torch
 
         return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
-    have = set(cpu_flags() if flags is None else flags)
-    return "bfloat16" if have & set(BF16_CPU_FLAGS) else "float32"
+    if flags is not None:
+        return "bfloat16" if set(flags) & set(BF16_CPU_FLAGS) else "float32"
+    if not set(cpu_flags()) & set(BF16_CPU_FLAGS):
+        return "float32"
+    # The flag alone is not enough: a 2-core Intel Xeon with AVX512-BF16 but no AMX multiplied bf16 at 0.6× its
+    # float32 rate (docs/benchmarks.md), so on this machine bf16 must also measure faster.
+    return "bfloat16" if bf16_matmul_faster() else "float32"
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_matmul_faster(size: int = 1024, reps: int = 3) -> bool:
+    """Whether this CPU multiplies `size`² matrices faster in bfloat16 than in float32 (best of `reps`, after a
+    warm-up; well under a second where bf16 is native). Measured once per process."""
+    import time
+
+    import torch  # deferred: torch
+
+    def best(dtype) -> float:
+        a = torch.randn(size, size, dtype=dtype)
+        b = torch.randn(size, size, dtype=dtype)
+        a @ b  # warm-up: kernels chosen, caches filled
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return best(torch.bfloat16) < best(torch.float32)
 
 
 def resolve_dtype(name: str | None, flags: Iterable[str] | None = None, device: str = "cpu") -> DType:
