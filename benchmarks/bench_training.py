@@ -18,23 +18,19 @@ import sys
 
 import torch
 
-from benchmarks.common import bench_device, bench_model, best_of, peak_memory, save, timer
+from benchmarks.common import bench_device, bench_model, peak_memory, save, timer
 from workbench.config import TrainSpec
 from workbench.data.chat import Encoded, collate, encode
 from workbench.data.registry import load_split
 from workbench.models import load_model
+from workbench.precision import matmul_seconds
 from workbench.training.loop import _micro_batches, train, wrap_lora
 
 
 def measured_matmul_peak(device: str, sizes=(512, 1024, 2048), reps: int = 10, dtype=torch.float32) -> float:
     """Best FLOP/s of square `dtype` matmuls on `device` (what the training matmuls could reach): the
     fastest single product of `reps` per size, so a moment of other load on the machine cannot lower it."""
-    best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-        seconds, _ = best_of(lambda a=a, b=b: a @ b, reps)
-        best = max(best, 2 * n**3 / seconds)
-    return best
+    return max(2 * n**3 / matmul_seconds(n, dtype, reps, device) for n in sizes)
 
 
 def train_flops(model, tok, samples, spec: TrainSpec) -> dict:

@@ -49,35 +49,41 @@ def auto_dtype(flags: Iterable[str] | None = None, device: str = "cpu") -> DType
         import torch  # deferred: torch
 
         return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
-    if flags is not None:
-        return "bfloat16" if set(flags) & set(BF16_CPU_FLAGS) else "float32"
-    if not set(cpu_flags()) & set(BF16_CPU_FLAGS):
+    if not set(cpu_flags() if flags is None else flags) & set(BF16_CPU_FLAGS):
         return "float32"
-    # The flag alone is not enough: a 2-core Intel Xeon with AVX512-BF16 but no AMX multiplied bf16 at 0.6× its
-    # float32 rate (docs/benchmarks.md), so on this machine bf16 must also measure faster.
-    return "bfloat16" if bf16_matmul_faster() else "float32"
+    # Given flags decide alone. On this machine the flag is not enough: a 2-core Intel Xeon with AVX512-BF16 but no
+    # AMX multiplied bf16 at 0.6× its float32 rate (docs/benchmarks.md), so bf16 must also measure faster.
+    return "bfloat16" if flags is not None or bf16_matmul_faster() else "float32"
 
 
-@functools.lru_cache(maxsize=1)
-def bf16_matmul_faster(size: int = 1024, reps: int = 3) -> bool:
-    """Whether this CPU multiplies `size`² matrices faster in bfloat16 than in float32 (best of `reps`, after a
-    warm-up; well under a second where bf16 is native). Measured once per process."""
+def matmul_seconds(size: int, dtype, reps: int = 3, device: str = "cpu") -> float:
+    """Fastest of `reps` `size`² products after one untimed warm-up (kernels chosen, caches filled): the
+    micro-benchmark estimate least disturbed by other load on the machine."""
     import time
 
     import torch  # deferred: torch
 
-    def best(dtype) -> float:
-        a = torch.randn(size, size, dtype=dtype)
-        b = torch.randn(size, size, dtype=dtype)
-        a @ b  # warm-up: kernels chosen, caches filled
-        times = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - t0)
-        return min(times)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    a @ b
+    best = float("inf")
+    for _ in range(max(1, reps)):
+        sync()
+        t0 = time.perf_counter()
+        a @ b
+        sync()
+        best = min(best, time.perf_counter() - t0)
+    return best
 
-    return best(torch.bfloat16) < best(torch.float32)
+
+@functools.lru_cache(maxsize=1)
+def bf16_matmul_faster(size: int = 1024, reps: int = 3) -> bool:
+    """Whether this CPU multiplies `size`² matrices faster in bfloat16 than in float32 (well under a second where
+    bf16 is native). Measured once per process."""
+    import torch  # deferred: torch
+
+    return matmul_seconds(size, torch.bfloat16, reps) < matmul_seconds(size, torch.float32, reps)
 
 
 def resolve_dtype(name: str | None, flags: Iterable[str] | None = None, device: str = "cpu") -> DType:

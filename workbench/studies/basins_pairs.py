@@ -77,10 +77,6 @@ class Pairing:
         return "\n".join(lines)
 
 
-def has_weights(run: Run) -> bool:
-    return holds_model(run.model_dir)
-
-
 def _study_runs(roots: list[Path]) -> list[Run]:
     studies = [cfg.parent.resolve() for r in roots for cfg in r.rglob(STUDY_FILE)]
     return [run for r in roots for run in list_runs(r)
@@ -154,7 +150,7 @@ def find_pairs(roots: Iterable[str | Path], attack: str = "harmful_ft", p: float
         attacks = kept.get(str(align.path))
         if not attacks:
             continue
-        if not has_weights(align):
+        if not holds_model(align.model_dir):
             skipped[str(align.path)] = "no model weights in its folder (archived without its low-rank delta?)"
             continue
         attacked = []
@@ -164,7 +160,8 @@ def find_pairs(roots: Iterable[str | Path], attack: str = "harmful_ft", p: float
             if hs is None:
                 skipped[str(a.path)] = "attack run without an HS (no harmful-set evaluation)"
                 continue
-            attacked.append(AttackedRun(str(a.path), a.seed, harmful_ratio(a.attack), float(hs), has_weights(a)))
+            attacked.append(AttackedRun(str(a.path), a.seed, harmful_ratio(a.attack), float(hs),
+                                        holds_model(a.model_dir)))
         if attacked:
             models.append(AlignedModel(align.path.name, _label(align, taken), str(align.path), defense_name(align),
                                        tuple(attacked)))
