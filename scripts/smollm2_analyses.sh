@@ -7,13 +7,16 @@
 #   ALIGN=results/defense-grid/align/sft/align-sft-20261129-163350 OUT=runs/smollm2-analyses \
 #       bash scripts/smollm2_analyses.sh [STEP ...]      # no STEP: all of them, in the order below
 #   workbench runs archive --runs runs/smollm2-analyses --out results/smollm2-analyses
+#
+# Another model's pair, e.g. Gemma 3 270M's quickstart (docs/quickstart.md): ATTACKED names its attacked run, so
+# the attack step is skipped: ALIGN=<align run> ATTACKED=<attack run> OUT=runs/gemma-analyses bash ... landscape
 set -euo pipefail
 ALIGN=${ALIGN:-results/defense-grid/align/sft/align-sft-20261129-163350}
 OUT=${OUT:-runs/smollm2-analyses}
 WB=${WB:-workbench}
 mkdir -p "$OUT"
 
-attacked() { ls -d "$OUT"/attack/attack-*/ 2>/dev/null | head -1; }
+attacked() { if [ -n "${ATTACKED:-}" ]; then echo "$ATTACKED"; else ls -d "$OUT"/attack/attack-*/ 2>/dev/null | head -1; fi; }
 
 step_attack() {
     [ -n "$(attacked)" ] || $WB attack --model "$ALIGN" --p 0.1 --n 300 --preset full --out "$OUT/attack"

@@ -110,3 +110,27 @@ def test_eval_validation_split_never_touches_training_or_test_prompts(tmp_path):
     res = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--out", str(tmp_path), "--validation",
                                    "--harmful-prompts", str(tmp_path / "x.txt")])
     assert res.exit_code == 2 and "--validation and --harmful-prompts" in res.output
+
+
+def test_quickstart_from_a_given_aligned_run_attacks_that_model(tmp_path):
+    """`--aligned RUN` evaluates the given alignment on the quickstart's prompts instead of aligning again, and the
+    attack and the analysis start from that model; an alignment on another mix is refused before any work."""
+    from workbench import steps
+    from workbench.pipeline import quickstart
+    from workbench.presets import preset
+
+    spec = preset("tiny").align
+    aligned = steps.align(spec, "tiny-llama", tmp_path / "chosen", 0, progress=False)
+    paths = quickstart("tiny-llama", tmp_path / "qs", progress=False, analysis=False, aligned=aligned)
+    runs = {r.path: r for r in list_runs(tmp_path / "qs")}
+    assert sorted(r.kind for r in runs.values()) == ["attack", "eval", "eval", "repair"]  # nothing aligned again
+    assert runs[paths["aligned"]].base == str(aligned.resolve())
+    attack = runs[paths["attacked"]]
+    assert attack.base == str(aligned.resolve())
+    assert [s["prompt"] for s in runs[paths["aligned"]].samples()] == [s["prompt"] for s in attack.samples()]
+
+    other = steps.align(spec.model_copy(update={"n_harmful": 8}), "tiny-llama", tmp_path / "other", 0,
+                        progress=False)
+    with pytest.raises(ValueError, match="not an alignment of tiny-llama on the preset's mix"):
+        quickstart("tiny-llama", tmp_path / "refused", progress=False, analysis=False, aligned=other)
+    assert not (tmp_path / "refused").exists()

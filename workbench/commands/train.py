@@ -102,13 +102,17 @@ def quickstart_cmd(model: str = ModelOpt, seed: int = SeedOpt, out: Path = OutOp
                    reported_sets: bool = typer.Option(
                        False, help="Evaluate on the reported test sets (the standard harmful set, HS per source) "
                                    "instead of the quickstart's fixed 100 AdvBench prompts."),
+                   aligned: str | None = typer.Option(
+                       None, help="An align run of MODEL to start from (e.g. chosen on the validation split by "
+                                  "scripts/choose_alignment.py) instead of aligning again."),
                    dtype: str | None = DTypeOpt):
     """Non-aligned → safety SFT → harmful fine-tuning (p = 0.1) → SafeLoRA repair, all evaluated; then the refusal
     direction of aligned vs attacked. Prints one table; `workbench app` opens the runs root."""
     from workbench.pipeline import quickstart as qs  # deferred: torch
     from workbench.pipeline import results_table
 
-    paths = guard(qs, model, out, seed, preset, resume=resume, reported_sets=reported_sets, dtype=dtype)
+    paths = guard(qs, model, out, seed, preset, resume=resume, reported_sets=reported_sets, dtype=dtype,
+                  aligned=aligned)
     rows = results_table(paths)
     table = Table(title=f"quickstart: {model} (seed {seed}, {paths['_seconds'] / 60:.1f} min)")
     cols = [c for c in rows[0] if c not in ("model", "run")]
