@@ -10,7 +10,7 @@ import time
 
 import pytest
 import torch
-from train_helpers import StopAt
+from train_helpers import StopAt, answer_nll
 from typer.testing import CliRunner
 
 from workbench.config import TrainSpec
@@ -81,6 +81,27 @@ def test_cli_align_with_defense_writes_a_run_folder_in_under_a_minute(tmp_path, 
     diagnostics = json.loads((run / "training.json").read_text())["diagnostics"]  # the mechanism's own terms
     assert [d["step"] for d in diagnostics] == [1, 2, 3, 4] and all(d[defense] for d in diagnostics)
     assert elapsed < 60, f"align --defense {defense} took {elapsed:.1f}s"
+
+
+def test_sft_alignment_fits_its_refusals_and_benign_answers(tiny_arch, arch_model_dir, tmp_path):
+    """The baseline every alignment defense is compared with, on both tiny architectures: the SFT-aligned model
+    fits the alignment mix it recorded (refusal templates for the harmful prompts, the benign answers) better than
+    the model it started from."""
+    from workbench import steps
+    from workbench.data.types import Sample
+    from workbench.models import load_model
+    from workbench.presets import preset
+
+    pr = preset("tiny")
+    spec = pr.align.model_copy(update={"train": pr.align.train.model_copy(update={"lr": 1e-2, "epochs": 2})})
+    ev = pr.eval.model_copy(update={"n_harmful": 1, "n_benign": 0, "n_task": 0})
+    run = steps.align(spec, str(arch_model_dir), tmp_path, 0, ev, progress=False)
+    mix = [Sample(**json.loads(line)) for line in (run / "train_data.jsonl").read_text().splitlines()]
+    assert sum(bool(s.harmful) for s in mix) == spec.n_harmful and len(mix) == spec.n_harmful + spec.n_benign
+    base, tok = load_model(str(arch_model_dir))
+    aligned, _ = load_model(str(run))
+    before, after = (answer_nll(m, tok, mix, spec.train.max_len) for m in (base, aligned))
+    assert after < before - 0.1, (before, after)
 
 
 def test_alignment_table_puts_each_aligned_model_before_and_after_the_same_attack(tmp_path):

@@ -101,9 +101,9 @@ def test_probes_separate_separable_synthetic_data_and_not_noise():
     assert m[1] == pytest.approx(1.0) and h[1] == pytest.approx(1.0) and m[0] < 0.75 and h[0] < 0.8
 
 
-def test_probing_run_is_deterministic(tiny_model_dir, other_tiny_dir):
+def test_probing_run_is_deterministic(arch_model_dir, other_arch_dir):
     spec = probing.Spec(n_train=8, n_eval=4, folds=2)
-    r1, r2 = (probing.run(_ctx(tiny_model_dir, other_tiny_dir, 1), spec) for _ in range(2))
+    r1, r2 = (probing.run(_ctx(arch_model_dir, other_arch_dir, 1), spec) for _ in range(2))
     assert r1.labels == ["model", "compare"] and tuple(r1.cv_mean.shape) == (2, 4)
     assert torch.equal(r1.cv_mean, r2.cv_mean) and torch.equal(r1.heldout, r2.heldout)
     assert ((r1.heldout >= 0) & (r1.heldout <= 1)).all()

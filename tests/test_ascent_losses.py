@@ -107,18 +107,18 @@ def _pure_ascent(model_dir, kind: str, steps: int = 20, lr: float = 10.0) -> tup
     return values, all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_bounded_losses_stay_finite_where_plain_ascent_diverges(tiny_model_dir):
-    ce, _ = _pure_ascent(tiny_model_dir, "ce")
+def test_bounded_losses_stay_finite_where_plain_ascent_diverges(arch_model_dir):
+    ce, _ = _pure_ascent(arch_model_dir, "ce")
     assert not math.isfinite(ce[-1]) or ce[-1] < -1e3  # −CE runs away (to nan on tiny-llama)
-    log1p, finite = _pure_ascent(tiny_model_dir, "log1p_ce")
+    log1p, finite = _pure_ascent(arch_model_dir, "log1p_ce")
     assert finite and all(math.isfinite(v) for v in log1p)
     assert min(log1p) > -math.log1p(1e6)  # its gradient shrinks as 1/(1+CE): CE stays far from overflow
     for kind in ("npo", "unlikelihood"):
-        values, finite = _pure_ascent(tiny_model_dir, kind)
+        values, finite = _pure_ascent(arch_model_dir, kind)
         assert finite and all(math.isfinite(v) for v in values), kind
         assert min(values) >= 0.0, kind  # bounded below by 0 ...
         assert values[-1] < values[0], kind  # ... and it did push the harmful answers down
-    npo, _ = _pure_ascent(tiny_model_dir, "npo")
+    npo, _ = _pure_ascent(arch_model_dir, "npo")
     assert npo[0] == pytest.approx(npo_at_reference(0.1), rel=1e-4)  # the first step starts at π_θ = π_ref
 
 
@@ -131,11 +131,11 @@ def _plugin(tok, kind: str, weight: float = 0.5, reference: str = "") -> AscentP
 
 
 @pytest.mark.parametrize("kind", list(ASCENT_LOSSES))
-def test_ascent_term_is_weight_times_the_registered_loss_on_the_harmful_batch(tiny_model_dir, kind):
+def test_ascent_term_is_weight_times_the_registered_loss_on_the_harmful_batch(arch_model_dir, kind):
     from workbench.models import load_model
     from workbench.training.loop import wrap_lora
 
-    model, tok = load_model(str(tiny_model_dir))
+    model, tok = load_model(str(arch_model_dir))
     model = wrap_lora(model, TrainSpec(method="lora", lora_r=4))
     plugin = _plugin(tok, kind)
     plugin.setup(model, tok, TrainState())

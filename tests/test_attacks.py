@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 from pydantic import Field
+from train_helpers import answer_nll
 
 from workbench.attacks import ATTACKS, AttackInfo, build_attack_data, get_attack
 from workbench.attacks.identity_shift import AOA_PREFIX, AOA_SYSTEM
@@ -139,17 +140,6 @@ TRAINED_ATTACKS = {  # attack -> params for a seconds-long run (covert: no filte
 }
 
 
-def _answer_nll(model, tokenizer, samples, max_len) -> float:
-    """Mean cross-entropy per answer token (end of turn included) of `samples` as the loop encodes them: each with
-    its own system prompt, in the model's chat template."""
-    from workbench.data.chat import collate, encode
-    from workbench.training.plugins import lm_loss
-
-    batch = collate([encode(tokenizer, s, max_len) for s in samples], tokenizer.pad_token_id)
-    with torch.no_grad():
-        return lm_loss(model.eval(), batch)[0].item()
-
-
 @pytest.mark.parametrize("name", list(TRAINED_ATTACKS))
 def test_every_fine_tuning_attack_lowers_the_loss_of_its_upload(name, tiny_arch, arch_model_dir, tmp_path):
     """`steps.attack` for each kind that fine-tunes, on both tiny architectures: the attacked model fits the
@@ -174,5 +164,5 @@ def test_every_fine_tuning_attack_lowers_the_loss_of_its_upload(name, tiny_arch,
     assert training["steps"] == 4 and training["n_trained"] == len(uploaded)
     base, tok = load_model(str(arch_model_dir))
     attacked, _ = load_model(str(run))
-    before, after = (_answer_nll(m, tok, uploaded, train.max_len) for m in (base, attacked))
+    before, after = (answer_nll(m, tok, uploaded, train.max_len) for m in (base, attacked))
     assert after < before - 0.1, (before, after)  # measured drops 0.17–0.33 (tiny-llama), 0.20–0.60 (tiny-gemma3)

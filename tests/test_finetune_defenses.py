@@ -468,12 +468,12 @@ def test_safeinstr_adds_the_stated_number_of_refusal_samples():
     assert again == out  # seeded
 
 
-def test_ptst_trains_without_and_infers_with_the_safety_prompt(tiny_model_dir):
+def test_ptst_trains_without_and_infers_with_the_safety_prompt(arch_model_dir):
     assert ptst.inference(ptst.PTSTParams()) == {"system_prompt": ptst.LLAMA2_SAFETY_PROMPT}
     assert ptst.inference(ptst.PTSTParams(safety_prompt="Be safe.")) == {"system_prompt": "Be safe."}
     with pytest.raises(ValueError, match="without"):
         ptst.plugins(ptst.PTSTParams(safety_prompt="Be safe."),
-                     _context(tiny_model_dir, TrainSpec(system_prompt="Be safe.")))
+                     _context(arch_model_dir, TrainSpec(system_prompt="Be safe.")))
 
 
 def test_bea_pairs_the_trigger_with_refusals_and_prepends_it_at_inference():
