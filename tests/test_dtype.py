@@ -53,10 +53,11 @@ def test_dtype_round_trips_and_float32_is_not_written():
 
 
 # one archived run of each results/ folder written before `dtype` existed (tests/test_run_record.py reads them all);
-# quickstart-dtype/ holds the bf16 runs of the equivalence table, which record it
+# quickstart-dtype/ holds the bf16 runs of the equivalence table and gemma/ the bf16 Gemma quickstart, which record it
+TRAINED_IN_BF16 = {"quickstart-dtype", "gemma"}
 ARCHIVED = sorted({p.relative_to(RESULTS).parts[0]: p.parent for p in sorted(RESULTS.rglob("config.json"))
                    if "model" not in p.relative_to(RESULTS).parts
-                   and p.relative_to(RESULTS).parts[0] != "quickstart-dtype"}.values())
+                   and p.relative_to(RESULTS).parts[0] not in TRAINED_IN_BF16}.values())
 
 
 @pytest.mark.parametrize("folder", ARCHIVED, ids=lambda p: str(p.relative_to(RESULTS)))
