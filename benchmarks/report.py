@@ -104,13 +104,15 @@ def _key(r: dict) -> tuple:
     return (ORDER.index(name) if name in ORDER else len(ORDER), name, not r.get("quick"))
 
 
+def _mode(r: dict) -> str:
+    return "quick" if r.get("quick") else "full"
+
+
 def _modes(results: list[dict]) -> dict[str, str]:
     """File name → "quick" / "full", with the file named too when the section holds two results of one benchmark and
     mode: CPUs that report the same model name (AMD EPYC Zen 4 and Zen 5) share a section."""
-    def mode(r):
-        return "quick" if r.get("quick") else "full"
-    seen = Counter((r["benchmark"], mode(r)) for r in results)
-    return {r["_file"]: mode(r) + (f" (`{r['_file']}`)" if seen[(r["benchmark"], mode(r))] > 1 else "")
+    seen = Counter((r["benchmark"], _mode(r)) for r in results)
+    return {r["_file"]: _mode(r) + (f" (`{r['_file']}`)" if seen[(r["benchmark"], _mode(r))] > 1 else "")
             for r in results}
 
 
@@ -128,8 +130,7 @@ def _section(results: list[dict]) -> list[str]:
                          f"{goals.get(label, '')} |")
     lines += ["", "Measured on:", ""]
     for r in sorted(results, key=_key):
-        mode = "quick" if r.get("quick") else "full"
-        lines.append(f"- {r['benchmark']} ({mode}): {r.get('time', '?')}, torch {r.get('torch', '?')}, "
+        lines.append(f"- {r['benchmark']} ({_mode(r)}): {r.get('time', '?')}, torch {r.get('torch', '?')}, "
                      f"{r.get('threads', '?')} threads of {r.get('cpu_count', '?')} CPUs ({r.get('cpu', '?')}), "
                      f"load {r.get('load_avg_1m', '?')}, git {str(r.get('git_hash') or '?')[:10]}"
                      f"{' (uncommitted changes)' if r.get('git_dirty') else ''}, "

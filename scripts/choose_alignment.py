@@ -16,13 +16,12 @@ Writes `<out>/choice.json` (every candidate's validation rates, the targets, the
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from workbench import steps
 from workbench.config import EvalSpec
 from workbench.presets import default_preset, preset
-from workbench.runs import list_runs, write_json
+from workbench.runs import list_runs, open_run, write_json
 from workbench.tables import markdown_table
 from workbench.vocabulary import fmt_rate, short_title
 
@@ -58,16 +57,14 @@ def run_candidate(model: str, preset_name: str, setting: dict, root: Path, seed:
     """Align with `setting` (skipped when done) and evaluate on the validation split; one row of the table."""
     p = preset(preset_name, seed).in_precision(dtype)
     spec = p.align.model_copy(update={"train": p.align.train.model_copy(update=setting)})
-    aligned = list_runs(root / "align", "align")
-    aligned_path = aligned[-1].path if aligned else steps.align(spec, model, root / "align", seed, NOTHING)
-    evaluated = list_runs(root / "validation", "eval")
-    val = evaluated[-1] if evaluated else None
-    if val is None:
-        steps.evaluate_validation(str(aligned_path), root / "validation", preset_name, seed, p.validation)
-        val = list_runs(root / "validation", "eval")[-1]
-    train = json.loads((Path(aligned_path) / "training.json").read_text())
+    done = list_runs(root / "align", "align")
+    aligned = done[-1] if done else open_run(steps.align(spec, model, root / "align", seed, NOTHING))
+    done = list_runs(root / "validation", "eval")
+    val = done[-1] if done else open_run(steps.evaluate_validation(str(aligned.path), root / "validation",
+                                                                    preset_name, seed, p.validation))
+    train = aligned.metrics["train"]
     return {"setting": label(setting), **setting, "steps": train["steps"], "train_seconds": train["train_seconds"],
-            "aligned": str(aligned_path), "validation": str(val.path),
+            "aligned": str(aligned.path), "validation": str(val.path),
             **{key: val.metrics[key] for key in ("refusal_harmful", "refusal_benign", "hs", "hs_plus")},
             "meets_targets": meets(val.metrics)}
 
