@@ -13,7 +13,7 @@ from pathlib import Path
 from benchmarks.common import RESULTS
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
-ORDER = ["quickstart", "training", "generation", "analysis", "defense_cost", "dtype"]
+ORDER = ["quickstart", "training", "generation", "analysis", "refusal_selection", "defense_cost", "dtype"]
 
 INTRO = """# Benchmarks
 

@@ -10,7 +10,7 @@ import traceback
 from benchmarks.report import write_report
 
 BENCHMARKS = ["bench_quickstart", "bench_training", "bench_generation", "bench_analysis", "bench_defense_cost",
-              "bench_dtype"]
+              "bench_dtype", "bench_refusal_selection"]
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()

@@ -195,6 +195,21 @@ def test_compare_and_runs_on_tiny_gemma3_runs(tmp_path_factory, monkeypatch):
     assert len(at.dataframe[0].value) == len(list_runs(root)) == 4
 
 
+def test_compare_fills_the_aligned_slot_from_an_align_run_outside_the_root(tmp_path_factory, monkeypatch, tmp_path):
+    """A quickstart given `--aligned RUN` elsewhere has no align run under its root: the Aligned slot defaults to
+    the run its attack was trained from, and the Attacked slot to that attack."""
+    import shutil
+
+    _, paths = gemma_runs_root(tmp_path_factory)
+    root = tmp_path / "runs"
+    root.mkdir()
+    attacked = root / paths["attacked"].name
+    shutil.copytree(paths["attacked"], attacked)
+    at = start(root, monkeypatch)
+    assert at.selectbox(key="cmp-aligned").value == str(paths["aligned"].resolve())
+    assert at.selectbox(key="cmp-attacked").value == str(attacked)
+
+
 def test_compare_without_a_trained_judge_shows_refusal_flags_only(runs_root, monkeypatch, tmp_path):
     from workbench.evaluation import judge
 

@@ -238,6 +238,8 @@ def test_a_preset_in_bf16_sets_every_training_and_generation_spec():
     for spec in (bf16.eval, bf16.validation, bf16.quickstart):
         assert spec.generation.dtype == "bfloat16" and spec.n_harmful == base.eval.n_harmful
     assert base.align.train.dtype == "float32"  # the preset itself is not changed
+    assert bf16.inside["screen_dtype"] == "bfloat16" and "screen_dtype" not in base.inside  # choice stays fp32's
+    assert "screen_dtype" not in base.in_precision("float32").inside
     assert preset("tiny").in_precision("auto").align.train.dtype == resolve_dtype("auto")
 
 

@@ -26,7 +26,9 @@ class Preset:
 
     def in_precision(self, dtype: str | None) -> Preset:
         """The same preset with every training and generation spec in `dtype` ("auto" resolved for this machine;
-        None: as is). Steps that must stay float32 ignore it (`workbench.precision`)."""
+        None: as is). Steps that must stay float32 ignore it (`workbench.precision`); the refusal direction's
+        selection screens its candidates in bf16 and re-scores those that could be chosen in float32, so its
+        choice stays float32's (`refusal_direction.Spec.screen_dtype`)."""
         if dtype is None:
             return self
         chosen = resolve_dtype(dtype)
@@ -37,8 +39,9 @@ class Preset:
         def evaluation(spec: EvalSpec) -> EvalSpec:
             return spec.model_copy(update={"generation": spec.generation.model_copy(update={"dtype": chosen})})
 
+        inside = {**self.inside, "screen_dtype": chosen} if chosen != "float32" else self.inside
         return replace(self, align=train(self.align), attack=train(self.attack), eval=evaluation(self.eval),
-                       validation=evaluation(self.validation), quickstart=evaluation(self.quickstart))
+                       validation=evaluation(self.validation), quickstart=evaluation(self.quickstart), inside=inside)
 
 
 def preset(name: str, seed: int = 0) -> Preset:

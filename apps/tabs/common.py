@@ -35,15 +35,23 @@ def fingerprint(root: Path) -> tuple:
 @st.cache_data(show_spinner=False)
 def runs_index(root: str, fp: tuple) -> list[dict]:
     """One record per finished run under `root`, oldest first (fp: `fingerprint(root)`, the cache key)."""
-    out = []
-    for r in list_runs(root):
-        out.append({
-            "path": str(r.path), "folder": str(r.path.relative_to(root)), "kind": r.kind, "name": r.name,
-            "created": r.created, "seed": r.seed, "has_model": r.model_dir.is_dir(),
-            "base": r.base, "analysis": wf.analysis_name(r), "metrics": wf.clean(r.metrics),
-            "attack": r.attack.name if r.attack is not None else None,
-        })
-    return out
+    return [_record(r, str(r.path.relative_to(root))) for r in list_runs(root)]
+
+
+def _record(r: Run, folder: str) -> dict:
+    return {"path": str(r.path), "folder": folder, "kind": r.kind, "name": r.name, "created": r.created,
+            "seed": r.seed, "has_model": r.model_dir.is_dir(), "base": r.base, "analysis": wf.analysis_name(r),
+            "metrics": wf.clean(r.metrics), "attack": r.attack.name if r.attack is not None else None}
+
+
+@st.cache_data(show_spinner=False)
+def outside_record(path: str) -> dict | None:
+    """The runs index's record of a finished run folder outside the runs root (its folder: the full path), or None
+    when `path` is not one."""
+    try:
+        return _record(Run(Path(path)), path)
+    except (OSError, ValueError):
+        return None
 
 
 def runs(root: Path, kind: str | None = None) -> list[dict]:

@@ -93,14 +93,26 @@ def _defaults(models: list[dict]) -> dict[str, str]:
 
     aligned = latest([m for m in models if m["kind"] == "align"])
     attacks = [m for m in models if m["kind"] == "attack"]
-    on_aligned = [m for m in attacks if aligned != NONE and m["base"] and Path(m["base"]) == Path(aligned)]
+    on_aligned = [m for m in attacks
+                  if aligned != NONE and m["base"] and Path(m["base"]).resolve() == Path(aligned).resolve()]
     harmful = [m for m in on_aligned if m["attack"] in (None, "harmful_ft")]
     repaired = latest([m for m in models if m["kind"] == "repair"] or [m for m in models if m["kind"] == "defend"])
     return {"aligned": aligned, "attacked": latest(harmful or on_aligned or attacks), "repaired": repaired}
 
 
+def _aligned_outside(models: list[dict]) -> list[dict]:
+    """When no align run lies under the root: the align runs its attack runs were trained from, wherever they are
+    (a quickstart given `--aligned RUN` elsewhere), so the Aligned slot shows the model they attacked."""
+    if any(m["kind"] == "align" for m in models):
+        return []
+    bases = dict.fromkeys(m["base"] for m in models if m["kind"] == "attack" and m["base"])
+    records = [common.outside_record(str(Path(b).resolve())) for b in bases]
+    return [r for r in records if r is not None and r["kind"] == "align" and r["has_model"]]
+
+
 def render(root: Path) -> None:
     models = [r for r in common.runs(root) if r["has_model"]]
+    models = _aligned_outside(models) + models
     if not models:
         common.empty("run folders with a model/ under this runs root",
                      f"workbench quickstart --model tiny-llama --out {root}")

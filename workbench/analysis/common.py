@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from workbench.data.batching import least_padding_batches
 from workbench.data.chat import prompt_ids
 from workbench.data.registry import load_split
 from workbench.evaluation.stats import bootstrap_ci
@@ -94,6 +95,11 @@ class PromptBatch:
         """ids, mask of rows [start, stop), with all-padding leading columns cut: [b, max length in rows]."""
         width = max(self.lengths[start:stop])
         return self.ids[start:stop, -width:], self.mask[start:stop, -width:]
+
+    def take(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids, mask of the given rows, with all-padding leading columns cut: [len(rows), their max length]."""
+        width = max(self.lengths[i] for i in rows)
+        return self.ids[rows, -width:], self.mask[rows, -width:]
 
 
 def encode_prompts(tokenizer, prompts: list[str], system: str | None = None,
@@ -169,13 +175,14 @@ def last_logits(model_or_bridge, batch: PromptBatch, batch_size: int = 16, fwd_h
     """Logits at position -1 (the first answer position) for every prompt: [n_prompts, d_vocab].
 
     Works with an HF model (forward hooks installed by the caller, e.g. `intervene`) or a bridge
-    (`fwd_hooks` as in `run_with_hooks`).
+    (`fwd_hooks` as in `run_with_hooks`). Prompts run in batches of similar length (at most `batch_size` rows,
+    `least_padding_batches`): each row's logits are its own, and padding costs no compute.
     """
     is_bridge = hasattr(model_or_bridge, "run_with_hooks")
     device = model_or_bridge.cfg.device if is_bridge else next(model_or_bridge.parameters()).device
-    out = []
-    for start, stop in batch_slices(len(batch), batch_size):
-        ids, mask = batch.rows(start, stop)
+    out = torch.empty(0)
+    for rows in least_padding_batches(batch.lengths, batch_size):
+        ids, mask = batch.take(rows)
         ids, mask = ids.to(device), mask.to(device)
         if is_bridge:
             logits = model_or_bridge.run_with_hooks(ids, attention_mask=mask, fwd_hooks=fwd_hooks or [],
@@ -183,8 +190,11 @@ def last_logits(model_or_bridge, batch: PromptBatch, batch_size: int = 16, fwd_h
         else:
             logits = model_or_bridge(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
                                      logits_to_keep=1).logits
-        out.append(logits[:, -1].float().cpu())
-    return torch.cat(out)
+        last = logits[:, -1].float().cpu()
+        if not out.numel():
+            out = torch.empty(len(batch), last.shape[-1])
+        out[rows] = last
+    return out
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

@@ -45,7 +45,7 @@ direction without recomputing it.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -84,6 +84,14 @@ class Spec(_Spec):
     # with float32's to a few % of their spread, but a KL near `kl_threshold` can land on the other side of it and
     # change the chosen direction (docs/benchmarks.md): float32 is the default, and the quickstart's choice
     dtype: DType = "float32"
+    # Screening (the quickstart's where bf16 is faster, `Preset.in_precision`): every candidate is first scored in
+    # `screen_dtype`, then only those that could still be chosen are re-scored in `dtype`, so the choice is
+    # `dtype`'s whenever each screened score is within its margin of the exact one (docs/benchmarks.md measures the
+    # differences against these margins). None or equal to `dtype`: no screening.
+    screen_dtype: DType | None = None
+    screen_bypass_margin: float = Field(0.5, ge=0)  # refusal-logit difference
+    screen_induce_margin: float = Field(0.5, ge=0)  # refusal-logit difference
+    screen_kl_margin: float = Field(0.05, ge=0)  # nats, beside kl_threshold
     direction_from: str | None = None  # a refusal-direction run folder: reuse its directions and selection
     max_prompt_tokens: int = Field(96, ge=8)
     batch_size: int = Field(16, ge=1)
@@ -222,50 +230,125 @@ def _kl(base_logits: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (lp.exp() * (lp - lq)).sum(-1)
 
 
+Candidate = tuple[int, int]  # (position index, layer)
+Scores = tuple[float, float, float]  # (bypass, induce, kl)
+
+
+def _score(model, r: torch.Tensor, layer: int, harmful_val: common.PromptBatch, harmless_val: common.PromptBatch,
+           base_s: torch.Tensor, tokens: common.RefusalTokens, spec: Spec) -> Scores:
+    """One candidate's bypass, induce and KL, in whatever precision the model is in (`base_s`: its unmodified
+    harmless logits, in the same precision)."""
+    with intervene(model, r, "ablate"):
+        abl_h = common.last_logits(model, harmful_val, spec.batch_size)
+        abl_s = common.last_logits(model, harmless_val, spec.batch_size)
+    with intervene(model, r, "add", layer=layer, alpha=spec.alpha):
+        add_s = common.last_logits(model, harmless_val, spec.batch_size)
+    return (float(common.refusal_score(abl_h, tokens).mean()), float(common.refusal_score(add_s, tokens).mean()),
+            float(_kl(base_s, abl_s).mean().float()))
+
+
+def _passes(score: Scores, spec: Spec) -> bool:
+    return score[1] > 0 and score[2] <= spec.kl_threshold
+
+
+def _rule(scores: dict[Candidate, Scores], spec: Spec) -> tuple[Candidate, bool]:
+    """The paper's choice: the lowest bypass among candidates passing both filters, else the lowest overall."""
+    passing = [c for c, v in scores.items() if _passes(v, spec)]
+    pool = passing or list(scores)
+    return min(pool, key=lambda c: (scores[c][0], c)), bool(passing)
+
+
+def _verified_choice(screened: dict[Candidate, Scores], exact: Callable[[Candidate], Scores],
+                     spec: Spec) -> tuple[Candidate, bool]:
+    """`_rule` on exact scores, computing exact scores only for the candidates the screen cannot rule out.
+
+    A candidate is ruled out when, with every screened score within its margin of the exact one, it cannot pass
+    the filters, or its bypass cannot beat the best exact passing bypass found so far (candidates are re-scored
+    in order of screened bypass, so the search stops early). The result is `_rule`'s on the exact scores whenever
+    |screened − exact| stays within the margins (Spec.screen_*_margin)."""
+
+    def may_pass(v: Scores) -> bool:
+        return v[1] > -spec.screen_induce_margin and v[2] <= spec.kl_threshold + spec.screen_kl_margin
+
+    def best(pool: list[Candidate], need_pass: bool) -> Candidate | None:
+        found, low = None, float("inf")
+        for c in sorted(pool, key=lambda c: (screened[c][0], c)):
+            if screened[c][0] - spec.screen_bypass_margin > low:
+                break
+            v = exact(c)
+            if (not need_pass or _passes(v, spec)) and (found is None or (v[0], c) < (low, found)):
+                found, low = c, v[0]
+        return found
+
+    chosen = best([c for c, v in screened.items() if may_pass(v)], need_pass=True)
+    if chosen is not None:
+        return chosen, True
+    return best(list(screened), need_pass=False), False
+
+
 def select_direction(model, directions: torch.Tensor, harmful_val: common.PromptBatch,
                      harmless_val: common.PromptBatch, tokens: common.RefusalTokens, spec: Spec, bar=None) -> dict:
     """Score every candidate (position i, layer L < cutoff, every `layer_stride`-th) and select one.
 
-    Zero candidates (identical means, e.g. the embeddings of the template tokens) are skipped.
+    Zero candidates (identical means, e.g. the embeddings of the template tokens) are skipped. With
+    `spec.screen_dtype` (another precision than `spec.dtype`), every candidate is scored in that precision first
+    and only those that could be chosen are re-scored in `spec.dtype` (`_verified_choice`): their scores replace
+    the screened ones and `selected["rescored"]` lists them.
     Returns {"bypass", "induce", "kl": [P, L] float tensors (nan = not evaluated), "layers": candidate layers,
     "selected": {...}, "base": {...}}.
     """
     P, n_layers, _ = directions.shape
     cutoff = max(1, int(n_layers * (1 - spec.discard_last)))
     layers = list(range(0, cutoff, spec.layer_stride))
-    scores = {k: torch.full((P, n_layers), float("nan")) for k in ("bypass", "induce", "kl")}
     norms = directions.norm(dim=-1)
+    candidates = [(i, L) for i in range(P) for L in layers
+                  if norms[i, L] > 1e-6 * norms.max()]  # e.g. resid_pre of layer 0 at template tokens: r = 0
+    screen = spec.screen_dtype if spec.screen_dtype not in (None, spec.dtype) else None
+
+    def score_all(dtype) -> dict[Candidate, Scores]:
+        with weights_in(model, dtype):
+            base_s = common.last_logits(model, harmless_val, spec.batch_size)
+            out = {}
+            for i, L in candidates:
+                out[i, L] = _score(model, directions[i, L], L, harmful_val, harmless_val, base_s, tokens, spec)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.update(P * len(layers) - len(candidates))  # the zero candidates, skipped
+        return out
+
     with weights_in(model, spec.dtype):
         base_h = common.last_logits(model, harmful_val, spec.batch_size)
         base_s = common.last_logits(model, harmless_val, spec.batch_size)
-        for i in range(P):
-            for L in layers:
-                r = directions[i, L]
-                if bar is not None:
-                    bar.update(1)
-                if norms[i, L] <= 1e-6 * norms.max():  # e.g. resid_pre of layer 0 at template tokens: r = 0
-                    continue
-                with intervene(model, r, "ablate"):
-                    abl_h = common.last_logits(model, harmful_val, spec.batch_size)
-                    abl_s = common.last_logits(model, harmless_val, spec.batch_size)
-                with intervene(model, r, "add", layer=L, alpha=spec.alpha):
-                    add_s = common.last_logits(model, harmless_val, spec.batch_size)
-                scores["bypass"][i, L] = common.refusal_score(abl_h, tokens).mean()
-                scores["kl"][i, L] = _kl(base_s, abl_s).mean().float()
-                scores["induce"][i, L] = common.refusal_score(add_s, tokens).mean()
-    ok = (scores["induce"] > 0) & (scores["kl"] <= spec.kl_threshold)
-    bypass = scores["bypass"].clone()
-    passed = bool(ok.any())
-    if passed:
-        bypass[~ok] = float("nan")
-    flat = torch.nan_to_num(bypass, nan=float("inf")).argmin()
-    i, L = divmod(int(flat), n_layers)
+    if screen is None:
+        scores = score_all(spec.dtype)
+        (i, L), passed = _rule(scores, spec) if scores else ((0, 0), False)
+        rescored: list[Candidate] = []
+    else:
+        scores = score_all(screen)
+        exact: dict[Candidate, Scores] = {}
+
+        def rescore(c: Candidate) -> Scores:
+            if c not in exact:
+                with weights_in(model, spec.dtype):
+                    exact[c] = _score(model, directions[c], c[1], harmful_val, harmless_val, base_s, tokens, spec)
+            return exact[c]
+
+        (i, L), passed = _verified_choice(scores, rescore, spec) if scores else ((0, 0), False)
+        scores.update(exact)
+        rescored = sorted(exact)
+    maps = {k: torch.full((P, n_layers), float("nan")) for k in ("bypass", "induce", "kl")}
+    for (ci, cl), v in scores.items():
+        for k, x in zip(("bypass", "induce", "kl"), v, strict=True):
+            maps[k][ci, cl] = x
     selected = {"position": i - P, "position_index": i, "layer": L, "passed_filters": passed,
-                "bypass": float(scores["bypass"][i, L]), "induce": float(scores["induce"][i, L]),
-                "kl": float(scores["kl"][i, L]), "norm": float(directions[i, L].norm())}
+                "bypass": float(maps["bypass"][i, L]), "induce": float(maps["induce"][i, L]),
+                "kl": float(maps["kl"][i, L]), "norm": float(directions[i, L].norm())}
+    if screen is not None:
+        selected |= {"screen_dtype": screen, "rescored": [list(c) for c in rescored]}
     base = {"harmful_val": float(common.refusal_score(base_h, tokens).mean()),
             "harmless_val": float(common.refusal_score(base_s, tokens).mean())}
-    return {**scores, "layers": layers, "selected": selected, "base": base}
+    return {**maps, "layers": layers, "selected": selected, "base": base}
 
 
 # ------------------------------------------------------------------------------------------- generate
@@ -368,6 +451,34 @@ def _projections(acts: torch.Tensor, units: torch.Tensor, n_boot: int, seed: int
     return np.array(s["mean"]), np.array(s["low"]), np.array(s["high"])
 
 
+@dataclass(frozen=True)
+class SelectionInputs:
+    """Steps 1-2 and the selection's prompts: directions [P, L, d] (massive dims zeroed), their position labels,
+    the massive dims, and the n_val + n_val validation prompts (train split, after the n_train used for means)."""
+
+    directions: torch.Tensor
+    position_labels: list[str]
+    massive_dims: list[int]
+    harmful_val: common.PromptBatch
+    harmless_val: common.PromptBatch
+
+
+def selection_inputs(bridge, tok, spec: Spec, positions: int) -> SelectionInputs:
+    """Collect + difference in means on the bridge copy (steps 1-2), and the selection's validation prompts."""
+    def prompts(n: int, offset: int = 0) -> tuple[common.PromptBatch, common.PromptBatch]:
+        harmful, harmless = common.prompt_sets(n, "train", tok, spec.max_prompt_tokens, offset=offset,
+                                               system=spec.system)
+        return common.encode_prompts(tok, harmful, spec.system), common.encode_prompts(tok, harmless, spec.system)
+
+    harm_train, safe_train = prompts(spec.n_train)
+    directions = candidate_directions(bridge, harm_train, safe_train, positions, spec.batch_size)
+    massive = ([] if spec.massive_factor is None else
+               massive_dimensions(bridge, safe_train, spec.massive_factor, spec.batch_size))
+    directions[..., massive] = 0.0
+    return SelectionInputs(directions, common.position_labels(tok, safe_train, positions), massive,
+                           *prompts(spec.n_val, offset=spec.n_train))
+
+
 def run(ctx, spec: Spec) -> RefusalDirectionResult:
     """load → collect → difference in means → select → intervene (generation) → refusal signal."""
     models = common.load_pair(ctx)
@@ -376,9 +487,6 @@ def run(ctx, spec: Spec) -> RefusalDirectionResult:
     P_all = common.post_instruction_positions(tok)
     P = min(P_all, spec.positions) if spec.positions else P_all
     system = spec.system
-    h_train, s_train = common.prompt_sets(spec.n_train, "train", tok, spec.max_prompt_tokens, system=system)
-    h_val, s_val = common.prompt_sets(spec.n_val, "train", tok, spec.max_prompt_tokens, offset=spec.n_train,
-                                      system=system)
     n_sig = max(spec.n_generate, spec.n_val)
     h_eval, s_eval = common.prompt_sets(n_sig, "eval", tok, spec.max_prompt_tokens, system=system)
 
@@ -387,19 +495,12 @@ def run(ctx, spec: Spec) -> RefusalDirectionResult:
     if spec.direction_from is not None:  # reuse steps 1-3 of an earlier run
         directions, labels, sel, massive = _reuse(spec.direction_from, n_layers, bridge.cfg.d_model)
     else:
-        # 1-2. collect + difference in means (on the bridge copy)
-        harm_train = common.encode_prompts(tok, h_train, system)
-        safe_train = common.encode_prompts(tok, s_train, system)
-        directions = candidate_directions(bridge, harm_train, safe_train, P, spec.batch_size)
-        massive = ([] if spec.massive_factor is None else
-                   massive_dimensions(bridge, safe_train, spec.massive_factor, spec.batch_size))
-        directions[..., massive] = 0.0
-        labels = common.position_labels(tok, safe_train, P)
+        inputs = selection_inputs(bridge, tok, spec, P)
+        directions, labels, massive = inputs.directions, inputs.position_labels, inputs.massive_dims
         # 3. select (HF model + hooks)
         cutoff = max(1, int(n_layers * (1 - spec.discard_last)))
         bar = common.progress_bar(ctx, P * len(range(0, cutoff, spec.layer_stride)), "select direction")
-        sel = select_direction(model, directions, common.encode_prompts(tok, h_val, system),
-                               common.encode_prompts(tok, s_val, system), tokens, spec, bar)
+        sel = select_direction(model, directions, inputs.harmful_val, inputs.harmless_val, tokens, spec, bar)
         bar.close()
     i, L = sel["selected"]["position_index"], sel["selected"]["layer"]
     r = directions[i, L]

@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from workbench.data.batching import sorted_batches
 from workbench.data.chat import IGNORE, Encoded, collate, encode
 from workbench.data.types import Sample
 from workbench.models.sites import sites_of
@@ -46,12 +47,6 @@ def encode_answer_start(tokenizer, samples: Sequence[Sample], answer_tokens: int
         end = first + answer_tokens
         out.append(Encoded(e.input_ids[:end], e.labels[:end]))
     return out
-
-
-def batches_by_length(encoded: Sequence[Encoded], batch_size: int) -> list[list[int]]:
-    """Index batches of similar length (sorted, ties by index): little padding, and each row's result is its own."""
-    order = sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @contextmanager
@@ -135,6 +130,6 @@ def iter_features(model, encoded: Sequence[Encoded], featurize, pad_id: int, bat
                   ) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(indices, unit features `[len(indices), dim]`) per length-sorted batch of `encoded`."""
     device = next(model.parameters()).device
-    for idx in batches_by_length(encoded, batch_size):
+    for idx in sorted_batches([len(e) for e in encoded], batch_size):
         batch = {k: v.to(device) for k, v in collate([encoded[i] for i in idx], pad_id).items()}
         yield idx, featurize(model, batch).cpu()

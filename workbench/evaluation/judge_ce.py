@@ -63,6 +63,7 @@ import torch
 from torch import nn
 
 from workbench.cache import cache_dir
+from workbench.data.batching import sorted_batches
 from workbench.evaluation.embeddings import MiniLMEmbedder
 from workbench.evaluation.judge import (
     ERROR_KINDS,
@@ -176,19 +177,13 @@ def _pad(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return states, mask
 
 
-def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices in batches of similar length (longest first): little padding, so little wasted compute."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-
-
 @torch.no_grad()
 def bottom_states(base: Base, prompts: Sequence[str], responses: Sequence[str], batch_size: int = BATCH_SIZE,
                   progress: bool = False) -> list[torch.Tensor]:
     """Each pair's hidden states after the frozen bottom layers, [t_i, h] float32, computed once."""
     encoded = encode_pairs(base.tokenizer, prompts, responses)
     out: list[torch.Tensor] = [torch.zeros(0)] * len(encoded)
-    batches = _length_batches([len(e["input_ids"]) for e in encoded], batch_size)
+    batches = sorted_batches([len(e["input_ids"]) for e in encoded], batch_size, longest_first=True)
     for n, idx in enumerate(batches):
         width = max(len(encoded[i]["input_ids"]) for i in idx)
         ids = torch.zeros(len(idx), width, dtype=torch.long)
@@ -211,7 +206,7 @@ def top_logits(top: CrossEncoderTop, states: Sequence[torch.Tensor], batch_size:
     """[n] logits of the trained part over cached bottom states, in eval mode (no dropout)."""
     top.eval()
     out = np.zeros(len(states))
-    for idx in _length_batches([s.shape[0] for s in states], batch_size):
+    for idx in sorted_batches([s.shape[0] for s in states], batch_size, longest_first=True):
         out[idx] = top(*_pad([states[i] for i in idx])).double().numpy()
     return out
 
@@ -233,7 +228,7 @@ def train_top(base: Base, states: Sequence[torch.Tensor], y: np.ndarray, w: np.n
     top = CrossEncoderTop(base.top_layers, base.hidden)
     rng = np.random.default_rng(seed)
     opt = torch.optim.AdamW(top.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
-    batches = _length_batches([s.shape[0] for s in states], batch_size)
+    batches = sorted_batches([s.shape[0] for s in states], batch_size, longest_first=True)
     warmup = max(1, int(WARMUP * len(batches)))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
     yt, wt = torch.tensor(y, dtype=torch.float32), torch.tensor(w / w.mean(), dtype=torch.float32)
